@@ -1,0 +1,126 @@
+"""Budgets as data: each budget key maps to a metric, a direction and a sentence.
+
+A check returns a `BudgetCheck` whose message (value, limit, baseline) goes
+verbatim into the report and the terminal. Only the runner calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from compress.recipe.schema import Budgets
+
+
+@dataclass
+class BudgetCheck:
+    """The outcome of one budget on one model."""
+
+    metric: str
+    limit: float
+    value: float | None
+    passed: bool
+    message: str
+    baseline: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How to read a budget key: which metric, which direction, how to print it."""
+
+    metric: str
+    direction: str  # "max": value must be <= limit; "min": value must be >= limit
+    read: Callable[[dict, dict | None], float | None]
+    fmt: Callable[[float], str]
+    baseline: Callable[[dict | None], float | None] = lambda teacher: None
+
+
+def _latency(metrics: dict, percentile: str) -> float | None:
+    primary = metrics.get("primary_provider", "cpu")
+    return metrics.get("latency", {}).get(primary, {}).get(percentile)
+
+
+def _accuracy_drop(metrics: dict, teacher: dict | None) -> float | None:
+    if teacher is None or metrics.get("accuracy") is None:
+        return None
+    return teacher["accuracy"] - metrics["accuracy"]
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.2f}%"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.4g} ms"
+
+
+def _count(value: float) -> str:
+    return f"{int(value):,}"
+
+
+RULES: dict[str, Rule] = {
+    "accuracy_min": Rule("accuracy", "min", lambda m, t: m.get("accuracy"), _pct),
+    "accuracy_drop_max": Rule(
+        "accuracy_drop",
+        "max",
+        _accuracy_drop,
+        lambda v: f"{v * 100:.2f} points",
+        lambda t: t["accuracy"] if t else None,
+    ),
+    "latency_p50_ms_max": Rule("latency_p50_ms", "max", lambda m, t: _latency(m, "p50_ms"), _ms),
+    "latency_p90_ms_max": Rule("latency_p90_ms", "max", lambda m, t: _latency(m, "p90_ms"), _ms),
+    "size_bytes_max": Rule("size_bytes", "max", lambda m, t: m.get("size_bytes"), _count),
+    "params_max": Rule("params", "max", lambda m, t: m.get("params"), _count),
+    "macs_max": Rule("macs", "max", lambda m, t: m.get("macs"), _count),
+    "speedup_min": Rule(
+        "speedup",
+        "min",
+        lambda m, t: (m.get("speedup") or {}).get("median"),
+        lambda v: f"{v:.2f}x",
+        lambda t: _latency(t, "p50_ms") if t else None,
+    ),
+}
+
+
+def check_budgets(
+    budgets: Budgets, metrics: dict[str, Any], teacher: dict[str, Any] | None
+) -> list[BudgetCheck]:
+    """Check every set budget against a model's metrics.
+
+    Args:
+        budgets: the budgets to check; unset ones are skipped.
+        metrics: the model's evaluation (accuracy, latency, size_bytes, ...).
+        teacher: the teacher's metrics, the baseline of drops and speed-ups.
+
+    Example:
+        >>> check_budgets(Budgets(accuracy_min=0.9), {"accuracy": 0.8}, None)[0].passed
+        False
+    """
+    checks = []
+    for key, limit in budgets.model_dump().items():
+        if limit is None:
+            continue
+        rule = RULES[key]
+        value = rule.read(metrics, teacher)
+        baseline = rule.baseline(teacher)
+        if value is None:
+            checks.append(
+                BudgetCheck(rule.metric, limit, None, False, f"{rule.metric} was not measured")
+            )
+            continue
+        passed = value <= limit if rule.direction == "max" else value >= limit
+        relation = ("<=" if passed else ">") if rule.direction == "max" else (
+            ">=" if passed else "<"
+        )
+        bound = "max" if rule.direction == "max" else "min"
+        message = f"{rule.metric} {rule.fmt(value)} {relation} {bound} {rule.fmt(limit)}"
+        if rule.metric == "accuracy_drop" and baseline is not None:
+            message += f" (teacher {_pct(baseline)} -> {_pct(metrics['accuracy'])})"
+        elif rule.metric == "speedup" and baseline is not None:
+            message += f" (teacher p50 {_ms(baseline)}, interleaved)"
+        checks.append(BudgetCheck(rule.metric, limit, value, passed, message, baseline))
+    return checks

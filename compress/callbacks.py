@@ -1,0 +1,109 @@
+"""Observers of a run: progress and console output, kept out of the runner's logic.
+
+Every hook is a documented no-op in `Callback`; subclasses override what they need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+
+class Callback:
+    """No-op hooks the runner calls in order: run start, per stage, budgets, run end."""
+
+    def on_run_start(self, recipe_name: str, out_dir: str, stage_names: list[str]) -> None:
+        """Before data is loaded."""
+
+    def on_stage_start(self, index: int, total: int, name: str, stage_type: str) -> None:
+        """Before a stage runs."""
+
+    def on_epoch_end(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        """After each training epoch inside a stage."""
+
+    def on_stage_end(self, record: dict[str, Any]) -> None:
+        """After a stage's model was evaluated and its budgets checked."""
+
+    def on_budget_fail(self, stage: str, check: dict[str, Any]) -> None:
+        """For each budget a stage (or the final model) missed."""
+
+    def on_run_end(self, report: dict[str, Any]) -> None:
+        """After report.json was written."""
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _human_count(count: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.2f}{unit}"
+    return str(int(count))
+
+
+class ConsoleReporter(Callback):
+    """Plain progress lines and a one-line verdict per stage (rich markup on a TTY)."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console(highlight=False)
+        self.quiet = quiet
+        self._stage = ""
+
+    def on_run_start(self, recipe_name, out_dir, stage_names):
+        self.console.print(
+            f"[bold]compress[/] run [bold]{recipe_name}[/]: {' -> '.join(stage_names)}  "
+            f"(run directory {out_dir})"
+        )
+
+    def on_stage_start(self, index, total, name, stage_type):
+        self._stage = name
+        self.console.print(f"[{index}/{total}] [bold]{name}[/] ({stage_type})")
+
+    def on_epoch_end(self, stage, epoch, metrics):
+        if self.quiet:
+            return
+        self.console.print(
+            f"    epoch {epoch:>3}  train_loss {metrics['train_loss']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy'] * 100:.2f}%  "
+            f"lr {metrics['lr']:.3g}"
+        )
+
+    def on_stage_end(self, record):
+        if record["status"] == "error":
+            self.console.print(f"  [red]x {record['name']} failed:[/] {record['error']}")
+            return
+        m = record["metrics"]
+        primary = m.get("primary_provider", "cpu")
+        latency = m.get("latency", {}).get(primary, {})
+        speed = m.get("speedup")
+        mark = "[green]ok[/]" if record["status"] == "passed" else "[red]BUDGET MISSED[/]"
+        line = (
+            f"  {mark} acc {m['accuracy'] * 100:.2f}%  p50 {latency.get('p50_ms', float('nan')):.4g} ms"
+            f"  p90 {latency.get('p90_ms', float('nan')):.4g} ms  size {_human_bytes(m['size_bytes'])}"
+            f"  params {_human_count(m['params'])}  MACs {_human_count(m['macs'])}"
+        )
+        if speed:
+            line += f"  speed-up {speed['median']:.2f}x"
+        line += f"  ({record['duration_s']:.1f} s)"
+        self.console.print(line)
+        for check in record["budgets"]:
+            if check["passed"]:
+                self.console.print(f"     [green]pass[/] {check['message']}")
+
+    def on_budget_fail(self, stage, check):
+        self.console.print(f"     [red]FAIL[/] {stage}: {check['message']}")
+
+    def on_run_end(self, report):
+        status = report["status"]
+        colour = {"passed": "green", "failed": "red", "error": "red"}[status]
+        final = report.get("final") or {}
+        where = f"; final model {final['path']}" if final.get("path") else ""
+        self.console.print(
+            f"[{colour}]{status.upper()}[/] report {report['paths']['report_json']}{where}"
+        )

@@ -1,0 +1,105 @@
+"""The `compress` command: parse, call the API, map errors to exit codes.
+
+Exit codes: 0 every budget met; 1 a budget was missed (report and final model
+still written); 2 bad recipe or usage; 3 a stage failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from compress import __version__
+from compress.errors import CompressError
+
+EXIT_OK, EXIT_BUDGET, EXIT_USAGE, EXIT_STAGE = 0, 1, 2, 3
+
+_console = Console(stderr=True, highlight=False)
+
+
+def _fail(exc: CompressError, debug: bool) -> None:
+    if debug:
+        _console.print_exception()
+    for line in str(exc).splitlines():
+        _console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="compress")
+def main() -> None:
+    """compress: train -> distill -> prune -> quantize -> export, checked against budgets."""
+
+
+_set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a recipe value, e.g. --set stages[0].epochs=3 (repeatable).",
+)
+_debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and exporter output.")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@_set_option
+@_debug_option
+def validate(recipe: Path, overrides: tuple[str, ...], debug: bool) -> None:
+    """Check RECIPE without running it; print the resolved stage order."""
+    from compress.recipe import load_recipe
+
+    try:
+        loaded = load_recipe(recipe, overrides)
+    except CompressError as exc:
+        _fail(exc, debug)
+    click.echo(f"{recipe}: valid; stages: {' -> '.join(loaded.stage_names())}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory (default: runs/<recipe name>).",
+)
+@_set_option
+@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@_debug_option
+def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], quiet: bool, debug: bool) -> None:
+    """Run RECIPE's stages in order, checking budgets after each.
+
+    Exits 0 when every budget is met, 1 when one is missed, 2 on a bad recipe,
+    3 when a stage fails.
+    """
+    from compress.callbacks import ConsoleReporter
+    from compress.recipe import load_recipe
+    from compress.runner import Runner
+
+    try:
+        loaded = load_recipe(recipe, overrides)
+        out_dir = out or Path("runs") / loaded.name
+        runner = Runner(
+            loaded,
+            out_dir,
+            recipe_path=str(recipe),
+            callbacks=[ConsoleReporter(Console(highlight=False), quiet=quiet)],
+            debug=debug,
+        )
+        outcome = runner.run()
+    except CompressError as exc:
+        _fail(exc, debug)
+    if outcome.exit_code != EXIT_OK:
+        for failure in outcome.report["failures"]:
+            _console.print(f"[red]{'budget missed' if outcome.exit_code == 1 else 'error'}:[/] {failure}")
+        if debug and outcome.report.get("error", {}) and outcome.report["error"].get("traceback"):
+            _console.print(outcome.report["error"]["traceback"])
+    sys.exit(outcome.exit_code)
+
+
+if __name__ == "__main__":
+    main()

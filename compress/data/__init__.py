@@ -1,0 +1,31 @@
+"""Data sources (a registry) and the splits built from them."""
+
+from __future__ import annotations
+
+from compress.data.bundle import DataBundle, RawData, Split
+from compress.data.sources import DATA_SOURCES, load_raw
+from compress.data.splits import build_bundle, stratified_split
+from compress.recipe.schema import DataConfig
+
+
+def load_data(config: DataConfig, seed: int) -> DataBundle:
+    """Load the recipe's data source and split it (see `build_bundle`).
+
+    Example:
+        >>> bundle = load_data(DataConfig(), seed=0)  # doctest: +SKIP
+        >>> bundle.input_shape
+        (1, 8, 8)
+    """
+    return build_bundle(load_raw(config), config, seed)
+
+
+__all__ = [
+    "DATA_SOURCES",
+    "DataBundle",
+    "RawData",
+    "Split",
+    "build_bundle",
+    "load_data",
+    "load_raw",
+    "stratified_split",
+]

@@ -1,0 +1,102 @@
+"""Deterministic, seeded, stratified splits and normalisation statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from compress.data.bundle import DataBundle, RawData, Split, content_identity
+from compress.errors import DataError
+from compress.recipe.schema import DataConfig
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out): `fraction` of each class held out, seeded.
+
+    Example:
+        >>> kept, held = stratified_split(np.array([0, 0, 1, 1]), 0.5, seed=0)
+        >>> sorted(np.concatenate([kept, held]).tolist())
+        [0, 1, 2, 3]
+    """
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        count = int(round(len(members) * fraction))
+        if len(members) > 1:
+            count = min(max(count, 1), len(members) - 1)
+        held.append(members[:count])
+        kept.append(members[count:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def _subsample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    if count >= len(labels):
+        return np.arange(len(labels))
+    kept, _ = stratified_split(labels, 1.0 - count / len(labels), seed)
+    return kept
+
+
+def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
+    """Split, scale and normalise `raw` into a DataBundle.
+
+    The test split is the source's official one when it has one; validation is
+    always carved from the training arrays, so test data never guides training.
+    """
+    if raw.x_train.ndim not in (2, 4):
+        raise DataError(
+            f"data: x_train must be (N, C, H, W) or (N, features), got shape {raw.x_train.shape}"
+        )
+    if raw.x_test is not None and raw.x_test.shape[1:] != raw.x_train.shape[1:]:
+        raise DataError(
+            f"data: x_test shape {raw.x_test.shape[1:]} differs from x_train {raw.x_train.shape[1:]}"
+        )
+    if raw.y_train.min() < 0:
+        raise DataError("data: labels must be >= 0")
+    if not np.isfinite(raw.x_train).all():
+        raise DataError("data: x_train holds NaN or infinite values")
+
+    x_all, y_all = raw.x_train, raw.y_train
+    if raw.x_test is None:
+        trainval_idx, test_idx = stratified_split(y_all, config.test_fraction, seed)
+        x_test, y_test = x_all[test_idx], y_all[test_idx]
+        x_all, y_all = x_all[trainval_idx], y_all[trainval_idx]
+    else:
+        x_test, y_test = raw.x_test, raw.y_test
+    train_idx, val_idx = stratified_split(y_all, config.val_fraction, seed + 1)
+    if config.max_train_samples is not None:
+        train_idx = train_idx[_subsample(y_all[train_idx], config.max_train_samples, seed + 2)]
+
+    x_train = x_all[train_idx] * raw.scale
+    axes = (0, 2, 3) if x_train.ndim == 4 else (0,)
+    mean = x_train.mean(axis=axes, dtype=np.float64)
+    std = x_train.std(axis=axes, dtype=np.float64)
+    std = np.where(std < 1e-6, 1.0, std)
+    if x_train.ndim == 2:  # per-feature stats would be a huge contract; use one value
+        mean, std = np.array([x_train.mean()]), np.array([max(float(x_train.std()), 1e-6)])
+
+    stat_shape = (1, -1, 1, 1) if x_train.ndim == 4 else (1, -1)
+    mean_b, std_b = mean.reshape(stat_shape), std.reshape(stat_shape)
+
+    def to_split(x: np.ndarray, y: np.ndarray) -> Split:
+        normalised = ((x * raw.scale - mean_b) / std_b).astype(np.float32)
+        return Split(torch.from_numpy(normalised), torch.from_numpy(y.astype(np.int64)))
+
+    num_classes = int(max(y_all.max(), y_test.max())) + 1
+    return DataBundle(
+        train=to_split(x_all[train_idx], y_all[train_idx]),
+        val=to_split(x_all[val_idx], y_all[val_idx]),
+        test=to_split(x_test, y_test),
+        num_classes=num_classes,
+        input_shape=tuple(int(d) for d in raw.x_train.shape[1:]),
+        scale=float(raw.scale),
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        description=raw.description,
+        identity=content_identity(raw.x_train, raw.y_train, *(
+            [raw.x_test, raw.y_test] if raw.x_test is not None else []
+        )),
+    )

@@ -1,0 +1,179 @@
+"""Built-in architectures by recipe name. Each builder takes (config, input_shape, num_classes).
+
+Every built-in model names its final layer `classifier`, so pruning can leave
+it whole (its outputs are the classes) without guessing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from compress.errors import RecipeError, StageError
+from compress.recipe.schema import CallableModelConfig, CNNConfig, MLPConfig, ResNetConfig
+from compress.registry import Registry, import_callable
+
+Builder = Callable[..., nn.Module]
+ARCHITECTURES: Registry[Builder] = Registry("architecture")
+
+
+class CNN(nn.Module):
+    """VGG-style conv blocks, global average pool, optional hidden layer, classifier."""
+
+    def __init__(self, config: CNNConfig, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        channels, height, _ = input_shape
+        layers: list[nn.Module] = []
+        for width in config.widths:
+            for _ in range(config.convs_per_block):
+                layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=not config.batch_norm))
+                if config.batch_norm:
+                    layers.append(nn.BatchNorm2d(width))
+                layers.append(nn.ReLU(inplace=True))
+                channels = width
+            if height >= 4:  # keep at least 2x2 before the global pool
+                layers.append(nn.MaxPool2d(2))
+                height //= 2
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        head: list[nn.Module] = [nn.Flatten()]
+        if config.hidden:
+            head += [nn.Linear(channels, config.hidden), nn.ReLU(inplace=True)]
+            channels = config.hidden
+        if config.dropout:
+            head.append(nn.Dropout(config.dropout))
+        self.head = nn.Sequential(*head)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head(self.pool(self.features(x))))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual add; a 1x1 conv shortcut when shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small ResNet: stem, one stage of basic blocks per width, pool, classifier."""
+
+    def __init__(self, config: ResNetConfig, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        channels = config.widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], channels, 3, config.stem_stride, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+        blocks: list[nn.Module] = []
+        for index, width in enumerate(config.widths):
+            for block in range(config.blocks_per_stage):
+                stride = 2 if index > 0 and block == 0 else 1
+                blocks.append(BasicBlock(channels, width, stride))
+                channels = width
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.pool(self.layers(self.stem(x)))))
+
+
+class MLP(nn.Module):
+    """Flatten, hidden Linear+ReLU layers, classifier."""
+
+    def __init__(self, config: MLPConfig, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        features = 1
+        for dim in input_shape:
+            features *= dim
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in config.hidden:
+            layers += [nn.Linear(features, width), nn.ReLU(inplace=True)]
+            if config.dropout:
+                layers.append(nn.Dropout(config.dropout))
+            features = width
+        self.body = nn.Sequential(*layers)
+        self.classifier = nn.Linear(features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
+ARCHITECTURES.register("cnn")(CNN)
+ARCHITECTURES.register("resnet")(ResNet)
+ARCHITECTURES.register("mlp")(MLP)
+
+
+def _build_user_model(
+    config: CallableModelConfig, input_shape: tuple[int, ...], num_classes: int
+) -> nn.Module:
+    function = import_callable(config.architecture, "model.architecture")
+    kwargs = dict(config.kwargs)
+    accepted = inspect.signature(function).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    for name, value in (("num_classes", num_classes), ("input_shape", tuple(input_shape))):
+        if (name in accepted or takes_any) and name not in kwargs:
+            kwargs[name] = value
+    try:
+        model = function(**kwargs)
+    except Exception as exc:  # the user's code: name it, keep its message
+        raise StageError(
+            f"model.architecture {config.architecture} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise StageError(
+            f"model.architecture {config.architecture} returned {type(model).__name__}, "
+            "expected a torch.nn.Module"
+        )
+    return model
+
+
+def build_model(config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Instantiate the architecture a model config names.
+
+    Example:
+        >>> model = build_model(CNNConfig(widths=[8]), (1, 8, 8), 10)
+        >>> model(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    if isinstance(config, CallableModelConfig):
+        return _build_user_model(config, input_shape, num_classes)
+    if config.architecture not in ARCHITECTURES:
+        raise RecipeError(f"unknown architecture {config.architecture!r}")
+    return ARCHITECTURES.get(config.architecture)(config, tuple(input_shape), num_classes)
+
+
+def find_classifier(model: nn.Module, num_classes: int) -> nn.Module | None:
+    """The layer producing the class logits: `classifier`, else the last Linear with
+    `num_classes` outputs."""
+    named = getattr(model, "classifier", None)
+    if isinstance(named, nn.Module):
+        return named
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            last = module
+    return last

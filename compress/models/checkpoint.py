@@ -1,0 +1,170 @@
+"""Save and load models without pickle: safetensors weights + a JSON structure spec.
+
+A pruned model no longer matches its class definition, so the spec records, for
+every module, the size attributes (channels, features, heads, ...) it has now.
+Loading rebuilds the architecture from its config, applies those attributes,
+resizes each parameter to the stored shape and loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import TypeAdapter, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from compress.artifacts import atomic_path, atomic_write_json, sha256_file
+from compress.errors import ArtifactError
+from compress.models.architectures import build_model
+from compress.recipe.schema import ModelConfig
+
+FORMAT = "compress-model/1"
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "model.json"
+
+# Module attributes that describe a layer's size; torch-pruning rewrites these.
+SIZE_ATTRIBUTES = (
+    "in_channels",
+    "out_channels",
+    "groups",
+    "in_features",
+    "out_features",
+    "num_features",
+    "normalized_shape",
+    "embed_dim",
+    "num_heads",
+    "head_dim",
+    "kdim",
+    "vdim",
+)
+
+_MODEL_CONFIG = TypeAdapter(ModelConfig)
+
+
+@dataclass
+class ModelSpec:
+    """What is needed to rebuild a model: its architecture and the data's shape."""
+
+    config: Any  # one of the ModelConfig classes
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Size attributes of every module that has any, keyed by module name."""
+    structure: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        attributes = {}
+        for attribute in SIZE_ATTRIBUTES:
+            value = getattr(module, attribute, None)
+            if isinstance(value, (int, tuple)) and not isinstance(value, bool):
+                attributes[attribute] = list(value) if isinstance(value, tuple) else value
+        if attributes:
+            structure[name] = attributes
+    return structure
+
+
+def save_model(model: nn.Module, spec: ModelSpec, folder: str | Path) -> Path:
+    """Write `model.safetensors` and `model.json` into `folder`, each atomically.
+
+    Example:
+        >>> save_model(model, spec, "runs/digits/prune")  # doctest: +SKIP
+    """
+    folder = Path(folder)
+    state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    atomic_write_json(
+        folder / SPEC_FILE,
+        {
+            "format": FORMAT,
+            "architecture": spec.config.model_dump(mode="json"),
+            "input_shape": list(spec.input_shape),
+            "num_classes": spec.num_classes,
+            "structure": structure_of(model),
+            "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
+        },
+    )
+    return folder / WEIGHTS_FILE
+
+
+def _resize_(model: nn.Module, structure: dict[str, dict[str, Any]], state: dict) -> None:
+    modules = dict(model.named_modules())
+    for name, attributes in structure.items():
+        module = modules.get(name)
+        if module is None:
+            raise ArtifactError(f"structure names module {name!r}, which the architecture lacks")
+        for attribute, value in attributes.items():
+            setattr(module, attribute, tuple(value) if isinstance(value, list) else value)
+    for key, tensor in state.items():
+        module_name, _, attribute = key.rpartition(".")
+        module = modules.get(module_name)
+        if module is None:
+            raise ArtifactError(f"weights name {key!r}, which the architecture lacks")
+        if attribute in module._parameters and module._parameters[attribute] is not None:
+            current = module._parameters[attribute]
+            if current.shape != tensor.shape:
+                module._parameters[attribute] = nn.Parameter(
+                    torch.empty_like(tensor), requires_grad=current.requires_grad
+                )
+        elif attribute in module._buffers and module._buffers[attribute] is not None:
+            if module._buffers[attribute].shape != tensor.shape:
+                module._buffers[attribute] = torch.empty_like(tensor)
+
+
+def load_model(folder: str | Path) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a model saved by `save_model`, verifying the weights' hash first.
+
+    Raises ArtifactError naming the file when anything is missing or corrupt.
+    """
+    folder = Path(folder)
+    spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
+    try:
+        meta = json.loads(spec_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{spec_path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{spec_path}: corrupt ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ArtifactError(f"{spec_path}: not a {FORMAT} file")
+    if not weights_path.is_file():
+        raise ArtifactError(f"{weights_path}: missing")
+    if sha256_file(weights_path) != meta.get("weights_sha256"):
+        raise ArtifactError(f"{weights_path}: content does not match its recorded hash")
+    try:
+        config = _MODEL_CONFIG.validate_python(meta["architecture"])
+        spec = ModelSpec(config, tuple(meta["input_shape"]), int(meta["num_classes"]))
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ArtifactError(f"{spec_path}: invalid model spec ({exc})") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{weights_path}: unreadable ({exc})") from None
+    model = build_model(config, spec.input_shape, spec.num_classes)
+    _resize_(model, meta.get("structure", {}), state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{weights_path}: does not fit the stored structure ({exc})") from None
+    return model.eval(), spec
+
+
+def load_weights_(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a safetensors file into `model` in place (the `weights` recipe key)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path}: weights file not found")
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: cannot load into the model ({exc})") from None
+    return model

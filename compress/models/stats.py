@@ -1,0 +1,74 @@
+"""Parameter and multiply-accumulate counts, measured with forward hooks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters (dense count, zeros included)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero_params(model: nn.Module) -> int:
+    """Parameters that are not exactly zero (what unstructured pruning reduces)."""
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
+def _conv_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
+    kernel = 1
+    for size in module.kernel_size:
+        kernel *= size
+    per_output = kernel * module.in_channels // module.groups
+    return output[0].numel() * per_output
+
+
+def _linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
+    return output[0].numel() * module.in_features
+
+
+def _attention_macs(module: nn.MultiheadAttention, output) -> int:
+    tokens = output[0][0].numel() // module.embed_dim  # output is (attn_out, weights)
+    embed = module.embed_dim
+    projections = 4 * tokens * embed * embed  # q, k, v and out projections
+    scores = 2 * tokens * tokens * embed  # q @ k^T and weights @ v
+    return projections + scores
+
+
+_MAC_RULES = {
+    nn.Conv1d: _conv_macs,
+    nn.Conv2d: _conv_macs,
+    nn.Linear: _linear_macs,
+    nn.MultiheadAttention: _attention_macs,
+}
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one sample's forward pass (convs, linears, attention).
+
+    Example:
+        >>> count_macs(nn.Linear(4, 2), (4,))
+        8
+    """
+    total = 0
+
+    def hook(module, _inputs, output):
+        nonlocal total
+        total += _MAC_RULES[type(module)](module, output)
+
+    handles = [
+        module.register_forward_hook(hook)
+        for module in model.modules()
+        if type(module) in _MAC_RULES
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return int(total)

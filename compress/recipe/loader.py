@@ -1,0 +1,247 @@
+"""TOML recipe -> validated `Recipe`, with errors that name the file and key path.
+
+Precedence: the recipe file, then each `--set key.path=value` override in order.
+Rules that span stages live in `check_stage_order`, run after field validation.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import Field, ValidationError
+
+from compress.errors import RecipeError
+from compress.recipe.schema import (
+    Budgets,
+    CNNConfig,
+    DataConfig,
+    ModelConfig,
+    RuntimeConfig,
+    StrictModel,
+)
+from compress.recipe.stages import StageConfig
+
+
+class Recipe(StrictModel):
+    """A whole recipe: data, starting model, runtime, final budgets and ordered stages."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (folder name).")
+    description: str = Field("", description="Free text shown in the report.")
+    seed: int = Field(0, ge=0, description="Seed for splits, initialisation and training.")
+    data: DataConfig = Field(default_factory=DataConfig, description="The data table.")
+    model: ModelConfig = Field(default_factory=CNNConfig, description="The starting model.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Measurement.")
+    budgets: Budgets = Field(default_factory=Budgets, description="Budgets of the final model.")
+    stages: list[StageConfig] = Field(min_length=1, description="Stages, run in this order.")
+
+    def stage_names(self) -> list[str]:
+        """Unique stage names: the explicit `name`, else the type, numbered if repeated."""
+        counts: dict[str, int] = {}
+        for stage in self.stages:
+            counts[stage.type] = counts.get(stage.type, 0) + 1
+        seen: dict[str, int] = {}
+        names = []
+        for stage in self.stages:
+            if stage.name:
+                names.append(stage.name)
+                continue
+            seen[stage.type] = seen.get(stage.type, 0) + 1
+            names.append(
+                stage.type if counts[stage.type] == 1 else f"{stage.type}{seen[stage.type]}"
+            )
+        return names
+
+    def to_toml(self) -> str:
+        """The resolved recipe (defaults filled in) as TOML that validates again."""
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+_INDEX = re.compile(r"^(?P<key>[^\[\]]*)((\[(?P<index>\d+)\])*)$")
+
+
+def parse_key_path(path: str) -> list[str | int]:
+    """Split `stages[1].optimizer.lr` (or `stages.1.optimizer.lr`) into parts.
+
+    Example:
+        >>> parse_key_path("stages[1].optimizer.lr")
+        ['stages', 1, 'optimizer', 'lr']
+    """
+    parts: list[str | int] = []
+    for piece in path.split("."):
+        match = _INDEX.match(piece)
+        if not piece or match is None:
+            raise RecipeError(f"invalid key path {path!r}")
+        key = match.group("key")
+        if key.isdigit():
+            parts.append(int(key))
+        elif key:
+            parts.append(key)
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", piece))
+    return parts
+
+
+def format_key_path(parts: list[str | int] | tuple[str | int, ...]) -> str:
+    """Inverse of `parse_key_path`: ['stages', 1, 'lr'] -> 'stages[1].lr'."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _parse_override_value(text: str) -> Any:
+    # A TOML literal when it parses as one (3, 0.1, true, [1, 2], "x"), else a bare string.
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    """Apply one `key.path=value` override to the raw recipe dict, in place.
+
+    Missing tables are created; list indices must exist.
+    """
+    if "=" not in assignment:
+        raise RecipeError(f"{source}: expected key.path=value, got {assignment!r}")
+    path_text, value_text = assignment.split("=", 1)
+    parts = parse_key_path(path_text.strip())
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        where = format_key_path(parts[: depth + 1])
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise RecipeError(f"{source} {path_text.strip()}: no list item {where}")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise RecipeError(f"{source} {path_text.strip()}: {where} is not a table")
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise RecipeError(f"{source} {path_text.strip()}: no list item {format_key_path(parts)}")
+    elif not isinstance(node, dict):
+        raise RecipeError(f"{source} {path_text.strip()}: {format_key_path(parts[:-1])} is not a table")
+    node[last] = _parse_override_value(value_text.strip())
+
+
+def _user_location(loc: tuple[Any, ...], raw: Any) -> list[str | int]:
+    """Drop the union tags pydantic inserts into error locations (e.g. 'train').
+
+    Walk the raw data alongside the location: an element that is neither a key
+    present in the current table nor a list index, and is not the last element,
+    is a tag and is skipped.
+    """
+    parts: list[str | int] = []
+    node = raw
+    for position, element in enumerate(loc):
+        is_last = position == len(loc) - 1
+        if isinstance(element, int) and isinstance(node, list) and element < len(node):
+            parts.append(element)
+            node = node[element]
+        elif isinstance(node, dict) and element in node:
+            parts.append(element)
+            node = node[element]
+        elif not is_last and isinstance(element, str):
+            continue
+        else:
+            parts.append(element)
+            node = None
+    return parts
+
+
+# Shorter wording for the commonest pydantic errors, keyed by error type.
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "literal_error": "must be one of {expected}",
+    "too_short": "needs at least {min_length} item(s)",
+}
+
+
+def _describe(error: dict[str, Any], raw: Any, file_label: str) -> str:
+    parts = _user_location(error["loc"], raw)
+    where = format_key_path(parts) or "(top level)"
+    kind = error["type"]
+    message = error["msg"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind in _MESSAGES:
+        message = _MESSAGES[kind].format(**error.get("ctx", {}))
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind not in ("missing",) and "input" in error and not isinstance(error["input"], dict):
+        message += f", got {error['input']!r}"
+    return f"{file_label}: {where}: {message}"
+
+
+def check_stage_order(recipe: Recipe, file_label: str) -> None:
+    """Rules that span stages. Raises RecipeError quoting the stage order seen."""
+    types = [stage.type for stage in recipe.stages]
+    order = " -> ".join(types)
+    problems = []
+    names = recipe.stage_names()
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"stage names must be unique, repeated: {', '.join(duplicates)}")
+    if "export" in types and types.index("export") != len(types) - 1:
+        problems.append("export must be the last stage")
+    if types.count("export") > 1:
+        problems.append("at most one export stage")
+    if "quantize" in types:
+        after = types[types.index("quantize") + 1 :]
+        if any(t != "export" for t in after):
+            problems.append("only export may follow quantize (its output is an int8 ONNX model)")
+    if types.count("quantize") > 1:
+        problems.append("at most one quantize stage")
+    if types[0] != "train" and recipe.model.weights is None:
+        problems.append(
+            f"the first stage is {types[0]!r} but the model is untrained: start with a "
+            "train stage or set model.weights"
+        )
+    if problems:
+        raise RecipeError(f"{file_label}: stages: {'; '.join(problems)} (stage order: {order})")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override, validate and cross-check a TOML recipe.
+
+    Args:
+        path: the recipe file.
+        overrides: `key.path=value` strings applied in order before validation.
+
+    Example:
+        >>> recipe = load_recipe("recipes/digits.toml", ["stages[0].epochs=2"])  # doctest: +SKIP
+    """
+    path = Path(path)
+    label = path.name
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{label}: not UTF-8 text ({exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{label}: TOML syntax error: {exc}") from None
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_recipe(raw, label)
+
+
+def validate_recipe(raw: dict[str, Any], file_label: str = "<recipe>") -> Recipe:
+    """Validate an already-parsed recipe dict (see `load_recipe`)."""
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(error, raw, file_label) for error in exc.errors()]
+        raise RecipeError("\n".join(lines)) from None
+    check_stage_order(recipe, file_label)
+    return recipe

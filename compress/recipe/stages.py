@@ -1,0 +1,156 @@
+"""Config classes of the stages, one per recipe `type`, and their discriminated union.
+
+Adding a stage: write its config here, add it to `StageConfig`, and register the
+stage class under the same `type` (see docs/adding-a-stage.md). A test checks that
+every config type here has a registered stage and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from compress.recipe.schema import (
+    Budgets,
+    ModelConfig,
+    StrictModel,
+    TrainingConfig,
+)
+
+
+class _StageBase(StrictModel):
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Stage name, used for its folder (default: its type, numbered if repeated).",
+    )
+    budgets: Budgets = Field(default_factory=Budgets, description="This stage's budgets.")
+
+
+class TrainStageConfig(_StageBase, TrainingConfig):
+    """Train the current model (the teacher, when it is the first stage)."""
+
+    type: Literal["train"]
+
+
+class DistillConfig(StrictModel):
+    """Hinton distillation: alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE."""
+
+    temperature: float = Field(4.0, gt=0, description="Softmax temperature T.")
+    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the soft-target term.")
+
+
+class DistillStageConfig(_StageBase, TrainingConfig, DistillConfig):
+    """Train `student` against the current model as a frozen teacher."""
+
+    type: Literal["distill"]
+    student: ModelConfig = Field(description="The student architecture table.")
+
+
+class FinetuneConfig(TrainingConfig, DistillConfig):
+    """Fine-tuning after each pruning step; `distill = true` uses the unpruned model."""
+
+    epochs: int = Field(1, ge=0, description="Fine-tune epochs after each step (0: none).")
+    distill: bool = Field(False, description="Use the stage's input model as teacher.")
+
+
+class PruneStageConfig(_StageBase):
+    """Prune the current model in `steps` steps, fine-tuning after each."""
+
+    type: Literal["prune"]
+    method: Literal["structured", "unstructured"] = Field(
+        "structured",
+        description="structured: remove channels physically; unstructured: zero weights.",
+    )
+    ratio: float = Field(
+        gt=0,
+        lt=1,
+        description=(
+            "structured: share of output channels removed from each prunable layer "
+            "(params and MACs fall roughly with (1-ratio)^2); unstructured: share of "
+            "weights set to zero."
+        ),
+    )
+    steps: int = Field(1, gt=0, description="Pruning steps to reach `ratio`.")
+    schedule: Literal["linear", "agp"] = Field(
+        "linear", description="Ratio per step: linear or cubic (Zhu & Gupta)."
+    )
+    importance: Literal["l1", "l2"] = Field(
+        "l1", description="Structured channel importance criterion."
+    )
+    global_pruning: bool = Field(
+        False, description="Rank channels (or weights) across layers instead of per layer."
+    )
+    round_to: int | None = Field(None, gt=0, description="Keep channel counts multiples of it.")
+    ignored_layers: list[str] = Field(
+        default_factory=list, description="Module names never pruned (the classifier always is)."
+    )
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="Fine-tuning after each step."
+    )
+
+
+class CalibrationConfig(StrictModel):
+    """Calibration of activation ranges for static quantization."""
+
+    method: Literal["minmax", "percentile", "entropy"] = Field(
+        "minmax", description="Range estimation method."
+    )
+    samples: int = Field(256, gt=0, description="Training samples used for calibration.")
+    percentile: float = Field(
+        99.999, gt=90, le=100, description="Percentile, for method = 'percentile'."
+    )
+
+
+class QuantizeStageConfig(_StageBase):
+    """Quantize the current model to int8 with ONNX Runtime (QDQ format)."""
+
+    type: Literal["quantize"]
+    method: Literal["uniform"] = Field("uniform", description="Quantization family.")
+    mode: Literal["static"] = Field("static", description="static: calibrated activations.")
+    activation_type: Literal["uint8", "int8"] = Field(
+        "uint8",
+        description="uint8 (u8s8) runs all convs in int8 on x86; int8 (s8s8) often does not.",
+    )
+    weight_type: Literal["int8", "uint8"] = Field("int8", description="Weight integer type.")
+    per_channel: bool = Field(True, description="Per-output-channel weight scales.")
+    calibration: CalibrationConfig = Field(
+        default_factory=CalibrationConfig, description="Calibration table."
+    )
+
+    @model_validator(mode="after")
+    def _supported_pair(self) -> QuantizeStageConfig:
+        if self.activation_type == "int8" and self.weight_type == "uint8":
+            raise ValueError("activation_type int8 with weight_type uint8 is not supported by ORT")
+        return self
+
+
+class ExportStageConfig(_StageBase):
+    """Write the deployable ONNX model and prove it matches the torch model."""
+
+    type: Literal["export"]
+    opset: int | None = Field(None, ge=17, description="ONNX opset (default: the exporter's).")
+    parity_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(
+        [1, 7], min_length=2, description="Batch sizes at which ONNX must match torch."
+    )
+    parity_atol: float = Field(1e-4, gt=0, description="Absolute tolerance on logits.")
+    parity_rtol: float = Field(1e-3, ge=0, description="Relative tolerance on logits.")
+    agreement_min: float = Field(
+        0.97,
+        ge=0,
+        le=1,
+        description="For an int8 model: least share of predictions equal to the fp32 model's.",
+    )
+
+
+StageConfig = Annotated[
+    Union[
+        TrainStageConfig,
+        DistillStageConfig,
+        PruneStageConfig,
+        QuantizeStageConfig,
+        ExportStageConfig,
+    ],
+    Field(discriminator="type"),
+]

@@ -1,0 +1,389 @@
+"""The runner: stages in recipe order, then the same evaluation and budget checks after each.
+
+The runner alone exports for measurement, evaluates on ONNX Runtime, checks
+budgets and writes the report; stages only transform models. The report is
+rewritten (atomically) after every stage, so a crashed run still tells how far
+it got, and the final model is saved whatever the budgets say.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import platform
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import compress
+from compress.artifacts import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from compress.budgets import check_budgets
+from compress.callbacks import Callback
+from compress.data import load_data
+from compress.errors import CompressError
+from compress.models import ModelSpec, build_model, load_weights_, save_model
+from compress.models.stats import count_macs, count_params
+from compress.recipe.loader import Recipe
+from compress.report.markdown import render_markdown
+from compress.stages import STAGES
+from compress.stages.base import RunContext, seed_everything
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: the exit code the CLI returns and the report it wrote."""
+
+    exit_code: int
+    status: str
+    report: dict[str, Any]
+    out_dir: Path
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _environment() -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Runner:
+    """Runs a validated recipe into a run directory.
+
+    Args:
+        recipe: the validated recipe.
+        out_dir: the run directory (created; existing stage folders are replaced).
+        recipe_path: where the recipe came from, for the report.
+        callbacks: observers (console output, progress).
+        debug: keep exporter output and tracebacks.
+
+    Example:
+        >>> outcome = Runner(load_recipe("recipes/digits.toml"), Path("runs/digits")).run()  # doctest: +SKIP
+        >>> outcome.exit_code
+        0
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out_dir: Path,
+        recipe_path: str | None = None,
+        callbacks: list[Callback] | None = None,
+        debug: bool = False,
+    ):
+        self.recipe = recipe
+        self.out_dir = Path(out_dir)
+        self.recipe_path = recipe_path
+        self.callbacks = callbacks or []
+        self.debug = debug
+        self.stage_names = recipe.stage_names()
+        self.records: list[dict[str, Any]] = []
+        self.teacher_metrics: dict[str, Any] | None = None
+        self.teacher_onnx: Path | None = None
+        self.started = time.monotonic()
+        self.started_at = _now()
+        self.error: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None
+        self.data = None
+        self.error_exit_code = 0
+        self.environment = _environment()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.out_dir))
+
+    def _initial_model(self, data) -> tuple[torch.nn.Module, ModelSpec]:
+        spec = ModelSpec(self.recipe.model, data.input_shape, data.num_classes)
+        model = build_model(self.recipe.model, data.input_shape, data.num_classes)
+        if self.recipe.model.weights:
+            load_weights_(model, self.recipe.model.weights)
+        return model, spec
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, model, spec: ModelSpec, onnx_path: Path, stage_dir: Path) -> dict[str, Any]:
+        """The one evaluation every stage's output gets, on the deployed ONNX file."""
+        from compress.runtime.evaluate import onnx_accuracy
+        from compress.runtime.latency import measure_latency, speedup
+
+        runtime = self.recipe.runtime
+        metrics: dict[str, Any] = {
+            "accuracy": onnx_accuracy(onnx_path, self.data.test),
+            "size_bytes": onnx_path.stat().st_size,
+            "params": count_params(model),
+            "macs": count_macs(model, spec.input_shape),
+            "primary_provider": runtime.providers[0],
+            "latency": {},
+        }
+        compare = self.teacher_onnx is not None and self.teacher_onnx != onnx_path
+        for provider in runtime.providers:
+            paths = [self.teacher_onnx, onnx_path] if compare else [onnx_path]
+            stats = measure_latency(
+                paths,
+                spec.input_shape,
+                provider=provider,
+                threads=runtime.threads,
+                batch_size=runtime.batch_size,
+                warmup=runtime.warmup,
+                repeats=runtime.repeats,
+                rounds=runtime.rounds,
+                seed=self.recipe.seed,
+            )
+            metrics["latency"][provider] = stats[-1].to_dict()
+            if compare and provider == runtime.providers[0]:
+                metrics["speedup"] = speedup(stats[0], stats[-1])
+                metrics["teacher_p50_ms_interleaved"] = stats[0].p50_ms
+        if self.teacher_metrics is None:
+            metrics["speedup"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
+        teacher = self.teacher_metrics or metrics
+        metrics["size_ratio"] = teacher["size_bytes"] / metrics["size_bytes"]
+        metrics["accuracy_change"] = metrics["accuracy"] - teacher["accuracy"]
+        return metrics
+
+    def _deployable_onnx(self, result, stage_dir: Path) -> Path:
+        """The stage's own ONNX file, or an export of its torch model checked for parity."""
+        from compress.runtime.onnx_export import check_parity, export_onnx
+
+        if result.onnx_path is not None:
+            return result.onnx_path
+        path = stage_dir / "model.onnx"
+        export_onnx(result.model, result.spec.input_shape, path, debug=self.debug)
+        check_parity(result.model, path, result.spec.input_shape, [1, 7], 1e-4, 1e-3, self.recipe.seed)
+        return path
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> RunOutcome:
+        """Run every stage, evaluate and check budgets after each, write the report."""
+        from compress.runtime.sessions import check_providers
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out_dir / "recipe.resolved.toml", self.recipe.to_toml())
+        self._emit("on_run_start", self.recipe.name, str(self.out_dir), self.stage_names)
+        try:
+            check_providers(self.recipe.runtime.providers)  # before any training time is spent
+            if self.recipe.runtime.train_threads:
+                torch.set_num_threads(self.recipe.runtime.train_threads)
+            seed_everything(self.recipe.seed)
+            self.data = load_data(self.recipe.data, self.recipe.seed)
+            model, spec = self._initial_model(self.data)
+        except CompressError as exc:
+            self.error = {"stage": None, "type": type(exc).__name__, "message": str(exc)}
+            self.error_exit_code = exc.exit_code
+            report = self._write_report()
+            self._emit("on_run_end", report)
+            return RunOutcome(self.error_exit_code, "error", report, self.out_dir)
+        ctx = RunContext(
+            recipe=self.recipe,
+            data=self.data,
+            model=model,
+            spec=spec,
+            workdir=self.out_dir,
+            seed=self.recipe.seed,
+            debug=self.debug,
+        )
+        last_good: dict[str, Any] | None = None
+        total = len(self.recipe.stages)
+        for index, (config, name) in enumerate(zip(self.recipe.stages, self.stage_names), 1):
+            record = self._run_stage(ctx, config, name, index, total)
+            self.records.append(record)
+            self._emit("on_stage_end", record)
+            for check in record.get("budgets", []):
+                if not check["passed"]:
+                    self._emit("on_budget_fail", name, check)
+            if record["status"] == "error":
+                break
+            last_good = record
+            self._write_report()
+        if last_good is not None:
+            self._finalize(last_good)
+        report = self._write_report()
+        self._emit("on_run_end", report)
+        return RunOutcome(self._exit_code(), report["status"], report, self.out_dir)
+
+    def _run_stage(self, ctx: RunContext, config, name: str, index: int, total: int) -> dict:
+        stage_dir = self.out_dir / name
+        if stage_dir.exists():  # a previous run's folder: never mix its files with ours
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True)
+        ctx.workdir = stage_dir
+        ctx.on_epoch_end = lambda epoch, metrics: self._emit("on_epoch_end", name, epoch, metrics)
+        self._emit("on_stage_start", index, total, name, config.type)
+        record: dict[str, Any] = {"name": name, "type": config.type, "dir": self._rel(stage_dir)}
+        started = time.monotonic()
+        try:
+            stage = STAGES.get(config.type)(config, name)
+            result = stage.run(ctx)
+            save_model(result.model, result.spec, stage_dir)
+            onnx_path = self._deployable_onnx(result, stage_dir)
+            metrics = self._evaluate(result.model, result.spec, onnx_path, stage_dir)
+        except CompressError as exc:
+            message = str(exc) if getattr(exc, "stage", None) else f"stage '{name}': {exc}"
+            record.update(status="error", error=message, duration_s=time.monotonic() - started)
+            self.error = {"stage": name, "type": type(exc).__name__, "message": message}
+            if self.debug:
+                self.error["traceback"] = traceback.format_exc()
+            self.error_exit_code = exc.exit_code
+            return record
+        checks = [c.to_dict() for c in check_budgets(config.budgets, metrics, self.teacher_metrics)]
+        if self.teacher_metrics is None:  # the first stage's model is the baseline
+            self.teacher_metrics, self.teacher_onnx = metrics, onnx_path
+            ctx.teacher = copy.deepcopy(result.model).eval()
+        ctx.model, ctx.spec = result.model, result.spec
+        if result.onnx_path is not None and config.type != "export":
+            ctx.onnx_path = result.onnx_path
+        record.update(
+            status="passed" if all(c["passed"] for c in checks) else "failed",
+            duration_s=time.monotonic() - started,
+            metrics=metrics,
+            budgets=checks,
+            details=result.details,
+            artifacts={
+                "onnx": self._rel(onnx_path),
+                "weights": self._rel(stage_dir / "model.safetensors"),
+                "structure": self._rel(stage_dir / "model.json"),
+            },
+        )
+        atomic_write_json(stage_dir / "metrics.json", record)
+        ctx.history.append(record)
+        return record
+
+    def _finalize(self, last: dict[str, Any]) -> None:
+        """Copy the last good stage's model to final/ and check the final budgets."""
+        source = self.out_dir / last["artifacts"]["onnx"]
+        target = self.out_dir / "final" / "model.onnx"
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        checks = [
+            c.to_dict()
+            for c in check_budgets(self.recipe.budgets, last["metrics"], self.teacher_metrics)
+        ]
+        for check in checks:
+            if not check["passed"]:
+                self._emit("on_budget_fail", "final", check)
+        self.final = {
+            "path": self._rel(target),
+            "sha256": sha256_file(target),
+            "stage": last["name"],
+            "input": self.data.input_contract(),
+            "metrics": last["metrics"],
+            "budgets": checks,
+        }
+        atomic_write_json(self.out_dir / "final" / "model.contract.json", self.final["input"])
+
+    def _best_stage(self) -> dict[str, Any] | None:
+        """The last stage whose model met its own and the final budgets."""
+        for record in reversed(self.records):
+            if record["status"] != "passed":
+                continue
+            final = check_budgets(self.recipe.budgets, record["metrics"], self.teacher_metrics)
+            if all(check.passed for check in final):
+                return record
+        return None
+
+    def _failures(self) -> list[str]:
+        failures = []
+        if self.error is not None and self.error["stage"] is None:
+            failures.append(self.error["message"])
+        for record in self.records:
+            if record["status"] == "error":
+                failures.append(record["error"])
+            for check in record.get("budgets", []):
+                if not check["passed"]:
+                    failures.append(f"stage '{record['name']}': {check['message']}")
+        for check in (self.final or {}).get("budgets", []):
+            if not check["passed"]:
+                failures.append(f"final model: {check['message']}")
+        return failures
+
+    def _status(self) -> str:
+        if self.error is not None:
+            return "error"
+        return "failed" if self._failures() else "passed"
+
+    def _exit_code(self) -> int:
+        if self.error is not None:
+            return self.error_exit_code
+        return 1 if self._failures() else 0
+
+    def _write_report(self) -> dict[str, Any]:
+        best = self._best_stage()
+        finished = len(self.records) == len(self.recipe.stages) or self.error is not None
+        report = {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "compress_version": compress.__version__,
+            "status": self._status() if finished else "running",
+            "exit_code": self._exit_code() if finished else None,
+            "recipe": {
+                "name": self.recipe.name,
+                "path": self.recipe_path,
+                "resolved": self.recipe.model_dump(mode="json"),
+            },
+            "seed": self.recipe.seed,
+            "started_at": self.started_at,
+            "finished_at": _now(),
+            "duration_s": time.monotonic() - self.started,
+            "environment": self.environment,
+            "runtime": self.recipe.runtime.model_dump(mode="json"),
+            "data": {
+                "source": self.recipe.data.source,
+                "description": self.data.description,
+                "identity": self.data.identity,
+                "sizes": {
+                    "train": len(self.data.train),
+                    "val": len(self.data.val),
+                    "test": len(self.data.test),
+                },
+            }
+            if self.data is not None
+            else None,
+            "teacher_stage": self.records[0]["name"] if self.records else None,
+            "stages": self.records,
+            "final": self.final,
+            "best_stage": best["name"] if best else None,
+            "best_stage_path": best["artifacts"]["onnx"] if best else None,
+            "failures": self._failures(),
+            "error": self.error,
+            "paths": {
+                "report_json": str(self.out_dir / "report.json"),
+                "report_md": str(self.out_dir / "report.md"),
+            },
+        }
+        atomic_write_json(self.out_dir / "report.json", report)
+        if finished:
+            atomic_write_text(self.out_dir / "report.md", render_markdown(report))
+        return report

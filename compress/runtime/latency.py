@@ -1,0 +1,118 @@
+"""Latency on ONNX Runtime, measured interleaved so ratios survive machine drift.
+
+Timings on shared 2-core VMs drift up to 1.8x minutes apart. Measuring models
+one after another would fold that drift into their ratio, so every model is
+timed in each round (A B A B ...) and a ratio is the median of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compress.runtime.sessions import make_session
+
+
+@dataclass
+class LatencyStats:
+    """Latency of one model on one provider, in milliseconds."""
+
+    provider: str
+    threads: int
+    batch_size: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    n: int
+    round_p50_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _stats(samples_ns: list[int], round_p50: list[float], provider: str, threads: int, batch: int):
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    return LatencyStats(
+        provider=provider,
+        threads=threads,
+        batch_size=batch,
+        p50_ms=float(np.percentile(ms, 50)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std()),
+        n=int(ms.size),
+        round_p50_ms=round_p50,
+    )
+
+
+def measure_latency(
+    paths: Sequence[str | Path],
+    input_shape: tuple[int, ...],
+    *,
+    provider: str = "cpu",
+    threads: int = 1,
+    batch_size: int = 1,
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 5,
+    seed: int = 0,
+) -> list[LatencyStats]:
+    """Time each model `repeats` times per round, interleaved over `rounds` rounds.
+
+    Args:
+        paths: ONNX files, measured in this order within each round.
+        input_shape: per-sample input shape; the batch axis is prepended.
+        provider, threads, batch_size: the session and input under test.
+        warmup: untimed runs per model before the first round.
+        repeats, rounds: timed runs per model per round, and the number of rounds.
+
+    Example:
+        >>> teacher, student = measure_latency(["t.onnx", "s.onnx"], (1, 28, 28))  # doctest: +SKIP
+        >>> speedup(teacher, student)["median"]  # doctest: +SKIP
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
+    sessions = [make_session(path, provider, threads) for path in paths]
+    feeds = [{session.get_inputs()[0].name: x} for session in sessions]
+    for session, feed in zip(sessions, feeds):
+        for _ in range(warmup):
+            session.run(None, feed)
+    samples: list[list[int]] = [[] for _ in sessions]
+    round_p50: list[list[float]] = [[] for _ in sessions]
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for index, (session, feed) in enumerate(zip(sessions, feeds)):
+            times = []
+            for _ in range(repeats):
+                start = clock()
+                session.run(None, feed)
+                times.append(clock() - start)
+            samples[index].extend(times)
+            round_p50[index].append(statistics.median(times) / 1e6)
+    return [
+        _stats(s, r, provider, threads, batch_size) for s, r in zip(samples, round_p50)
+    ]
+
+
+def speedup(baseline: LatencyStats, candidate: LatencyStats) -> dict[str, float]:
+    """baseline p50 / candidate p50, per round; median and spread across rounds.
+
+    Only meaningful when both were measured in the same `measure_latency` call.
+    """
+    ratios = [b / c for b, c in zip(baseline.round_p50_ms, candidate.round_p50_ms) if c > 0]
+    if not ratios:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "rounds": 0}
+    return {
+        "median": float(statistics.median(ratios)),
+        "min": float(min(ratios)),
+        "max": float(max(ratios)),
+        "rounds": len(ratios),
+    }

@@ -1,0 +1,59 @@
+"""ONNX Runtime sessions and execution providers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.errors import UsageError
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+INSTALL_HINT = {
+    "cuda": "install the GPU build: pip install 'compress[gpu]' (onnxruntime-gpu) on a machine "
+    "with an NVIDIA GPU and CUDA",
+    "tensorrt": "install onnxruntime-gpu with TensorRT libraries on a machine with an NVIDIA GPU",
+}
+
+
+def available_providers() -> list[str]:
+    """Recipe names of the providers this onnxruntime build offers."""
+    import onnxruntime as ort
+
+    offered = set(ort.get_available_providers())
+    return [name for name, ort_name in PROVIDERS.items() if ort_name in offered]
+
+
+def check_providers(requested: list[str]) -> None:
+    """Raise UsageError (exit 2) naming any requested provider this machine lacks."""
+    have = available_providers()
+    missing = [name for name in requested if name not in have]
+    if missing:
+        hints = "; ".join(f"{name}: {INSTALL_HINT.get(name, 'not available')}" for name in missing)
+        raise UsageError(
+            f"runtime.providers asks for {', '.join(missing)}, which this onnxruntime build "
+            f"does not offer (available: {', '.join(have)}). {hints}"
+        )
+
+
+def make_session(path: str | Path, provider: str = "cpu", threads: int | None = 1):
+    """An InferenceSession on one provider with fixed intra-op threads.
+
+    Args:
+        path: the ONNX file.
+        provider: "cpu", "cuda" or "tensorrt".
+        threads: intra-op threads; None lets ONNX Runtime choose (all cores).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=[PROVIDERS[provider]])

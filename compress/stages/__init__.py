@@ -1,0 +1,7 @@
+"""Stages, one module per recipe `type`; importing this package registers them all."""
+
+from compress.stages import export, train  # noqa: F401  (registration side effect)
+from compress.stages.base import RunContext, Stage, StageResult
+from compress.stages.registry import STAGES, register_stage
+
+__all__ = ["STAGES", "RunContext", "Stage", "StageResult", "register_stage"]

@@ -1,0 +1,103 @@
+"""The stage interface: a stage transforms the current model and reports what it did.
+
+A stage never evaluates the deployed model, checks budgets or writes the report:
+the runner does all three after every stage, the same way for every stage.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.data.bundle import DataBundle
+from compress.models.checkpoint import ModelSpec
+from compress.recipe.loader import Recipe
+
+
+@dataclass
+class RunContext:
+    """Everything a stage may read: the recipe, data, current model, teacher, folder.
+
+    Attributes:
+        model: the current float torch model (input of the next stage).
+        spec: how to rebuild `model` (architecture, input shape, classes).
+        onnx_path: set once a stage's output exists only as ONNX (e.g. int8).
+        teacher: the first stage's model, the baseline for drops and speed-ups.
+        workdir: the running stage's folder inside the run directory.
+    """
+
+    recipe: Recipe
+    data: DataBundle
+    model: nn.Module
+    spec: ModelSpec
+    workdir: Path
+    seed: int
+    teacher: nn.Module | None = None
+    onnx_path: Path | None = None
+    debug: bool = False
+    on_epoch_end: Any = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class StageResult:
+    """What a stage produced.
+
+    Attributes:
+        model: the new float torch model (may be the input, changed in place).
+        spec: its rebuild spec (a distilled student has a new architecture).
+        onnx_path: the stage's own deployable ONNX file, when the model exists
+            only as ONNX (quantize) or the stage is the export itself; else the
+            runner exports `model` for evaluation.
+        details: stage-specific facts for the report (fit history, pruning
+            steps, quantization types, parity figures).
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    onnx_path: Path | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a stage is repeatable on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class Stage:
+    """Base of all stages: `run` is the template, subclasses implement `_run`.
+
+    Subclasses set `config_class` to their pydantic config and register with
+    `@register_stage("type")`.
+
+    Example:
+        >>> @register_stage("noop")  # doctest: +SKIP
+        ... class NoopStage(Stage):
+        ...     def _run(self, ctx):
+        ...         return StageResult(ctx.model, ctx.spec)
+    """
+
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any, name: str):
+        self.config = config
+        self.name = name
+
+    def run(self, ctx: RunContext) -> StageResult:
+        """Seed, run the stage, and hand its result to the runner."""
+        seed_everything(ctx.seed)
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        result = self._run(ctx)
+        result.model.eval()
+        return result
+
+    def _run(self, ctx: RunContext) -> StageResult:
+        raise NotImplementedError

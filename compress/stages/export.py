@@ -1,0 +1,64 @@
+"""`export`: write the deployable ONNX model and prove it behaves like the torch model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from compress.errors import StageError
+from compress.recipe.stages import ExportStageConfig
+from compress.runtime.evaluate import onnx_predictions
+from compress.runtime.onnx_export import check_parity, export_onnx
+from compress.stages.base import RunContext, Stage, StageResult
+from compress.stages.registry import register_stage
+from compress.training import predict_logits
+
+
+@register_stage("export")
+class ExportStage(Stage):
+    """Float models: export with a dynamic batch axis and check logits at two batch sizes.
+
+    An int8 model from `quantize` cannot match float logits exactly, so it is
+    checked instead to run at every parity batch size and to agree with the
+    float model's predictions on the validation split at least `agreement_min`.
+    """
+
+    config_class = ExportStageConfig
+
+    def _run(self, ctx: RunContext) -> StageResult:
+        target = ctx.workdir / "model.onnx"
+        if ctx.onnx_path is None:
+            export_onnx(ctx.model, ctx.spec.input_shape, target, self.config.opset, ctx.debug)
+            parity = check_parity(
+                ctx.model,
+                target,
+                ctx.spec.input_shape,
+                self.config.parity_batch_sizes,
+                self.config.parity_atol,
+                self.config.parity_rtol,
+                seed=ctx.seed,
+            )
+            return StageResult(ctx.model, ctx.spec, target, {"parity": parity})
+        target.write_bytes(ctx.onnx_path.read_bytes())
+        return StageResult(ctx.model, ctx.spec, target, {"parity": self._check_int8(ctx, target)})
+
+    def _check_int8(self, ctx: RunContext, path) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(ctx.seed)
+        for batch in self.config.parity_batch_sizes:
+            x = torch.randn(batch, *ctx.spec.input_shape, generator=generator).numpy()
+            try:
+                out = onnx_predictions(path, x, batch_size=batch)
+            except Exception as exc:  # onnxruntime's own exception types
+                raise StageError(f"int8 model fails at batch size {batch}: {exc}") from exc
+            if out.shape[0] != batch:
+                raise StageError(f"int8 model returned {out.shape[0]} rows for batch {batch}")
+        val = ctx.data.val
+        quantized = onnx_predictions(path, val.x.numpy()).argmax(1)
+        reference = predict_logits(ctx.model, val.x).argmax(1).numpy()
+        agreement = float(np.mean(quantized == reference))
+        if agreement < self.config.agreement_min:
+            raise StageError(
+                f"int8 model agrees with the float model on {agreement:.2%} of validation "
+                f"predictions, below agreement_min {self.config.agreement_min:.2%}"
+            )
+        return {"int8_agreement_with_float": agreement}

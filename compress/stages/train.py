@@ -1,0 +1,26 @@
+"""`train`: fit the current model on the training split (the teacher, when first)."""
+
+from __future__ import annotations
+
+from compress.recipe.stages import TrainStageConfig
+from compress.stages.base import RunContext, Stage, StageResult
+from compress.stages.registry import register_stage
+from compress.training import fit
+
+
+@register_stage("train")
+class TrainStage(Stage):
+    """Train with the recipe's optimizer, schedule and early stopping; keep the best epoch."""
+
+    config_class = TrainStageConfig
+
+    def _run(self, ctx: RunContext) -> StageResult:
+        result = fit(
+            ctx.model,
+            ctx.data,
+            self.config,
+            seed=ctx.seed,
+            augment=ctx.recipe.data.augment,
+            on_epoch_end=ctx.on_epoch_end,
+        )
+        return StageResult(ctx.model, ctx.spec, details={"training": result.summary()})

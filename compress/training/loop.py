@@ -1,0 +1,244 @@
+"""The one training loop, shared by train, distill and every fine-tune.
+
+It validates after every epoch, keeps the best epoch's weights (restored at the
+end, whether or not early stopping is configured), stops at once on a
+non-finite loss, and distils from a frozen teacher when given one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.data.bundle import DataBundle, Split
+from compress.errors import StageError
+from compress.recipe.schema import EarlyStoppingConfig, TrainingConfig
+from compress.recipe.stages import DistillConfig
+from compress.training.losses import distillation_loss
+from compress.training.optim import build_optimizer, build_schedule
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    """What a call to `fit` did: per-epoch history, the epoch kept and why it stopped."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    stop_reason: str = "completed all epochs"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "epochs_run": len(self.history),
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best.get("val_accuracy"),
+            "best_val_loss": self.best.get("val_loss"),
+            "stop_reason": self.stop_reason,
+            "history": self.history,
+        }
+
+
+class EarlyStopping:
+    """Tracks the monitored metric: improvement, patience and divergence (Lightning-style).
+
+    Args:
+        config: the recipe's early_stopping table; None keeps the best epoch by
+            val_accuracy and never stops early.
+    """
+
+    def __init__(self, config: EarlyStoppingConfig | None):
+        self.config = config
+        self.monitor = config.monitor if config else "val_accuracy"
+        self.mode = config.resolved_mode if config else "max"
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def improved(self, value: float) -> bool:
+        """Record `value`; True if it beats the best so far by more than min_delta."""
+        min_delta = self.config.min_delta if self.config else 0.0
+        if self.best is None:
+            better = True
+        elif self.mode == "max":
+            better = value > self.best + min_delta
+        else:
+            better = value < self.best - min_delta
+        if better:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    def stop_reason(self, value: float) -> str | None:
+        """Why to stop after this epoch, or None to go on."""
+        if not math.isfinite(value):
+            return f"{self.monitor} is {value}"
+        if self.config is None:
+            return None
+        threshold = self.config.divergence_threshold
+        if threshold is not None:
+            diverged = value < threshold if self.mode == "max" else value > threshold
+            if diverged:
+                return f"{self.monitor} = {value:.4g} crossed divergence threshold {threshold}"
+        if self.bad_epochs > self.config.patience:
+            return (
+                f"no {self.monitor} improvement > {self.config.min_delta} "
+                f"for {self.bad_epochs} epochs (patience {self.config.patience})"
+            )
+        return None
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Random shifts of up to 2 pixels (zero padded) and, for crop-flip, h-flips."""
+    if kind == "none" or x.ndim != 4:
+        return x
+    pad = 2
+    padded = F.pad(x, (pad, pad, pad, pad))
+    height, width = x.shape[2], x.shape[3]
+    offsets = torch.randint(0, 2 * pad + 1, (x.shape[0], 2), generator=generator)
+    out = torch.empty_like(x)
+    for dy in range(2 * pad + 1):  # group samples by offset: 25 slices, not one per sample
+        for dx in range(2 * pad + 1):
+            rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().flatten()
+            if len(rows):
+                out[rows] = padded[rows, :, dy : dy + height, dx : dx + width]
+    if kind == "crop-flip":
+        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).nonzero().flatten()
+        out[flip] = out[flip].flip(-1)
+    return out
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of `model` in eval mode over `x`, batched."""
+    was_training = model.training
+    model.eval()
+    outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
+    """Accuracy and cross-entropy of `model` on a split (torch, eval mode)."""
+    logits = predict_logits(model, split.x)
+    return {
+        "accuracy": float((logits.argmax(1) == split.y).float().mean()),
+        "loss": float(F.cross_entropy(logits, split.y)),
+    }
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainingConfig,
+    *,
+    seed: int,
+    augment: str = "none",
+    teacher: nn.Module | None = None,
+    distill: DistillConfig | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> FitResult:
+    """Train `model` in place on `data.train`, validating on `data.val` each epoch.
+
+    Args:
+        model: trained in place; holds the best epoch's weights on return.
+        data: the splits; `data.test` is never touched.
+        config: epochs, batch size, optimizer, schedule, early stopping, clipping.
+        seed: seeds batch order, augmentation and dropout.
+        augment: "none", "crop" or "crop-flip".
+        teacher: a frozen teacher for distillation (`distill` must be given too).
+        distill: temperature and alpha of the distillation loss.
+        on_epoch_end: called with (epoch, metrics) after each epoch.
+
+    Raises:
+        StageError: when the training loss becomes NaN or infinite.
+
+    Example:
+        >>> result = fit(model, data, TrainingConfig(epochs=2), seed=0)  # doctest: +SKIP
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    train = data.train
+    steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
+    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    schedule = build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
+    stopper = EarlyStopping(config.early_stopping)
+    teacher_logits = None
+    if teacher is not None:
+        teacher.eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
+            teacher_logits = predict_logits(teacher, train.x)
+
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        total_loss, seen = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            if len(index) < 2 and len(order) > 1:  # BatchNorm cannot train on one sample
+                continue
+            x = augment_batch(train.x[index], augment, generator)
+            y = train.y[index]
+            logits = model(x)
+            if teacher is not None and distill is not None:
+                if teacher_logits is not None:
+                    target = teacher_logits[index]
+                else:
+                    with torch.no_grad():
+                        target = teacher(x)
+                loss = distillation_loss(logits, target, y, distill.temperature, distill.alpha)
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise StageError(
+                    f"epoch {epoch}: training loss became {loss.item()} (non-finite); "
+                    "lower the learning rate or add grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            schedule.step_batch()
+            total_loss += loss.item() * len(index)
+            seen += len(index)
+        lr = optimizer.param_groups[0]["lr"]
+        schedule.step_epoch()
+
+        val = evaluate(model, data.val)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "lr": lr,
+        }
+        result.history.append(metrics)
+        monitored = metrics[stopper.monitor]
+        if math.isfinite(monitored) and stopper.improved(monitored):
+            result.best_epoch, result.best = epoch, dict(metrics)
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+        reason = stopper.stop_reason(monitored)
+        if reason is not None:
+            result.stop_reason = f"stopped early at epoch {epoch}: {reason}"
+            break
+
+    model.load_state_dict(best_state)
+    model.eval()
+    if not result.best:  # no finite epoch at all
+        raise StageError(f"no epoch produced a finite {stopper.monitor}")
+    return result
