@@ -76,6 +76,13 @@ RULES: dict[str, Rule] = {
     "size_bytes_max": Rule("size_bytes", "max", lambda m, t: m.get("size_bytes"), _count),
     "params_max": Rule("params", "max", lambda m, t: m.get("params"), _count),
     "macs_max": Rule("macs", "max", lambda m, t: m.get("macs"), _count),
+    "size_ratio_min": Rule(
+        "size_ratio",
+        "min",
+        lambda m, t: m.get("size_ratio"),
+        lambda v: f"{v:.2f}x",
+        lambda t: t["size_bytes"] if t else None,
+    ),
     "speedup_min": Rule(
         "speedup",
         "min",
@@ -120,6 +127,8 @@ def check_budgets(
         message = f"{rule.metric} {rule.fmt(value)} {relation} {bound} {rule.fmt(limit)}"
         if rule.metric == "accuracy_drop" and baseline is not None:
             message += f" (teacher {_pct(baseline)} -> {_pct(metrics['accuracy'])})"
+        elif rule.metric == "size_ratio" and baseline is not None:
+            message += f" (teacher {int(baseline):,} bytes -> {int(metrics['size_bytes']):,})"
         elif rule.metric == "speedup" and baseline is not None:
             message += f" (teacher p50 {_ms(baseline)}, interleaved)"
         checks.append(BudgetCheck(rule.metric, limit, value, passed, message, baseline))

@@ -195,6 +195,9 @@ class Budgets(StrictModel):
     speedup_min: float | None = Field(
         None, gt=0, description="Lowest teacher-p50 / this-p50, measured interleaved."
     )
+    size_ratio_min: float | None = Field(
+        None, gt=0, description="Lowest teacher-size / this-size (deployed ONNX bytes)."
+    )
 
     def is_empty(self) -> bool:
         return all(value is None for value in self.model_dump().values())
@@ -364,3 +367,10 @@ class TrainingConfig(StrictModel):
     )
     grad_clip: float | None = Field(None, gt=0, description="Clip gradient norm to this.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy smoothing.")
+    augment: Literal["none", "crop", "crop-flip"] | None = Field(
+        None,
+        description=(
+            "Augmentation for this training (default: data.augment). 'none' lets "
+            "distillation compute the teacher's logits once instead of every batch."
+        ),
+    )

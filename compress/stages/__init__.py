@@ -1,6 +1,6 @@
 """Stages, one module per recipe `type`; importing this package registers them all."""
 
-from compress.stages import export, train  # noqa: F401  (registration side effect)
+from compress.stages import distill, export, prune, quantize, train  # noqa: F401  (registers them)
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import STAGES, register_stage
 

@@ -60,19 +60,28 @@ class EarlyStopping:
         self.monitor = config.monitor if config else "val_accuracy"
         self.mode = config.resolved_mode if config else "max"
         self.best: float | None = None
+        self.best_loss = math.inf
         self.bad_epochs = 0
 
-    def improved(self, value: float) -> bool:
-        """Record `value`; True if it beats the best so far by more than min_delta."""
+    def improved(self, value: float, val_loss: float | None = None) -> bool:
+        """Record `value`; True if it beats the best so far by more than min_delta.
+
+        When accuracy is monitored, an equal accuracy with a lower validation
+        loss also counts: on small validation sets accuracy ties are common and
+        the loss is the better tie-breaker.
+        """
         min_delta = self.config.min_delta if self.config else 0.0
         if self.best is None:
             better = True
         elif self.mode == "max":
             better = value > self.best + min_delta
+            if not better and self.monitor == "val_accuracy" and value >= self.best:
+                better = val_loss is not None and val_loss < self.best_loss
         else:
             better = value < self.best - min_delta
         if better:
             self.best, self.bad_epochs = value, 0
+            self.best_loss = val_loss if val_loss is not None else math.inf
         else:
             self.bad_epochs += 1
         return better
@@ -153,7 +162,7 @@ def fit(
         data: the splits; `data.test` is never touched.
         config: epochs, batch size, optimizer, schedule, early stopping, clipping.
         seed: seeds batch order, augmentation and dropout.
-        augment: "none", "crop" or "crop-flip".
+        augment: the recipe-wide augmentation; `config.augment` overrides it.
         teacher: a frozen teacher for distillation (`distill` must be given too).
         distill: temperature and alpha of the distillation loss.
         on_epoch_end: called with (epoch, metrics) after each epoch.
@@ -164,6 +173,7 @@ def fit(
     Example:
         >>> result = fit(model, data, TrainingConfig(epochs=2), seed=0)  # doctest: +SKIP
     """
+    augment = config.augment or augment
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     train = data.train
@@ -173,9 +183,7 @@ def fit(
     stopper = EarlyStopping(config.early_stopping)
     teacher_logits = None
     if teacher is not None:
-        teacher.eval()
-        for parameter in teacher.parameters():
-            parameter.requires_grad_(False)
+        teacher.eval()  # frozen: only ever run under no_grad below
         if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
             teacher_logits = predict_logits(teacher, train.x)
 
@@ -227,7 +235,7 @@ def fit(
         }
         result.history.append(metrics)
         monitored = metrics[stopper.monitor]
-        if math.isfinite(monitored) and stopper.improved(monitored):
+        if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
             result.best_epoch, result.best = epoch, dict(metrics)
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch_end is not None:

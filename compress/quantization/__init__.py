@@ -1,0 +1,1 @@
+"""Quantization algorithms (ONNX Runtime static int8 so far)."""

@@ -1,0 +1,50 @@
+"""`distill`: train a student against the current model as a frozen teacher (Hinton KD)."""
+
+from __future__ import annotations
+
+from compress.models import ModelSpec, build_model, load_weights_
+from compress.models.stats import count_params
+from compress.recipe.stages import DistillStageConfig
+from compress.stages.base import RunContext, Stage, StageResult
+from compress.stages.registry import register_stage
+from compress.training import evaluate, fit
+
+
+@register_stage("distill")
+class DistillStage(Stage):
+    """Build `student`, train it on alpha * T^2 * KL + (1 - alpha) * CE against the teacher.
+
+    With no augmentation the teacher's logits are computed once for the whole
+    training split instead of every batch of every epoch.
+    """
+
+    config_class = DistillStageConfig
+
+    def _run(self, ctx: RunContext) -> StageResult:
+        teacher = ctx.model.eval()
+        student_config = self.config.student
+        student = build_model(student_config, ctx.spec.input_shape, ctx.spec.num_classes)
+        if student_config.weights:
+            load_weights_(student, student_config.weights)
+        result = fit(
+            student,
+            ctx.data,
+            self.config,
+            seed=ctx.seed,
+            augment=ctx.recipe.data.augment,
+            teacher=teacher,
+            distill=self.config,
+            on_epoch_end=ctx.on_epoch_end,
+        )
+        spec = ModelSpec(student_config, ctx.spec.input_shape, ctx.spec.num_classes)
+        details = {
+            "training": result.summary(),
+            "distillation": {
+                "temperature": self.config.temperature,
+                "alpha": self.config.alpha,
+                "teacher_params": count_params(teacher),
+                "student_params": count_params(student),
+                "teacher_val_accuracy": evaluate(teacher, ctx.data.val)["accuracy"],
+            },
+        }
+        return StageResult(student, spec, details=details)

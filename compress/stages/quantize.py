@@ -1,0 +1,45 @@
+"""`quantize`: int8 static quantization of the current model on ONNX Runtime (QDQ)."""
+
+from __future__ import annotations
+
+import torch
+
+from compress.quantization.static import count_runtime_ops, quantize_static_onnx
+from compress.recipe.stages import QuantizeStageConfig
+from compress.runtime.onnx_export import export_onnx
+from compress.stages.base import RunContext, Stage, StageResult
+from compress.stages.registry import register_stage
+
+
+@register_stage("quantize")
+class QuantizeStage(Stage):
+    """Export fp32, calibrate on training samples, write an int8 QDQ model.
+
+    The float torch model passes through unchanged (the export stage checks the
+    int8 model against it); the deployable artifact is the int8 ONNX file.
+    """
+
+    config_class = QuantizeStageConfig
+
+    def _run(self, ctx: RunContext) -> StageResult:
+        config = self.config
+        fp32_path = ctx.workdir / "model.fp32.onnx"
+        export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        train = ctx.data.train
+        count = min(config.calibration.samples, len(train))
+        chosen = torch.randperm(len(train), generator=generator)[:count]
+        int8_path = ctx.workdir / "model.onnx"
+        settings = quantize_static_onnx(
+            fp32_path,
+            int8_path,
+            train.x[chosen].numpy(),
+            activation_type=config.activation_type,
+            weight_type=config.weight_type,
+            per_channel=config.per_channel,
+            calibration=config.calibration,
+        )
+        ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
+        fp32_path.unlink()  # the int8 file is the artifact; fp32 lives in the previous stage
+        details = {"quantization": {**settings, **ops}}
+        return StageResult(ctx.model, ctx.spec, onnx_path=int8_path, details=details)

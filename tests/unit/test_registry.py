@@ -1,0 +1,130 @@
+"""Registries: duplicate names, unknown names, and recipe types that match registrations."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+
+import pytest
+
+from compress.data import DATA_SOURCES
+from compress.errors import RecipeError
+from compress.models import ARCHITECTURES
+from compress.recipe.schema import BUILTIN_ARCHITECTURES, DataConfig
+from compress.recipe.stages import StageConfig
+from compress.registry import Registry, import_callable
+from compress.stages import STAGES
+
+pytestmark = pytest.mark.unit
+
+
+def _first():
+    return 1
+
+
+def _second():
+    return 2
+
+
+def _stage_configs() -> dict[str, type]:
+    """Recipe `type` literal -> config class, read from the StageConfig union."""
+    union = typing.get_args(StageConfig)[0]
+    configs = {}
+    for config in typing.get_args(union):
+        (literal,) = typing.get_args(config.model_fields["type"].annotation)
+        configs[literal] = config
+    return configs
+
+
+def test_registering_a_name_twice_names_both_places():
+    registry = Registry("widget")
+    registry.register("w")(_first)
+
+    with pytest.raises(ValueError) as info:
+        registry.register("w")(_second)
+
+    here = inspect.getsourcefile(_first)
+    first_line = inspect.getsourcelines(_first)[1]
+    second_line = inspect.getsourcelines(_second)[1]
+    assert str(info.value) == (
+        f"widget 'w' registered twice: at {here}:{first_line} and at {here}:{second_line}"
+    )
+    assert registry.get("w") is _first
+
+
+def test_unknown_name_lists_allowed_names():
+    registry = Registry("widget")
+    registry.register("beta")(_second)
+    registry.register("alpha")(_first)
+
+    with pytest.raises(RecipeError) as info:
+        registry.get("gamma")
+
+    assert str(info.value) == "unknown widget 'gamma'; allowed: alpha, beta"
+
+
+def test_registry_lookup_and_listing():
+    registry = Registry("widget")
+    registry.register("b")(_second)
+    registry.register("a")(_first)
+
+    assert registry.get("a") is _first
+    assert registry.names() == ["a", "b"]
+    assert list(registry) == ["b", "a"]  # registration order
+    assert "a" in registry and "c" not in registry
+
+
+def test_unknown_stage_lists_registered_stages():
+    with pytest.raises(RecipeError) as info:
+        STAGES.get("nope")
+
+    assert str(info.value) == f"unknown stage 'nope'; allowed: {', '.join(STAGES.names())}"
+
+
+def test_every_stage_config_type_has_a_registered_stage_and_vice_versa():
+    config_types = set(_stage_configs())
+
+    assert config_types == set(STAGES.names())
+
+
+@pytest.mark.parametrize("stage_type", sorted(STAGES.names()))
+def test_registered_stage_uses_the_config_class_of_its_type(stage_type):
+    configs = _stage_configs()
+
+    stage_class = STAGES.get(stage_type)
+
+    assert stage_type in configs, f"stage {stage_type!r} has no config in StageConfig"
+    assert stage_class.config_class is configs[stage_type]
+
+
+def test_builtin_architectures_match_the_schema():
+    assert ARCHITECTURES.names() == sorted(BUILTIN_ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", DATA_SOURCES.names())
+def test_every_registered_data_source_validates_in_a_recipe(name):
+    config = DataConfig(source=name)
+
+    assert config.source == name
+
+
+def test_import_callable_finds_a_function():
+    function = import_callable("compress.testing:tiny_recipe_dict", "data.source")
+
+    assert function()["name"] == "tiny"
+
+
+def test_import_callable_unknown_module_names_key_and_module():
+    with pytest.raises(RecipeError) as info:
+        import_callable("compress_no_such_module:f", "model.architecture")
+
+    assert str(info.value).startswith(
+        "model.architecture: cannot import module 'compress_no_such_module'"
+    )
+
+
+def test_import_callable_missing_attribute_names_key_and_attribute():
+    with pytest.raises(RecipeError) as info:
+        import_callable("compress.testing:no_such_function", "data.source")
+
+    assert str(info.value) == "data.source: 'compress.testing' has no callable 'no_such_function'"
