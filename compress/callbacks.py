@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 class Callback:
@@ -47,13 +48,47 @@ def _human_count(count: float) -> str:
     return str(int(count))
 
 
+class EpochProgress:
+    """A progress bar over epochs on a terminal; plain log lines otherwise."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._progress: Progress | None = None
+        self._task = None
+
+    def update(self, label: str, epoch: int, epochs: int, text: str) -> None:
+        if not self.console.is_terminal:
+            self.console.print(f"    {label} epoch {epoch:>3}/{epochs}  {text}")
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("    {task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(label, total=epochs)
+        if epoch == 1:  # a new fit inside the stage (e.g. the next pruning step)
+            self._progress.reset(self._task, total=epochs)
+        self._progress.update(self._task, completed=epoch, description=f"{label}  {text}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress, self._task = None, None
+
+
 class ConsoleReporter(Callback):
-    """Plain progress lines and a one-line verdict per stage (rich markup on a TTY)."""
+    """Progress (bars on a terminal, lines otherwise) and a one-line verdict per stage."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
         self.console = console or Console(highlight=False)
         self.quiet = quiet
         self._stage = ""
+        self._epochs = EpochProgress(self.console)
 
     def on_run_start(self, recipe_name, out_dir, stage_names):
         self.console.print(
@@ -68,13 +103,14 @@ class ConsoleReporter(Callback):
     def on_epoch_end(self, stage, epoch, metrics):
         if self.quiet:
             return
-        self.console.print(
-            f"    epoch {epoch:>3}  train_loss {metrics['train_loss']:.4f}  "
-            f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy'] * 100:.2f}%  "
-            f"lr {metrics['lr']:.3g}"
+        text = (
+            f"train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+            f"val_acc {metrics['val_accuracy'] * 100:.2f}%  lr {metrics['lr']:.3g}"
         )
+        self._epochs.update(stage, epoch, int(metrics.get("epochs", epoch)), text)
 
     def on_stage_end(self, record):
+        self._epochs.close()
         if record["status"] == "error":
             self.console.print(f"  [red]x {record['name']} failed:[/] {record['error']}")
             return
@@ -83,9 +119,10 @@ class ConsoleReporter(Callback):
         latency = m.get("latency", {}).get(primary, {})
         speed = m.get("speedup")
         mark = "[green]ok[/]" if record["status"] == "passed" else "[red]BUDGET MISSED[/]"
+        p50, p90 = latency.get("p50_ms", float("nan")), latency.get("p90_ms", float("nan"))
         line = (
-            f"  {mark} acc {m['accuracy'] * 100:.2f}%  p50 {latency.get('p50_ms', float('nan')):.4g} ms"
-            f"  p90 {latency.get('p90_ms', float('nan')):.4g} ms  size {_human_bytes(m['size_bytes'])}"
+            f"  {mark} acc {m['accuracy'] * 100:.2f}%  p50 {p50:.4g} ms"
+            f"  p90 {p90:.4g} ms  size {_human_bytes(m['size_bytes'])}"
             f"  params {_human_count(m['params'])}  MACs {_human_count(m['macs'])}"
         )
         if speed:

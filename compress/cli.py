@@ -70,7 +70,9 @@ def validate(recipe: Path, overrides: tuple[str, ...], debug: bool) -> None:
 @_set_option
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @_debug_option
-def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], quiet: bool, debug: bool) -> None:
+def run(
+    recipe: Path, out: Path | None, overrides: tuple[str, ...], quiet: bool, debug: bool
+) -> None:
     """Run RECIPE's stages in order, checking budgets after each.
 
     Exits 0 when every budget is met, 1 when one is missed, 2 on a bad recipe,
@@ -95,10 +97,77 @@ def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], quiet: bool,
         _fail(exc, debug)
     if outcome.exit_code != EXIT_OK:
         for failure in outcome.report["failures"]:
-            _console.print(f"[red]{'budget missed' if outcome.exit_code == 1 else 'error'}:[/] {failure}")
+            _console.print(
+                f"[red]{'budget missed' if outcome.exit_code == 1 else 'error'}:[/] {failure}"
+            )
         if debug and outcome.report.get("error", {}) and outcome.report["error"].get("traceback"):
             _console.print(outcome.report["error"]["traceback"])
     sys.exit(outcome.exit_code)
+
+
+@main.command(name="tune")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Tune directory (default: runs/<recipe name>-tune).",
+)
+@_set_option
+@click.option("--resume", is_flag=True, help="Continue the study in the tune directory.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, help="Worker processes.")
+@click.option("--storage", default=None, help="optuna storage URL shared by workers/machines.")
+@_debug_option
+def tune_command(
+    recipe: Path,
+    out: Path | None,
+    overrides: tuple[str, ...],
+    resume: bool,
+    workers: int,
+    storage: str | None,
+    debug: bool,
+) -> None:
+    """Search RECIPE's [tune] space; write the winning recipe as best.toml."""
+    from rich.table import Table
+
+    from compress.recipe import load_recipe
+    from compress.tuning import tune
+
+    console = Console(highlight=False)
+    try:
+        loaded = load_recipe(recipe, overrides)
+        out_dir = out or Path("runs") / f"{loaded.name}-tune"
+        outcome = tune(
+            loaded, recipe.name, out_dir, resume=resume, workers=workers, storage=storage
+        )
+    except CompressError as exc:
+        _fail(exc, debug)
+    table = Table(title=f"trials ({loaded.tune.sampler}, objective {loaded.tune.objective})")
+    for column in ("#", "state", "val acc", "p50 ms", "params", "s"):
+        table.add_column(column)
+    best_numbers = {row["number"] for row in outcome.best}
+    for row in outcome.trials:
+        mark = " *" if row["number"] in best_numbers else ""
+        table.add_row(
+            f"{row['number']}{mark}",
+            row["state"],
+            f"{row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "-",
+            f"{row['latency_p50_ms']:.4g}" if row["latency_p50_ms"] is not None else "-",
+            ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row["params"].items()
+            ),
+            f"{row['duration_s']:.1f}" if row["duration_s"] else "-",
+        )
+    console.print(table)
+    if outcome.best_recipe_path is None:
+        console.print("[red]no trial completed[/]")
+        sys.exit(EXIT_STAGE)
+    label = "Pareto front" if loaded.tune.objective != "val_accuracy" else "best trial"
+    console.print(f"{label}: {', '.join(str(r['number']) for r in outcome.best)} (marked *)")
+    console.print(
+        f"winning recipe: {outcome.best_recipe_path}  (compress run {outcome.best_recipe_path})"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ it got, and the final model is saved whatever the budgets say.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import os
 import platform
@@ -76,6 +75,15 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def initial_model(recipe: Recipe, data) -> tuple[torch.nn.Module, ModelSpec]:
+    """The recipe's `[model]`, built for the data's shape, with its `weights` if given."""
+    spec = ModelSpec(recipe.model, data.input_shape, data.num_classes)
+    model = build_model(recipe.model, data.input_shape, data.num_classes)
+    if recipe.model.weights:
+        load_weights_(model, recipe.model.weights)
+    return model, spec
+
+
 class Runner:
     """Runs a validated recipe into a run directory.
 
@@ -87,7 +95,8 @@ class Runner:
         debug: keep exporter output and tracebacks.
 
     Example:
-        >>> outcome = Runner(load_recipe("recipes/digits.toml"), Path("runs/digits")).run()  # doctest: +SKIP
+        >>> recipe = load_recipe("recipes/digits.toml")  # doctest: +SKIP
+        >>> outcome = Runner(recipe, Path("runs/digits")).run()  # doctest: +SKIP
         >>> outcome.exit_code
         0
     """
@@ -125,13 +134,6 @@ class Runner:
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.out_dir))
-
-    def _initial_model(self, data) -> tuple[torch.nn.Module, ModelSpec]:
-        spec = ModelSpec(self.recipe.model, data.input_shape, data.num_classes)
-        model = build_model(self.recipe.model, data.input_shape, data.num_classes)
-        if self.recipe.model.weights:
-            load_weights_(model, self.recipe.model.weights)
-        return model, spec
 
     # ------------------------------------------------------------------ evaluation
 
@@ -182,7 +184,9 @@ class Runner:
             return result.onnx_path
         path = stage_dir / "model.onnx"
         export_onnx(result.model, result.spec.input_shape, path, debug=self.debug)
-        check_parity(result.model, path, result.spec.input_shape, [1, 7], 1e-4, 1e-3, self.recipe.seed)
+        check_parity(
+            result.model, path, result.spec.input_shape, [1, 7], 1e-4, 1e-3, self.recipe.seed
+        )
         return path
 
     # ------------------------------------------------------------------ the run
@@ -200,7 +204,7 @@ class Runner:
                 torch.set_num_threads(self.recipe.runtime.train_threads)
             seed_everything(self.recipe.seed)
             self.data = load_data(self.recipe.data, self.recipe.seed)
-            model, spec = self._initial_model(self.data)
+            model, spec = initial_model(self.recipe, self.data)
         except CompressError as exc:
             self.error = {"stage": None, "type": type(exc).__name__, "message": str(exc)}
             self.error_exit_code = exc.exit_code
@@ -262,10 +266,7 @@ class Runner:
         checks = [c.to_dict() for c in check_budgets(config.budgets, metrics, self.teacher_metrics)]
         if self.teacher_metrics is None:  # the first stage's model is the baseline
             self.teacher_metrics, self.teacher_onnx = metrics, onnx_path
-            ctx.teacher = copy.deepcopy(result.model).eval()
-        ctx.model, ctx.spec = result.model, result.spec
-        if result.onnx_path is not None and config.type != "export":
-            ctx.onnx_path = result.onnx_path
+        ctx.accept(result)
         record.update(
             status="passed" if all(c["passed"] for c in checks) else "failed",
             duration_s=time.monotonic() - started,

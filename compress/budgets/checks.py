@@ -120,8 +120,8 @@ def check_budgets(
             )
             continue
         passed = value <= limit if rule.direction == "max" else value >= limit
-        relation = ("<=" if passed else ">") if rule.direction == "max" else (
-            ">=" if passed else "<"
+        relation = (
+            ("<=" if passed else ">") if rule.direction == "max" else (">=" if passed else "<")
         )
         bound = "max" if rule.direction == "max" else "min"
         message = f"{rule.metric} {rule.fmt(value)} {relation} {bound} {rule.fmt(limit)}"

@@ -99,7 +99,9 @@ def _raw_from_mapping(mapping: object, where: str) -> RawData:
         raise DataError(f"{where}: missing {', '.join(sorted(missing))} (has {sorted(keys)})")
     if ("x_test" in keys) != ("y_test" in keys):
         raise DataError(f"{where}: x_test and y_test must come together")
-    arrays = {k: np.asarray(mapping[k]) for k in ("x_train", "y_train", "x_test", "y_test") if k in keys}
+    arrays = {
+        k: np.asarray(mapping[k]) for k in ("x_train", "y_train", "x_test", "y_test") if k in keys
+    }
     for name in ("y_train", "y_test"):
         if name in arrays and not np.issubdtype(arrays[name].dtype, np.integer):
             raise DataError(f"{where}: {name} must hold integer class labels")

@@ -52,7 +52,8 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
         )
     if raw.x_test is not None and raw.x_test.shape[1:] != raw.x_train.shape[1:]:
         raise DataError(
-            f"data: x_test shape {raw.x_test.shape[1:]} differs from x_train {raw.x_train.shape[1:]}"
+            f"data: x_test shape {raw.x_test.shape[1:]} differs from "
+            f"x_train {raw.x_train.shape[1:]}"
         )
     if raw.y_train.min() < 0:
         raise DataError("data: labels must be >= 0")
@@ -96,7 +97,7 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
         mean=[float(m) for m in mean],
         std=[float(s) for s in std],
         description=raw.description,
-        identity=content_identity(raw.x_train, raw.y_train, *(
-            [raw.x_test, raw.y_test] if raw.x_test is not None else []
-        )),
+        identity=content_identity(
+            raw.x_train, raw.y_train, *([raw.x_test, raw.y_test] if raw.x_test is not None else [])
+        ),
     )

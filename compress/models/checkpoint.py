@@ -77,7 +77,9 @@ def save_model(model: nn.Module, spec: ModelSpec, folder: str | Path) -> Path:
         >>> save_model(model, spec, "runs/digits/prune")  # doctest: +SKIP
     """
     folder = Path(folder)
-    state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
+    state = {
+        name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()
+    }
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
     atomic_write_json(

@@ -15,6 +15,7 @@ from torch import nn
 from compress.errors import StageError
 from compress.pruning.schedule import pruning_schedule
 
+
 def _importance_table() -> dict[str, Callable[[], object]]:
     import torch_pruning as tp
 

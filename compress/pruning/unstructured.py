@@ -62,4 +62,3 @@ def overall_sparsity(model: nn.Module, ignored: list[nn.Module]) -> float:
     total = sum(w.numel() for w in weights)
     zeros = sum(int((w == 0).sum()) for w in weights)
     return zeros / total if total else 0.0
-

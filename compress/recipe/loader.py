@@ -7,11 +7,11 @@ Rules that span stages live in `check_stage_order`, run after field validation.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 from pydantic import Field, ValidationError
 
 from compress.errors import RecipeError
@@ -24,6 +24,7 @@ from compress.recipe.schema import (
     StrictModel,
 )
 from compress.recipe.stages import StageConfig
+from compress.recipe.tune import TuneConfig
 
 
 class Recipe(StrictModel):
@@ -37,6 +38,7 @@ class Recipe(StrictModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Measurement.")
     budgets: Budgets = Field(default_factory=Budgets, description="Budgets of the final model.")
     stages: list[StageConfig] = Field(min_length=1, description="Stages, run in this order.")
+    tune: TuneConfig | None = Field(None, description="Hyperparameter search (compress tune).")
 
     def stage_names(self) -> list[str]:
         """Unique stage names: the explicit `name`, else the type, numbered if repeated."""
@@ -123,9 +125,13 @@ def apply_override(raw: dict[str, Any], assignment: str, source: str = "--set") 
     last = parts[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or last >= len(node):
-            raise RecipeError(f"{source} {path_text.strip()}: no list item {format_key_path(parts)}")
+            raise RecipeError(
+                f"{source} {path_text.strip()}: no list item {format_key_path(parts)}"
+            )
     elif not isinstance(node, dict):
-        raise RecipeError(f"{source} {path_text.strip()}: {format_key_path(parts[:-1])} is not a table")
+        raise RecipeError(
+            f"{source} {path_text.strip()}: {format_key_path(parts[:-1])} is not a table"
+        )
     node[last] = _parse_override_value(value_text.strip())
 
 
@@ -207,8 +213,26 @@ def check_stage_order(recipe: Recipe, file_label: str) -> None:
             f"the first stage is {types[0]!r} but the model is untrained: start with a "
             "train stage or set model.weights"
         )
-    if problems:
-        raise RecipeError(f"{file_label}: stages: {'; '.join(problems)} (stage order: {order})")
+    lines = [f"{file_label}: stages: {problem} (stage order: {order})" for problem in problems]
+    if recipe.tune is not None:
+        lines.extend(f"{file_label}: {problem}" for problem in _tune_problems(recipe, names))
+    if lines:
+        raise RecipeError("\n".join(lines))
+
+
+def _tune_problems(recipe: Recipe, names: list[str]) -> list[str]:
+    tune = recipe.tune
+    problems = []
+    if isinstance(tune.stage, int) and not 0 <= tune.stage < len(names):
+        problems.append(f"tune.stage: index {tune.stage} is out of range (0-{len(names) - 1})")
+    elif isinstance(tune.stage, str) and tune.stage not in names:
+        problems.append(f"tune.stage: {tune.stage!r} is not a stage name ({', '.join(names)})")
+    for path in tune.space:
+        try:
+            parse_key_path(path)
+        except RecipeError:
+            problems.append(f"tune.space: {path!r} is not a key path")
+    return problems
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

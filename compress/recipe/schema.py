@@ -141,8 +141,10 @@ BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp")
 
 
 def _architecture_tag(value: Any) -> str:
-    arch = value.get("architecture", "cnn") if isinstance(value, dict) else getattr(
-        value, "architecture", "cnn"
+    arch = (
+        value.get("architecture", "cnn")
+        if isinstance(value, dict)
+        else getattr(value, "architecture", "cnn")
     )
     return arch if arch in BUILTIN_ARCHITECTURES else "callable"
 

@@ -46,9 +46,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lat = m.get("latency", {}).get(m.get("primary_provider", "cpu"), {})
         speed = (m.get("speedup") or {}).get("median")
         lines.append(
-            f"| {stage['name']} | {stage['type']} | {stage['status']} | {_fmt(m.get('accuracy'), 'pct')} "
+            f"| {stage['name']} | {stage['type']} | {stage['status']} "
+            f"| {_fmt(m.get('accuracy'), 'pct')} "
             f"| {_fmt(m.get('accuracy_change'), 'pts')} | {_fmt(lat.get('p50_ms'), 'ms')} "
-            f"| {_fmt(lat.get('p90_ms'), 'ms')} | {_fmt(speed, 'x')} | {_fmt(m.get('size_bytes'), 'int')} "
+            f"| {_fmt(lat.get('p90_ms'), 'ms')} | {_fmt(speed, 'x')} "
+            f"| {_fmt(m.get('size_bytes'), 'int')} "
             f"| {_fmt(m.get('size_ratio'), 'x')} | {_fmt(m.get('params'), 'int')} "
             f"| {_fmt(m.get('macs'), 'int')} | `{stage['dir']}` |"
         )
@@ -77,7 +79,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Each stage's model was timed interleaved with the teacher's (A B A B ...); "
         "speed-up is the median of per-round p50 ratios, with its spread.",
         "",
-        "| stage | provider | p50 ms | p90 ms | p99 ms | mean ms | std ms | n | speed-up (min-max) |",
+        "| stage | provider | p50 ms | p90 ms | p99 ms | mean ms | std ms | n "
+        "| speed-up (min-max) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in report["stages"]:
@@ -98,16 +101,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Final model",
             "",
-            f"`{final['path']}` (from stage `{final['stage']}`, sha256 `{final['sha256'][:16]}...`).",
+            f"`{final['path']}` (from stage `{final['stage']}`, "
+            f"sha256 `{final['sha256'][:16]}...`).",
             "",
-            f"Input `{contract['name']}`: {contract['dtype']} {contract['shape']} ({contract['layout']}); "
-            f"x = {pre['formula']} with scale {pre['scale']:.6g}, mean {pre['mean']}, std {pre['std']}. "
+            f"Input `{contract['name']}`: {contract['dtype']} {contract['shape']} "
+            f"({contract['layout']}); x = {pre['formula']} with scale {pre['scale']:.6g}, "
+            f"mean {pre['mean']}, std {pre['std']}. "
             f"Output `{contract['output']['name']}`: {contract['output']['shape']} class logits.",
             "",
         ]
         if report.get("best_stage") and report["best_stage"] != final["stage"]:
             lines.append(
-                f"The last stage missed a final budget; stage `{report['best_stage']}` met them all "
+                f"The last stage missed a final budget; stage `{report['best_stage']}` "
+                "met them all "
                 f"(its model is `{report['best_stage_path']}`)."
             )
             lines.append("")

@@ -97,9 +97,7 @@ def measure_latency(
                 times.append(clock() - start)
             samples[index].extend(times)
             round_p50[index].append(statistics.median(times) / 1e6)
-    return [
-        _stats(s, r, provider, threads, batch_size) for s, r in zip(samples, round_p50)
-    ]
+    return [_stats(s, r, provider, threads, batch_size) for s, r in zip(samples, round_p50)]
 
 
 def speedup(baseline: LatencyStats, candidate: LatencyStats) -> dict[str, float]:

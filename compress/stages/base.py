@@ -44,6 +44,19 @@ class RunContext:
     on_epoch_end: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def accept(self, result: StageResult) -> None:
+        """Make a stage's output the input of the next stage.
+
+        The first accepted model becomes the teacher (the baseline of later stages).
+        """
+        import copy
+
+        if self.teacher is None:
+            self.teacher = copy.deepcopy(result.model).eval()
+        self.model, self.spec = result.model, result.spec
+        if result.onnx_path is not None:
+            self.onnx_path = result.onnx_path
+
 
 @dataclass
 class StageResult:

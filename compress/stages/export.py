@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from compress.artifacts import atomic_write_bytes
 from compress.errors import StageError
 from compress.recipe.stages import ExportStageConfig
 from compress.runtime.evaluate import onnx_predictions
@@ -39,7 +40,7 @@ class ExportStage(Stage):
                 seed=ctx.seed,
             )
             return StageResult(ctx.model, ctx.spec, target, {"parity": parity})
-        target.write_bytes(ctx.onnx_path.read_bytes())
+        atomic_write_bytes(target, ctx.onnx_path.read_bytes())
         return StageResult(ctx.model, ctx.spec, target, {"parity": self._check_int8(ctx, target)})
 
     def _check_int8(self, ctx: RunContext, path) -> dict[str, float]:

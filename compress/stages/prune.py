@@ -61,7 +61,9 @@ class PruneStage(Stage):
                 steps_log.append(self._step_record(ctx, model, step, ratio, fit_summary))
         else:
             previous = 0.0
-            for step, ratio in enumerate(pruning_schedule(config.ratio, config.steps, config.schedule), 1):
+            for step, ratio in enumerate(
+                pruning_schedule(config.ratio, config.steps, config.schedule), 1
+            ):
                 magnitude_prune_(model, ratio, previous, ignored, config.global_pruning)
                 previous = ratio
                 fit_summary = self._finetune(ctx, model, unpruned, step)

@@ -232,6 +232,7 @@ def fit(
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
             "lr": lr,
+            "epochs": config.epochs,
         }
         result.history.append(metrics)
         monitored = metrics[stopper.monitor]
