@@ -17,7 +17,13 @@ from compress.errors import CompressError
 
 EXIT_OK, EXIT_BUDGET, EXIT_USAGE, EXIT_STAGE = 0, 1, 2, 3
 
-_console = Console(stderr=True, highlight=False)
+_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _stdout_console() -> Console:
+    """Console for results; wide when piped, so logs and tables are not wrapped at 80."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=200)
 
 
 def _fail(exc: CompressError, debug: bool) -> None:
@@ -89,7 +95,7 @@ def run(
             loaded,
             out_dir,
             recipe_path=str(recipe),
-            callbacks=[ConsoleReporter(Console(highlight=False), quiet=quiet)],
+            callbacks=[ConsoleReporter(_stdout_console(), quiet=quiet)],
             debug=debug,
         )
         outcome = runner.run()
@@ -103,6 +109,76 @@ def run(
         if debug and outcome.report.get("error", {}) and outcome.report["error"].get("traceback"):
             _console.print(outcome.report["error"]["traceback"])
     sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument(
+    "models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--provider", default="cpu", type=click.Choice(["cpu", "cuda", "tensorrt"]))
+@click.option("--threads", default=1, type=click.IntRange(min=1), help="Intra-op threads.")
+@click.option("--batch-size", default=1, type=click.IntRange(min=1))
+@click.option("--warmup", default=20, type=click.IntRange(min=0))
+@click.option("--repeats", default=100, type=click.IntRange(min=1), help="Runs per round.")
+@click.option("--rounds", default=7, type=click.IntRange(min=1), help="Interleaved rounds.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_debug_option
+def bench(models, provider, threads, batch_size, warmup, repeats, rounds, json_out, debug):
+    """Time ONNX MODELS interleaved (A B A B ...); ratios are vs the first model."""
+    import json
+
+    from rich.table import Table
+
+    from compress.runtime.latency import measure_latency, model_input_shape, speedup
+    from compress.runtime.sessions import check_providers
+
+    try:
+        check_providers([provider])
+        shape = model_input_shape(models[0])
+        stats = measure_latency(
+            models,
+            shape,
+            provider=provider,
+            threads=threads,
+            batch_size=batch_size,
+            warmup=warmup,
+            repeats=repeats,
+            rounds=rounds,
+        )
+    except CompressError as exc:
+        _fail(exc, debug)
+    table = Table(
+        title=f"{provider}, {threads} thread(s), batch {batch_size}, "
+        f"{rounds} interleaved rounds x {repeats} runs"
+    )
+    for column in ("model", "bytes", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "n"):
+        table.add_column(column)
+    table.add_column("speed-up vs first (min-max)")
+    rows = []
+    for path, stat in zip(models, stats):
+        ratio = speedup(stats[0], stat)
+        rows.append(
+            {
+                "model": str(path),
+                "bytes": path.stat().st_size,
+                **stat.to_dict(),
+                "speedup_vs_first": ratio,
+            }
+        )
+        table.add_row(
+            str(path),
+            f"{path.stat().st_size:,}",
+            f"{stat.p50_ms:.4g}",
+            f"{stat.p90_ms:.4g}",
+            f"{stat.p99_ms:.4g}",
+            f"{stat.mean_ms:.4g}",
+            f"{stat.std_ms:.3g}",
+            str(stat.n),
+            f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})",
+        )
+    _stdout_console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2))
 
 
 @main.command(name="tune")
@@ -133,7 +209,7 @@ def tune_command(
     from compress.recipe import load_recipe
     from compress.tuning import tune
 
-    console = Console(highlight=False)
+    console = _stdout_console()
     try:
         loaded = load_recipe(recipe, overrides)
         out_dir = out or Path("runs") / f"{loaded.name}-tune"

@@ -197,7 +197,7 @@ def _trial_logger(total: int):
     """One line per finished trial (workers print to the same terminal, so no bars)."""
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=200)
 
     def log(study, trial) -> None:
         values = trial.values or []

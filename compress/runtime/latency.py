@@ -100,6 +100,17 @@ def measure_latency(
     return [_stats(s, r, provider, threads, batch_size) for s, r in zip(samples, round_p50)]
 
 
+def model_input_shape(path: str | Path) -> tuple[int, ...]:
+    """The per-sample input shape of an ONNX model (its first input, batch axis dropped)."""
+    from compress.errors import UsageError
+
+    session = make_session(path, "cpu", threads=1)
+    dims = session.get_inputs()[0].shape[1:]
+    if not all(isinstance(d, int) for d in dims):
+        raise UsageError(f"{path}: input has symbolic non-batch dimensions {dims}")
+    return tuple(dims)
+
+
 def speedup(baseline: LatencyStats, candidate: LatencyStats) -> dict[str, float]:
     """baseline p50 / candidate p50, per round; median and spread across rounds.
 
