@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -58,7 +59,7 @@ class EpochProgress:
 
     def update(self, label: str, epoch: int, epochs: int, text: str) -> None:
         if not self.console.is_terminal:
-            self.console.print(f"    {label} epoch {epoch:>3}/{epochs}  {text}")
+            self.console.print(f"    {label} epoch {epoch:>3}/{epochs}  {text}", markup=False)
             return
         if self._progress is None:
             self._progress = Progress(
@@ -73,7 +74,7 @@ class EpochProgress:
             self._task = self._progress.add_task(label, total=epochs)
         if epoch == 1:  # a new fit inside the stage (e.g. the next pruning step)
             self._progress.reset(self._task, total=epochs)
-        self._progress.update(self._task, completed=epoch, description=f"{label}  {text}")
+        self._progress.update(self._task, completed=epoch, description=escape(f"{label}  {text}"))
 
     def close(self) -> None:
         if self._progress is not None:
@@ -92,8 +93,8 @@ class ConsoleReporter(Callback):
 
     def on_run_start(self, recipe_name, out_dir, stage_names):
         self.console.print(
-            f"[bold]compress[/] run [bold]{recipe_name}[/]: {' -> '.join(stage_names)}  "
-            f"(run directory {out_dir})"
+            f"[bold]compress[/] run [bold]{escape(recipe_name)}[/]: {' -> '.join(stage_names)}  "
+            f"(run directory {escape(out_dir)})"
         )
 
     def on_stage_start(self, index, total, name, stage_type):
@@ -112,7 +113,7 @@ class ConsoleReporter(Callback):
     def on_stage_end(self, record):
         self._epochs.close()
         if record["status"] == "error":
-            self.console.print(f"  [red]x {record['name']} failed:[/] {record['error']}")
+            self.console.print(f"  [red]x {record['name']} failed:[/] {escape(record['error'])}")
             return
         m = record["metrics"]
         primary = m.get("primary_provider", "cpu")
@@ -131,10 +132,10 @@ class ConsoleReporter(Callback):
         self.console.print(line)
         for check in record["budgets"]:
             if check["passed"]:
-                self.console.print(f"     [green]pass[/] {check['message']}")
+                self.console.print(f"     [green]pass[/] {escape(check['message'])}")
 
     def on_budget_fail(self, stage, check):
-        self.console.print(f"     [red]FAIL[/] {stage}: {check['message']}")
+        self.console.print(f"     [red]FAIL[/] {stage}: {escape(check['message'])}")
 
     def on_run_end(self, report):
         status = report["status"]
@@ -142,5 +143,6 @@ class ConsoleReporter(Callback):
         final = report.get("final") or {}
         where = f"; final model {final['path']}" if final.get("path") else ""
         self.console.print(
-            f"[{colour}]{status.upper()}[/] report {report['paths']['report_json']}{where}"
+            f"[{colour}]{status.upper()}[/] report {escape(report['paths']['report_json'])}"
+            f"{escape(where)}"
         )

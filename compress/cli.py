@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from compress import __version__
 from compress.errors import CompressError
@@ -30,7 +31,7 @@ def _fail(exc: CompressError, debug: bool) -> None:
     if debug:
         _console.print_exception()
     for line in str(exc).splitlines():
-        _console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
+        _console.print(f"[red]error:[/] {escape(line)}")
     sys.exit(exc.exit_code)
 
 
@@ -103,11 +104,11 @@ def run(
         _fail(exc, debug)
     if outcome.exit_code != EXIT_OK:
         for failure in outcome.report["failures"]:
-            _console.print(
-                f"[red]{'budget missed' if outcome.exit_code == 1 else 'error'}:[/] {failure}"
-            )
-        if debug and outcome.report.get("error", {}) and outcome.report["error"].get("traceback"):
-            _console.print(outcome.report["error"]["traceback"])
+            kind = "budget missed" if outcome.exit_code == 1 else "error"
+            _console.print(f"[red]{kind}:[/] {escape(failure)}")
+        error = outcome.report.get("error") or {}
+        if debug and error.get("traceback"):
+            _console.print(escape(error["traceback"]))
     sys.exit(outcome.exit_code)
 
 

@@ -198,6 +198,7 @@ class Runner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out_dir / "recipe.resolved.toml", self.recipe.to_toml())
         self._emit("on_run_start", self.recipe.name, str(self.out_dir), self.stage_names)
+        self._write_report()  # status "running": even a crash in stage 1 leaves a report
         try:
             check_providers(self.recipe.runtime.providers)  # before any training time is spent
             if self.recipe.runtime.train_threads:
@@ -255,13 +256,23 @@ class Runner:
             save_model(result.model, result.spec, stage_dir)
             onnx_path = self._deployable_onnx(result, stage_dir)
             metrics = self._evaluate(result.model, result.spec, onnx_path, stage_dir)
-        except CompressError as exc:
-            message = str(exc) if getattr(exc, "stage", None) else f"stage '{name}': {exc}"
+        except Exception as exc:  # noqa: BLE001 - any failure inside a stage ends the run with 3
+            # A user's model or data code can raise anything (a shape mismatch is a
+            # RuntimeError); the run must still end with exit 3, a one-line message and
+            # a report, with the traceback kept in the report for --debug and bug reports.
+            if isinstance(exc, CompressError):
+                detail, code = str(exc), exc.exit_code
+            else:
+                detail, code = f"{type(exc).__name__}: {exc}", 3
+            message = detail if getattr(exc, "stage", None) else f"stage '{name}': {detail}"
             record.update(status="error", error=message, duration_s=time.monotonic() - started)
-            self.error = {"stage": name, "type": type(exc).__name__, "message": message}
-            if self.debug:
-                self.error["traceback"] = traceback.format_exc()
-            self.error_exit_code = exc.exit_code
+            self.error = {
+                "stage": name,
+                "type": type(exc).__name__,
+                "message": message,
+                "traceback": traceback.format_exc(),
+            }
+            self.error_exit_code = code
             return record
         checks = [c.to_dict() for c in check_budgets(config.budgets, metrics, self.teacher_metrics)]
         if self.teacher_metrics is None:  # the first stage's model is the baseline

@@ -9,15 +9,28 @@ import os
 # Set before torch is imported; subprocesses (the CLI tests) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
 torch.set_num_threads(1)
 
-# Written by pytest itself, not by a test.
-_IGNORED = {".pytest_cache", "__pycache__"}
+# Hypothesis keeps caches in ./.hypothesis even with database=None: keep them out of
+# the working directory too.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "compress-tests-hypothesis")
+
+# Caches written by pytest and linters (possibly running beside the
+# suite), not by the code under test.
+_IGNORED = {
+    ".pytest_cache",
+    "__pycache__",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".coverage",
+}
 
 
 @pytest.fixture(autouse=True)

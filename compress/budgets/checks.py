@@ -36,7 +36,7 @@ class Rule:
     direction: str  # "max": value must be <= limit; "min": value must be >= limit
     read: Callable[[dict, dict | None], float | None]
     fmt: Callable[[float], str]
-    baseline: Callable[[dict | None], float | None] = lambda teacher: None
+    baseline: Callable[[dict, dict | None], float | None] = lambda metrics, teacher: None
 
 
 def _latency(metrics: dict, percentile: str) -> float | None:
@@ -69,7 +69,7 @@ RULES: dict[str, Rule] = {
         "max",
         _accuracy_drop,
         lambda v: f"{v * 100:.2f} points",
-        lambda t: t["accuracy"] if t else None,
+        lambda m, t: t["accuracy"] if t else None,
     ),
     "latency_p50_ms_max": Rule("latency_p50_ms", "max", lambda m, t: _latency(m, "p50_ms"), _ms),
     "latency_p90_ms_max": Rule("latency_p90_ms", "max", lambda m, t: _latency(m, "p90_ms"), _ms),
@@ -81,14 +81,15 @@ RULES: dict[str, Rule] = {
         "min",
         lambda m, t: m.get("size_ratio"),
         lambda v: f"{v:.2f}x",
-        lambda t: t["size_bytes"] if t else None,
+        lambda m, t: t["size_bytes"] if t else None,
     ),
     "speedup_min": Rule(
         "speedup",
         "min",
         lambda m, t: (m.get("speedup") or {}).get("median"),
         lambda v: f"{v:.2f}x",
-        lambda t: _latency(t, "p50_ms") if t else None,
+        # the teacher's p50 from the same interleaved measurement as this model's
+        lambda m, t: m.get("teacher_p50_ms_interleaved"),
     ),
 }
 
@@ -113,7 +114,7 @@ def check_budgets(
             continue
         rule = RULES[key]
         value = rule.read(metrics, teacher)
-        baseline = rule.baseline(teacher)
+        baseline = rule.baseline(metrics, teacher)
         if value is None:
             checks.append(
                 BudgetCheck(rule.metric, limit, None, False, f"{rule.metric} was not measured")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -44,6 +45,24 @@ def _quiet_exporter():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def exporter_error_summary(exc: BaseException) -> str:
+    """The line of a torch.onnx error that names the cause, without terminal colours.
+
+    The dynamo exporter's message opens with generic "step 1/3 ... Next steps" advice;
+    the cause sits under its "## Exception summary" heading.
+    """
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "## Exception summary" in lines:
+        following = lines[lines.index("## Exception summary") + 1 :]
+        if following:
+            return following[0]
+    return lines[0] if lines else type(exc).__name__
 
 
 def strip_debug_info_(model) -> None:
@@ -102,7 +121,7 @@ def export_onnx(
         try:
             torch.onnx.export(model, (example,), str(tmp), **kwargs)
         except Exception as exc:  # the exporter raises many types; keep its message
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = exporter_error_summary(exc)
             raise StageError(
                 f"ONNX export failed: {detail} (run with --debug for the exporter's output)"
             ) from exc

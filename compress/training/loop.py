@@ -97,7 +97,7 @@ class EarlyStopping:
             diverged = value < threshold if self.mode == "max" else value > threshold
             if diverged:
                 return f"{self.monitor} = {value:.4g} crossed divergence threshold {threshold}"
-        if self.bad_epochs > self.config.patience:
+        if self.bad_epochs >= max(self.config.patience, 1):
             return (
                 f"no {self.monitor} improvement > {self.config.min_delta} "
                 f"for {self.bad_epochs} epochs (patience {self.config.patience})"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compress.errors import RecipeError
 from compress.recipe import apply_override, load_recipe, validate_recipe
@@ -86,9 +88,7 @@ def test_wrong_type_names_path_expected_type_and_value(tmp_path):
 
 
 def test_every_error_is_reported_one_per_line(tmp_path):
-    recipe = tiny_recipe_dict(
-        seed=-1, stages=[_stage(epochs=0, batch_size=0), {"type": "export"}]
-    )
+    recipe = tiny_recipe_dict(seed=-1, stages=[_stage(epochs=0, batch_size=0), {"type": "export"}])
 
     message = _load_error(tmp_path, recipe)
 
@@ -237,12 +237,14 @@ def test_all_cross_stage_problems_reported_together(tmp_path):
 
     message = _order_error(tmp_path, stages)
 
-    assert message == (
-        "t.toml: stages: stage names must be unique, repeated: x; "
-        "export must be the last stage; at most one export stage; "
-        "the first stage is 'export' but the model is untrained: start with a train stage "
-        "or set model.weights (stage order: export -> train -> export)"
-    )
+    order = "(stage order: export -> train -> export)"
+    assert message.splitlines() == [
+        f"t.toml: stages: stage names must be unique, repeated: x {order}",
+        f"t.toml: stages: export must be the last stage {order}",
+        f"t.toml: stages: at most one export stage {order}",
+        "t.toml: stages: the first stage is 'export' but the model is untrained: start with "
+        f"a train stage or set model.weights {order}",
+    ]
 
 
 def test_stage_names_number_repeated_types():
@@ -350,6 +352,21 @@ def test_parse_and_format_key_path_are_inverse():
     assert format_key_path(parts) == "stages[1].finetune.optimizer.lr"
     assert parse_key_path("stages.1.lr") == ["stages", 1, "lr"]
     assert parse_key_path("a[0][2].b") == ["a", 0, 2, "b"]
+
+
+_KEYS = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
+_PARTS = st.lists(st.one_of(_KEYS, st.integers(0, 20)), min_size=1, max_size=6).filter(
+    lambda parts: isinstance(parts[0], str)
+)
+
+
+@settings(database=None, max_examples=60, deadline=None)
+@given(_PARTS)
+def test_key_paths_round_trip(parts):
+    text = format_key_path(parts)
+
+    assert parse_key_path(text) == parts
+    assert format_key_path(parse_key_path(text)) == text
 
 
 # --------------------------------------------------------------------------- resolved recipe

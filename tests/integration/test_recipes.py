@@ -1,0 +1,119 @@
+"""Every recipe in recipes/ validates, and runs end to end when shrunk with --set overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from compress.budgets import RULES
+from compress.data.sources import FASHION_MNIST_DIR
+from compress.recipe import load_recipe
+from compress.testing import run_cli
+
+pytestmark = pytest.mark.integration
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.toml"))
+IDS = [path.name for path in RECIPES]
+
+
+def _raw(path: Path) -> dict:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _needs_fashion_mnist(path: Path) -> bool:
+    return _raw(path).get("data", {}).get("source") == "fashion-mnist"
+
+
+def _relaxed(key: str) -> str:
+    """A limit every model meets, so the budget machinery runs but cannot fail."""
+    if key == "accuracy_min":
+        return "0.0"
+    if key == "accuracy_drop_max":
+        return "1.0"
+    return "1e-9" if RULES[key].direction == "min" else "1000000000000"
+
+
+def tiny_overrides(path: Path) -> list[str]:
+    """--set overrides that make a recipe run in seconds and meet every budget.
+
+    Training stages get at most 2 epochs, pruning fine-tunes 1 epoch per step,
+    calibration 64 samples, latency 2 rounds of 5 runs; budgets are relaxed.
+    """
+    raw = _raw(path)
+    sets = [
+        "runtime.warmup=2",
+        "runtime.repeats=5",
+        "runtime.rounds=2",
+        "runtime.train_threads=1",
+    ]
+    sets += [f"budgets.{key}={_relaxed(key)}" for key in raw.get("budgets", {})]
+    for index, stage in enumerate(raw.get("stages", [])):
+        where = f"stages[{index}]"
+        if "epochs" in stage or stage.get("type") in ("train", "distill"):
+            sets.append(f"{where}.epochs={min(stage.get('epochs', 2), 2)}")
+        if stage.get("type") == "prune":
+            sets.append(f"{where}.finetune.epochs=1")
+        if stage.get("type") == "quantize":
+            sets.append(f"{where}.calibration.samples=64")
+        sets += [f"{where}.budgets.{key}={_relaxed(key)}" for key in stage.get("budgets", {})]
+    return sets
+
+
+def test_there_are_recipes():
+    assert "digits.toml" in IDS
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=IDS)
+def test_recipe_validates(path):
+    recipe = load_recipe(path)
+
+    assert recipe.name
+    assert len(recipe.stage_names()) == len(recipe.stages)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=IDS)
+def test_tiny_overrides_validate(path):
+    recipe = load_recipe(path, tiny_overrides(path))
+
+    assert recipe.runtime.repeats == 5
+    assert all(getattr(stage, "epochs", 0) <= 2 for stage in recipe.stages)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=IDS)
+def test_recipe_runs_end_to_end_when_tiny(tmp_path, path):
+    if _needs_fashion_mnist(path):
+        pytest.skip("needs fashion-mnist: too slow for the default suite")
+    recipe = load_recipe(path)
+
+    run = run_cli(
+        "run",
+        path,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        *(arg for assignment in tiny_overrides(path) for arg in ("--set", assignment)),
+        cwd=tmp_path,
+        out=tmp_path / "run",
+    )
+
+    assert run.returncode == 0, run.output
+    report = run.report
+    assert report["status"] == "passed"
+    assert [s["name"] for s in report["stages"]] == recipe.stage_names()
+    assert all(s["status"] == "passed" for s in report["stages"])
+    assert (run.out / "final" / "model.onnx").is_file()
+    chance = 1 / report["final"]["input"]["output"]["shape"][1]
+    assert report["final"]["metrics"]["accuracy"] > 2 * chance
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=IDS)
+def test_recipe_meets_its_own_budgets(tmp_path, path):
+    if _needs_fashion_mnist(path) and not Path(FASHION_MNIST_DIR).is_dir():
+        pytest.skip(f"fashion-mnist is not installed at {FASHION_MNIST_DIR}")
+
+    run = run_cli("run", path, "--out", tmp_path / "run", "--quiet", cwd=tmp_path)
+
+    assert run.returncode == 0, run.output

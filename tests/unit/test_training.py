@@ -1,0 +1,524 @@
+"""The training loop: optimizers, LR schedules, early stopping, non-finite losses, KD loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.optim import lr_scheduler
+
+import compress.training.loop as loop
+from compress.errors import StageError
+from compress.recipe.schema import (
+    AdagradConfig,
+    AdamConfig,
+    ConstantSchedule,
+    CosineSchedule,
+    EarlyStoppingConfig,
+    ExponentialSchedule,
+    MultiStepSchedule,
+    OneCycleSchedule,
+    RMSPropConfig,
+    SGDConfig,
+    StepSchedule,
+    TrainingConfig,
+)
+from compress.testing import TinyCNN, tiny_bundle
+from compress.training import (
+    EarlyStopping,
+    build_optimizer,
+    build_schedule,
+    distillation_loss,
+    fit,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _model(seed: int = 0) -> TinyCNN:
+    torch.manual_seed(seed)
+    return TinyCNN(num_classes=3)
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+OPTIMIZERS = [
+    (
+        SGDConfig(name="sgd", lr=0.1, weight_decay=0.01),
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.0, nesterov=False, dampening=0.0, weight_decay=0.01),
+    ),
+    (
+        SGDConfig(name="momentum", lr=0.1, dampening=0.1),
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.9, nesterov=False, dampening=0.1, weight_decay=0.0),
+    ),
+    (
+        SGDConfig(name="nesterov", lr=0.05, momentum=0.8),
+        torch.optim.SGD,
+        dict(lr=0.05, momentum=0.8, nesterov=True, dampening=0.0, weight_decay=0.0),
+    ),
+    (
+        AdamConfig(name="adam", lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01),
+        torch.optim.Adam,
+        dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01),
+    ),
+    (
+        AdamConfig(name="adamw", lr=0.01, betas=(0.85, 0.95), weight_decay=0.1),
+        torch.optim.AdamW,
+        dict(lr=0.01, betas=(0.85, 0.95), eps=1e-8, weight_decay=0.1),
+    ),
+    (
+        RMSPropConfig(
+            name="rmsprop",
+            lr=0.01,
+            alpha=0.9,
+            eps=1e-7,
+            momentum=0.5,
+            centered=True,
+            weight_decay=0.001,
+        ),
+        torch.optim.RMSprop,
+        dict(lr=0.01, alpha=0.9, eps=1e-7, momentum=0.5, centered=True, weight_decay=0.001),
+    ),
+    (
+        AdagradConfig(name="adagrad", lr=0.1, lr_decay=0.01, eps=1e-9, weight_decay=0.001),
+        torch.optim.Adagrad,
+        dict(lr=0.1, lr_decay=0.01, eps=1e-9, weight_decay=0.001),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "torch_class", "hyper"), OPTIMIZERS, ids=[c.name for c, _, _ in OPTIMIZERS]
+)
+def test_optimizer_is_the_torch_class_with_the_recipe_hyperparameters(config, torch_class, hyper):
+    optimizer = build_optimizer(_model().parameters(), config)
+
+    assert type(optimizer) is torch_class
+    group = optimizer.param_groups[0]
+    assert {key: group[key] for key in hyper} == hyper
+
+
+@pytest.mark.parametrize(
+    ("config", "torch_class", "hyper"), OPTIMIZERS, ids=[c.name for c, _, _ in OPTIMIZERS]
+)
+def test_optimizer_steps_exactly_like_the_torch_class(config, torch_class, hyper):
+    ours, reference = _model(), _model()
+    initial = copy.deepcopy(ours.state_dict())
+    optimizers = [
+        build_optimizer(ours.parameters(), config),
+        torch_class(reference.parameters(), **hyper),
+    ]
+    x, y = ours.example_inputs(batch_size=8)[0], torch.arange(8) % 3
+
+    for _ in range(3):  # several steps, so momentum and running averages matter
+        for model, optimizer in zip((ours, reference), optimizers):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+    for (name, ours_p), ref_p in zip(ours.named_parameters(), reference.parameters()):
+        assert torch.equal(ours_p, ref_p), name
+        assert not torch.equal(ours_p, initial[name]), f"{name} did not move"
+
+
+def test_sgd_names_set_momentum_defaults():
+    assert (SGDConfig(name="sgd").momentum, SGDConfig(name="sgd").nesterov) == (0.0, False)
+    assert (SGDConfig(name="momentum").momentum, SGDConfig(name="momentum").nesterov) == (
+        0.9,
+        False,
+    )
+    assert (SGDConfig(name="nesterov").momentum, SGDConfig(name="nesterov").nesterov) == (
+        0.9,
+        True,
+    )
+
+
+def test_nesterov_without_momentum_is_rejected():
+    with pytest.raises(ValueError, match="nesterov needs momentum > 0"):
+        SGDConfig(name="sgd", nesterov=True)
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def _lrs(config, epochs: int, steps_per_epoch: int = 1, lr: float = 0.1) -> list[float]:
+    """The LR each batch ran with, driving the schedule the way `fit` does."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=lr)
+    schedule = build_schedule(optimizer, config, epochs, steps_per_epoch)
+    seen = []
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step_batch()
+        schedule.step_epoch()
+    return seen
+
+
+def _torch_lrs(make, epochs: int, steps: int, lr: float = 0.1) -> list[float]:
+    """The same for a torch scheduler stepped `steps` times in total."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=lr)
+    scheduler = make(optimizer)
+    seen = []
+    for _ in range(steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+EPOCH_SCHEDULES = [
+    (
+        StepSchedule(name="step", step_size=2, gamma=0.5),
+        lambda o: lr_scheduler.StepLR(o, 2, 0.5),
+        [0.1, 0.1, 0.05, 0.05, 0.025, 0.025],
+    ),
+    (
+        MultiStepSchedule(name="multistep", milestones=[2, 5], gamma=0.1),
+        lambda o: lr_scheduler.MultiStepLR(o, [2, 5], 0.1),
+        [0.1, 0.1, 0.01, 0.01, 0.01, 0.001],
+    ),
+    (
+        ExponentialSchedule(name="exponential", gamma=0.5),
+        lambda o: lr_scheduler.ExponentialLR(o, 0.5),
+        [0.1, 0.05, 0.025, 0.0125, 0.00625, 0.003125],
+    ),
+    (
+        CosineSchedule(name="cosine", eta_min=0.01),
+        lambda o: lr_scheduler.CosineAnnealingLR(o, 6, 0.01),
+        [0.01 + 0.09 * (1 + math.cos(math.pi * e / 6)) / 2 for e in range(6)],
+    ),
+    (ConstantSchedule(), lambda o: lr_scheduler.LambdaLR(o, lambda e: 1.0), [0.1] * 6),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "make", "by_hand"), EPOCH_SCHEDULES, ids=[c.name for c, _, _ in EPOCH_SCHEDULES]
+)
+def test_epoch_schedule_matches_torch_and_hand_values(config, make, by_hand):
+    ours = _lrs(config, epochs=6, steps_per_epoch=3)
+
+    per_epoch = ours[::3]
+    assert all(ours[i] == ours[i - i % 3] for i in range(len(ours)))  # constant within an epoch
+    assert per_epoch == pytest.approx(_torch_lrs(make, 6, 6), rel=1e-12)
+    assert per_epoch == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_onecycle_steps_per_batch_like_torch():
+    config = OneCycleSchedule(name="onecycle", max_lr=0.2, pct_start=0.25)
+
+    ours = _lrs(config, epochs=3, steps_per_epoch=4)
+
+    reference = _torch_lrs(
+        lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.2, total_steps=12, pct_start=0.25), 3, 12
+    )
+    assert ours == pytest.approx(reference, rel=1e-12)
+    assert ours[0] == pytest.approx(0.2 / 25)  # torch's default div_factor
+    assert max(ours) == pytest.approx(0.2)
+    assert len(set(ours[:4])) == 4  # changes within the first epoch
+
+
+def test_onecycle_peaks_at_the_optimizer_lr_by_default():
+    ours = _lrs(OneCycleSchedule(name="onecycle"), epochs=2, steps_per_epoch=4, lr=0.05)
+
+    assert max(ours) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    ("config", "by_hand"),
+    [
+        (
+            CosineSchedule(name="cosine", warmup_epochs=2),
+            [0.01, 0.055] + [0.1 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)],
+        ),
+        (
+            StepSchedule(name="step", step_size=2, gamma=0.5, warmup_epochs=2),
+            [0.01, 0.055, 0.1, 0.1, 0.05, 0.05],
+        ),
+        (ConstantSchedule(warmup_epochs=3), [0.01, 0.04, 0.07, 0.1, 0.1, 0.1]),
+    ],
+    ids=["cosine", "step", "constant"],
+)
+def test_warmup_ramps_linearly_from_a_tenth_then_runs_the_schedule(config, by_hand):
+    ours = _lrs(config, epochs=6)
+
+    assert ours == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_fit_records_the_lr_each_epoch_ran_with():
+    config = TrainingConfig(
+        epochs=4,
+        batch_size=16,
+        optimizer=SGDConfig(lr=0.1),
+        schedule=StepSchedule(name="step", step_size=1, gamma=0.5),
+    )
+
+    result = fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+
+
+# --------------------------------------------------------------------------- early stopping
+
+
+def _scripted_evaluate(monkeypatch, accuracies, losses=None):
+    """Make `fit` see these validation metrics, one per epoch, whatever the model does."""
+    values = iter(zip(accuracies, losses or [1.0] * len(accuracies)))
+
+    def evaluate(model, split):
+        accuracy, loss = next(values)
+        return {"accuracy": accuracy, "loss": loss}
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+
+
+def _fit_with_snapshots(config):
+    snapshots = {}
+    model = _model()
+
+    def on_epoch_end(epoch, metrics):
+        snapshots[epoch] = copy.deepcopy(model.state_dict())
+
+    result = fit(model, tiny_bundle(), config, seed=0, on_epoch_end=on_epoch_end)
+    return model, result, snapshots
+
+
+def _same_weights(state_a, state_b) -> bool:
+    return all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_early_stopping_restores_the_best_epoch(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.5, 0.8, 0.7, 0.6, 0.55, 0.5, 0.4, 0.3])
+    config = TrainingConfig(epochs=8, batch_size=16, early_stopping=EarlyStoppingConfig(patience=1))
+
+    model, result, snapshots = _fit_with_snapshots(config)
+
+    last = max(snapshots)
+    assert result.best_epoch == 2
+    assert result.best["val_accuracy"] == 0.8
+    assert last < 8 and len(result.history) == last
+    assert result.stop_reason.startswith(f"stopped early at epoch {last}: no val_accuracy")
+    assert _same_weights(model.state_dict(), snapshots[2])
+    assert not _same_weights(model.state_dict(), snapshots[last])
+
+
+def test_patience_counts_epochs_without_improvement_like_lightning(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.5, 0.8, 0.7, 0.7, 0.7, 0.7])
+    config = TrainingConfig(epochs=6, batch_size=16, early_stopping=EarlyStoppingConfig(patience=2))
+
+    result = fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert len(result.history) == 4  # epochs 3 and 4 did not improve: patience 2 is spent
+
+
+def test_without_early_stopping_all_epochs_run_and_the_best_is_kept(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.3, 0.9, 0.4])
+    config = TrainingConfig(epochs=3, batch_size=16)
+
+    model, result, snapshots = _fit_with_snapshots(config)
+
+    assert len(result.history) == 3
+    assert result.stop_reason == "completed all epochs"
+    assert result.best_epoch == 2
+    assert _same_weights(model.state_dict(), snapshots[2])
+
+
+def test_equal_accuracy_with_lower_loss_is_an_improvement(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.5, 0.8, 0.8, 0.8], [1.0, 0.9, 0.7, 0.8])
+    config = TrainingConfig(epochs=4, batch_size=16)
+
+    model, result, snapshots = _fit_with_snapshots(config)
+
+    assert result.best_epoch == 3
+    assert _same_weights(model.state_dict(), snapshots[3])
+
+
+def test_val_loss_monitor_keeps_the_lowest_loss(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.9, 0.5, 0.6], [0.8, 0.3, 0.5])
+    config = TrainingConfig(
+        epochs=3,
+        batch_size=16,
+        early_stopping=EarlyStoppingConfig(monitor="val_loss", patience=5),
+    )
+
+    model, result, snapshots = _fit_with_snapshots(config)
+
+    assert result.best_epoch == 2
+    assert result.best["val_loss"] == 0.3
+    assert _same_weights(model.state_dict(), snapshots[2])
+
+
+def test_divergence_threshold_stops_at_once(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.6, 0.2, 0.9, 0.9], [1.0, 1.0, 1.0, 1.0])
+    config = TrainingConfig(
+        epochs=4,
+        batch_size=16,
+        early_stopping=EarlyStoppingConfig(patience=10, divergence_threshold=0.3),
+    )
+
+    result = fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert len(result.history) == 2
+    assert result.stop_reason == (
+        "stopped early at epoch 2: val_accuracy = 0.2 crossed divergence threshold 0.3"
+    )
+    assert result.best_epoch == 1
+
+
+def test_min_delta_ignores_small_improvements():
+    stopper = EarlyStopping(EarlyStoppingConfig(min_delta=0.05))
+
+    decisions = [stopper.improved(v) for v in (0.5, 0.54, 0.56, 0.6)]
+
+    assert decisions == [True, False, True, False]
+    assert stopper.best == 0.56
+    assert stopper.bad_epochs == 1
+
+
+def test_min_mode_for_loss():
+    stopper = EarlyStopping(EarlyStoppingConfig(monitor="val_loss"))
+
+    decisions = [stopper.improved(v) for v in (1.0, 1.1, 0.9)]
+
+    assert stopper.mode == "min"
+    assert decisions == [True, False, True]
+
+
+def test_non_finite_monitor_value_stops():
+    assert EarlyStopping(None).stop_reason(math.nan) == "val_accuracy is nan"
+    assert EarlyStopping(None).stop_reason(0.5) is None
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def test_non_finite_loss_raises_stage_error_naming_the_epoch():
+    data = tiny_bundle()
+    data.train.x[5, 0, 0, 0] = math.nan
+
+    with pytest.raises(StageError) as info:
+        fit(_model(), data, TrainingConfig(epochs=2, batch_size=16), seed=0)
+
+    assert str(info.value).startswith("epoch 1: training loss became nan (non-finite)")
+    assert "lower the learning rate or add grad_clip" in str(info.value)
+
+
+def test_exploding_learning_rate_raises_stage_error():
+    config = TrainingConfig(epochs=3, batch_size=8, optimizer=SGDConfig(lr=1e30))
+
+    with pytest.raises(StageError) as info:
+        fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert str(info.value).startswith("epoch 1: training loss became")
+
+
+def test_fit_is_deterministic_for_a_seed():
+    config = TrainingConfig(epochs=2, batch_size=16, optimizer=AdamConfig(name="adam", lr=0.01))
+    first, second, other = _model(), _model(), _model()
+
+    history_a = fit(first, tiny_bundle(), config, seed=3).history
+    history_b = fit(second, tiny_bundle(), config, seed=3).history
+    fit(other, tiny_bundle(), config, seed=4)
+
+    assert history_a == history_b
+    assert _same_weights(first.state_dict(), second.state_dict())
+    assert not _same_weights(first.state_dict(), other.state_dict())
+
+
+def test_fit_learns_and_never_reads_the_test_split():
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"fit read data.test.{name}")
+
+        def __len__(self):
+            raise AssertionError("fit read len(data.test)")
+
+    data = tiny_bundle()
+    data.test = Untouchable()
+    config = TrainingConfig(epochs=5, batch_size=8, optimizer=AdamConfig(name="adam", lr=0.01))
+
+    result = fit(_model(), data, config, seed=0)
+
+    assert result.best["val_accuracy"] >= 0.9  # separable patterns: far above chance (1/3)
+
+
+# --------------------------------------------------------------------------- distillation loss
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_distillation_loss_matches_the_formula_by_hand():
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    teacher = torch.randn(6, 5, generator=generator, dtype=torch.float64) * 3
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    temperature, alpha = 3.0, 0.7
+
+    loss = distillation_loss(student, teacher, labels, temperature, alpha)
+
+    s, t, y = student.numpy(), teacher.numpy(), labels.numpy()
+    p_teacher = _softmax(t / temperature)
+    p_student = _softmax(s / temperature)
+    kl = np.sum(p_teacher * (np.log(p_teacher) - np.log(p_student))) / len(s)
+    ce = -np.mean(np.log(_softmax(s)[np.arange(len(s)), y]))
+    expected = alpha * temperature**2 * kl + (1 - alpha) * ce
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_distillation_loss_with_alpha_zero_is_cross_entropy():
+    generator = torch.Generator().manual_seed(1)
+    student, teacher = (
+        torch.randn(4, 3, generator=generator),
+        torch.randn(4, 3, generator=generator),
+    )
+    labels = torch.tensor([0, 2, 1, 2])
+
+    loss = distillation_loss(student, teacher, labels, temperature=4.0, alpha=0.0)
+
+    assert torch.equal(loss, F.cross_entropy(student, labels))
+
+
+def test_distillation_loss_is_zero_when_student_copies_teacher_and_alpha_is_one():
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+
+    loss = distillation_loss(logits, logits.clone(), torch.tensor([0, 1, 2, 0]), 2.0, 1.0)
+
+    assert loss.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_fit_with_teacher_trains_on_the_distillation_loss(monkeypatch):
+    calls = []
+    original = loop.distillation_loss
+
+    def spy(student, teacher, labels, temperature, alpha):
+        calls.append((temperature, alpha, teacher.detach().clone()))
+        return original(student, teacher, labels, temperature, alpha)
+
+    monkeypatch.setattr(loop, "distillation_loss", spy)
+    from compress.recipe.stages import DistillConfig
+
+    teacher = _model(seed=1).eval()
+    data = tiny_bundle()
+    config = TrainingConfig(epochs=1, batch_size=48)
+
+    fit(_model(), data, config, seed=0, teacher=teacher, distill=DistillConfig(temperature=2.0))
+
+    assert len(calls) == 1
+    temperature, alpha, seen = calls[0]
+    assert (temperature, alpha) == (2.0, 0.9)
+    order = torch.randperm(48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = teacher(data.train.x[order])
+    assert torch.allclose(seen, expected, atol=1e-6)
