@@ -7,11 +7,11 @@ Rules that span stages live in `check_stage_order`, run after field validation.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
 from pydantic import Field, ValidationError
 
 from compress.errors import RecipeError

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 
 import numpy as np
 import pytest
-import tomllib
 
 import compress
 from compress.testing import CliRun, run_cli, tiny_recipe_dict, write_recipe

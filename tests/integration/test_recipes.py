@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from compress.budgets import RULES
 from compress.data.sources import FASHION_MNIST_DIR
