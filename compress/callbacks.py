@@ -146,3 +146,15 @@ class ConsoleReporter(Callback):
             f"[{colour}]{status.upper()}[/] report {escape(report['paths']['report_json'])}"
             f"{escape(where)}"
         )
+
+
+class JUnitWriter(Callback):
+    """Writes the finished run's budgets as JUnit test cases (`compress run --junit`)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_run_end(self, report):
+        from compress.report.junit import write_junit
+
+        write_junit(report, self.path)

@@ -75,28 +75,42 @@ def validate(recipe: Path, overrides: tuple[str, ...], debug: bool) -> None:
     help="Run directory (default: runs/<recipe name>).",
 )
 @_set_option
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write each budget as a JUnit test case to this file (for CI).",
+)
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @_debug_option
 def run(
-    recipe: Path, out: Path | None, overrides: tuple[str, ...], quiet: bool, debug: bool
+    recipe: Path,
+    out: Path | None,
+    overrides: tuple[str, ...],
+    junit: Path | None,
+    quiet: bool,
+    debug: bool,
 ) -> None:
     """Run RECIPE's stages in order, checking budgets after each.
 
     Exits 0 when every budget is met, 1 when one is missed, 2 on a bad recipe,
     3 when a stage fails.
     """
-    from compress.callbacks import ConsoleReporter
+    from compress.callbacks import ConsoleReporter, JUnitWriter
     from compress.recipe import load_recipe
     from compress.runner import Runner
 
     try:
         loaded = load_recipe(recipe, overrides)
         out_dir = out or Path("runs") / loaded.name
+        callbacks = [ConsoleReporter(_stdout_console(), quiet=quiet)]
+        if junit is not None:
+            callbacks.append(JUnitWriter(junit))
         runner = Runner(
             loaded,
             out_dir,
             recipe_path=str(recipe),
-            callbacks=[ConsoleReporter(_stdout_console(), quiet=quiet)],
+            callbacks=callbacks,
             debug=debug,
         )
         outcome = runner.run()
@@ -182,6 +196,72 @@ def bench(models, provider, threads, batch_size, warmup, repeats, rounds, json_o
         json_out.write_text(json.dumps(rows, indent=2))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An earlier run directory to diff against (accuracy, p50, size).",
+)
+@click.option("--max-accuracy-drop", default=0.005, show_default=True, help="Fraction.")
+@click.option("--max-latency-increase", default=0.10, show_default=True, help="Fraction.")
+@click.option("--max-size-increase", default=0.05, show_default=True, help="Fraction.")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when a limit is exceeded.")
+@_debug_option
+def report(
+    run_dir: Path,
+    baseline: Path | None,
+    max_accuracy_drop: float,
+    max_latency_increase: float,
+    max_size_increase: float,
+    fail_on_regression: bool,
+    debug: bool,
+) -> None:
+    """Regenerate RUN_DIR's report.md and report.html; optionally diff against a baseline."""
+    import json
+
+    from compress.artifacts import atomic_write_json, atomic_write_text
+    from compress.errors import ArtifactError
+    from compress.report.compare import (
+        RegressionLimits,
+        compare_runs,
+        comparison_dicts,
+        comparison_markdown,
+    )
+    from compress.runner import write_human_reports
+
+    def read(directory: Path) -> dict:
+        try:
+            return json.loads((directory / "report.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{directory / 'report.json'}: unreadable ({exc})") from None
+
+    console = _stdout_console()
+    try:
+        current = read(run_dir)
+        write_human_reports(current, run_dir)
+        console.print(f"wrote {run_dir / 'report.md'} and {run_dir / 'report.html'}", markup=False)
+        if baseline is None:
+            return
+        old = read(baseline)
+        if not current.get("final") or not old.get("final"):
+            raise ArtifactError("both runs need a final model to compare")
+        limits = RegressionLimits(max_accuracy_drop, max_latency_increase, max_size_increase)
+        rows = compare_runs(run_dir, current, baseline, old, limits)
+    except CompressError as exc:
+        _fail(exc, debug)
+    markdown = comparison_markdown(rows, baseline)
+    atomic_write_text(run_dir / "regression.md", markdown)
+    atomic_write_json(run_dir / "regression.json", comparison_dicts(rows))
+    console.print(markdown, markup=False)
+    regressions = [row.metric for row in rows if row.regression]
+    if regressions:
+        _console.print(f"[red]regression:[/] {escape(', '.join(regressions))}")
+        if fail_on_regression:
+            sys.exit(EXIT_BUDGET)
+
+
 @main.command(name="tune")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -226,7 +306,7 @@ def tune_command(
     for row in outcome.trials:
         mark = " *" if row["number"] in best_numbers else ""
         table.add_row(
-            f"{row['number']}{mark}",
+            f"{row['number']}{mark}{' (recipe)' if row['baseline'] else ''}",
             row["state"],
             f"{row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "-",
             f"{row['latency_p50_ms']:.4g}" if row["latency_p50_ms"] is not None else "-",
@@ -240,6 +320,12 @@ def tune_command(
     if outcome.best_recipe_path is None:
         console.print("[red]no trial completed[/]")
         sys.exit(EXIT_STAGE)
+    if outcome.baseline is not None:
+        console.print(
+            f"recipe's own values (trial {outcome.baseline['number']}): "
+            f"val_acc {outcome.baseline['val_accuracy']:.4f}; best: "
+            f"{max(r['val_accuracy'] for r in outcome.best):.4f}"
+        )
     label = "Pareto front" if loaded.tune.objective != "val_accuracy" else "best trial"
     console.print(f"{label}: {', '.join(str(r['number']) for r in outcome.best)} (marked *)")
     console.print(

@@ -35,6 +35,12 @@ class TuneOutcome:
     best: list[dict[str, Any]]
     best_recipe_path: Path | None
 
+    @property
+    def baseline(self) -> dict[str, Any] | None:
+        """The trial that ran the recipe's own values, if it completed."""
+        done = [r for r in self.trials if r["baseline"] and r["state"] == "COMPLETE"]
+        return done[0] if done else None
+
 
 def tuned_stage_index(recipe: Recipe) -> int:
     stage = recipe.tune.stage
@@ -65,6 +71,33 @@ def apply_params(recipe: Recipe, params: dict[str, Any], label: str) -> Recipe:
     for path, value in params.items():
         apply_override(raw, f"{path}={_toml_literal(value)}", source="tune.space")
     return validate_recipe(raw, label)
+
+
+def recipe_values(recipe: Recipe) -> dict[str, Any] | None:
+    """The recipe's own values at every search-space path, when each lies in its range.
+
+    Queued as the first trial of a new study, they make the recipe's defaults the
+    baseline every other trial is compared with, measured the same way.
+    """
+    from compress.recipe.loader import parse_key_path
+
+    raw = recipe.model_dump(mode="json")
+    values: dict[str, Any] = {}
+    for path, param in recipe.tune.space.items():
+        node: Any = raw
+        for part in parse_key_path(path):
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        if isinstance(param, CategoricalParam):
+            inside = node in param.choices
+        else:
+            inside = isinstance(node, (int, float)) and param.low <= node <= param.high
+        if not inside:
+            return None
+        values[path] = node
+    return values
 
 
 def _sampler(tune: TuneConfig, seed: int):
@@ -249,7 +282,7 @@ def _requeue_interrupted(study) -> int:
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=True)
+        study.enqueue_trial(trial.params)  # the failed twin has these params: no skip_if_exists
     return len(stale)
 
 
@@ -265,6 +298,7 @@ def _trial_rows(study, tune: TuneConfig) -> list[dict[str, Any]]:
                 "latency_p50_ms": values[1] if len(values) > 1 else None,
                 "params": trial.params,
                 "duration_s": trial.user_attrs.get("duration_s"),
+                "baseline": bool(trial.user_attrs.get("baseline", False)),
                 "error": trial.user_attrs.get("error"),
             }
         )
@@ -310,6 +344,8 @@ def tune(
     study = _open_study(recipe, url, create=True)
     if resume:
         _requeue_interrupted(study)
+    elif recipe.tune.sampler != "grid" and (baseline := recipe_values(recipe)) is not None:
+        study.enqueue_trial(baseline, user_attrs={"baseline": True})
 
     if workers <= 1:
         run_worker(recipe, label, url)

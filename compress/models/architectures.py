@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from compress.errors import RecipeError, StageError
-from compress.recipe.schema import CallableModelConfig, CNNConfig, MLPConfig, ResNetConfig
+from compress.recipe.schema import (
+    CallableModelConfig,
+    CNNConfig,
+    MLPConfig,
+    MobileNetConfig,
+    ResNetConfig,
+    TransformerConfig,
+)
 from compress.registry import Registry, import_callable
 
 Builder = Callable[..., nn.Module]
@@ -122,7 +129,95 @@ class MLP(nn.Module):
         return self.classifier(self.body(x))
 
 
+class DepthwiseSeparable(nn.Module):
+    """3x3 depthwise conv + BN + ReLU, then 1x1 pointwise conv + BN + ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, 3, stride, 1, groups=in_channels, bias=False
+        )
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.depthwise(x)))
+        return self.relu(self.bn2(self.pointwise(x)))
+
+
+class MobileNet(nn.Module):
+    """MobileNet v1 style: a full 3x3 stem, then depthwise-separable blocks."""
+
+    def __init__(self, config: MobileNetConfig, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], config.stem_width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(config.stem_width),
+            nn.ReLU(inplace=True),
+        )
+        strides = config.strides or [1] + [2] * (len(config.widths) - 1)
+        blocks, channels = [], config.stem_width
+        for width, stride in zip(config.widths, strides):
+            blocks.append(DepthwiseSeparable(channels, width, stride))
+            channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.pool(self.blocks(self.stem(x)))))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer encoder block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, embed_dim: int, num_heads: int, hidden: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(embed_dim)
+        self.attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(embed_dim)
+        self.fc1 = nn.Linear(embed_dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class Transformer(nn.Module):
+    """A small ViT: conv patch embedding, learned positions, encoder blocks, mean pool."""
+
+    def __init__(self, config: TransformerConfig, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        channels, height, width = input_shape
+        if height % config.patch_size or width % config.patch_size:
+            raise RecipeError(
+                f"model.patch_size {config.patch_size} does not divide the image {height}x{width}"
+            )
+        tokens = (height // config.patch_size) * (width // config.patch_size)
+        dim = config.embed_dim
+        self.patch = nn.Conv2d(channels, dim, config.patch_size, config.patch_size)
+        self.position = nn.Parameter(torch.zeros(1, tokens, dim))
+        hidden = max(int(dim * config.mlp_ratio), 1)
+        self.blocks = nn.Sequential(
+            *[EncoderBlock(dim, config.num_heads, hidden) for _ in range(config.depth)]
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.position
+        return self.classifier(self.norm(self.blocks(x)).mean(dim=1))
+
+
 ARCHITECTURES.register("cnn")(CNN)
+ARCHITECTURES.register("mobilenet")(MobileNet)
+ARCHITECTURES.register("transformer")(Transformer)
 ARCHITECTURES.register("resnet")(ResNet)
 ARCHITECTURES.register("mlp")(MLP)
 

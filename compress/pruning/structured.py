@@ -1,13 +1,15 @@
 """Structured pruning with Torch-Pruning's dependency graph: channels removed physically.
 
 The dependency graph decides which layers shrink together (a conv, its
-BatchNorm, the next conv's inputs, both sides of a residual add), so the
-pruned model stays valid and really is smaller and faster on dense runtimes.
+BatchNorm, the next conv's inputs, both sides of a residual add, a depthwise
+conv's groups), so the pruned model stays valid and really is smaller and
+faster on dense runtimes. Attention layers lose whole heads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -19,28 +21,78 @@ from compress.pruning.schedule import pruning_schedule
 def _importance_table() -> dict[str, Callable[[], object]]:
     import torch_pruning as tp
 
+    imp = tp.importance
     return {
-        "l1": lambda: tp.importance.MagnitudeImportance(p=1),
-        "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+        "l1": lambda: imp.MagnitudeImportance(p=1),
+        "l2": lambda: imp.MagnitudeImportance(p=2),
+        "taylor": lambda: imp.TaylorImportance(),
+        "bn-scale": lambda: imp.BNScaleImportance(),
+        "lamp": lambda: imp.LAMPImportance(p=2),
+        "fpgm": lambda: imp.FPGMImportance(p=2),
+        "random": lambda: imp.RandomImportance(),
     }
 
 
-def resolve_modules(model: nn.Module, names: list[str]) -> list[nn.Module]:
-    """Modules by exact name or `re:` pattern; an unmatched entry is an error naming it."""
-    import re
+IMPORTANCE_NEEDS_GRADIENTS = {"taylor"}
 
+
+def _match(entry: str, names: Iterable[str]) -> list[str]:
+    if entry.startswith("re:"):
+        pattern = re.compile(entry[3:])
+        return [name for name in names if name and pattern.fullmatch(name)]
+    return [entry] if entry in names else []
+
+
+def resolve_modules(model: nn.Module, entries: list[str]) -> list[nn.Module]:
+    """Modules by exact name or `re:` pattern; an entry matching nothing is an error."""
     named = dict(model.named_modules())
     found: list[nn.Module] = []
-    for entry in names:
-        if entry.startswith("re:"):
-            pattern = re.compile(entry[3:])
-            matches = [module for name, module in named.items() if name and pattern.fullmatch(name)]
-        else:
-            matches = [named[entry]] if entry in named else []
+    for entry in entries:
+        matches = _match(entry, named)
         if not matches:
             raise StageError(f"ignored_layers entry {entry!r} matches no module")
-        found.extend(matches)
+        found.extend(named[name] for name in matches)
     return found
+
+
+def resolve_layer_ratios(
+    model: nn.Module, overrides: dict[str, float | str]
+) -> tuple[dict[nn.Module, float], list[nn.Module]]:
+    """Per-layer ratios and skips from `layer_ratios`.
+
+    Precedence: an exact module name beats a `re:` pattern, a pattern beats the
+    stage's `ratio`; among patterns the first listed that matches wins.
+
+    Returns:
+        ({module: ratio}, [modules to skip])
+    """
+    named = dict(model.named_modules())
+    exact = {k: v for k, v in overrides.items() if not k.startswith("re:")}
+    patterns = [(re.compile(k[3:]), v) for k, v in overrides.items() if k.startswith("re:")]
+    for name in exact:
+        if name not in named:
+            raise StageError(f"layer_ratios names {name!r}, which the model does not have")
+    for pattern, _ in patterns:
+        if not any(pattern.fullmatch(name) for name in named if name):
+            raise StageError(f"layer_ratios pattern 're:{pattern.pattern}' matches no module")
+    ratios: dict[nn.Module, float] = {}
+    skipped: list[nn.Module] = []
+    for name, module in named.items():
+        if not name:
+            continue
+        value = exact.get(name)
+        if value is None:
+            value = next((v for pattern, v in patterns if pattern.fullmatch(name)), None)
+        if value == "skip":
+            skipped.append(module)
+        elif value is not None:
+            ratios[module] = float(value)
+    return ratios, skipped
+
+
+def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """Every nn.MultiheadAttention and its head count, so heads are pruned as units."""
+    return {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
 
 
 class StructuredPruner:
@@ -51,10 +103,12 @@ class StructuredPruner:
         example_input: one batch, to trace the dependency graph.
         ratio: final share of channels removed from each prunable layer.
         steps, schedule: how the ratio is reached ("linear" or "agp").
-        importance: "l1" or "l2" channel magnitude.
+        importance: a criterion name (see `_importance_table`).
         ignored: modules never pruned (the classifier must be among them).
+        layer_ratios: per-module final ratios overriding `ratio`.
         global_pruning: rank channels across layers instead of within each.
         round_to: keep channel counts multiples of this.
+        gradient_batches: for "taylor": (x, y) batches whose loss gradients rank channels.
 
     Example:
         >>> pruner = StructuredPruner(model, torch.randn(1, 1, 28, 28), 0.5, 2,
@@ -71,39 +125,84 @@ class StructuredPruner:
         schedule: str,
         importance: str,
         ignored: list[nn.Module],
+        layer_ratios: dict[nn.Module, float] | None = None,
         global_pruning: bool = False,
         round_to: int | None = None,
+        gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         import torch_pruning as tp
 
         self.ratios = pruning_schedule(ratio, steps, schedule)
-        table = _importance_table()
-        ratios = self.ratios  # torch-pruning wants the cumulative ratios, 0 first
+        self.importance = importance
+        self.gradient_batches = gradient_batches or []
+        if importance in IMPORTANCE_NEEDS_GRADIENTS and not self.gradient_batches:
+            raise ValueError("taylor importance needs gradient_batches")
+        heads = attention_heads(model)
+
+        def scheduler(final: float, count: int) -> list[float]:
+            # torch-pruning asks for the cumulative ratios, 0 first; each layer's own
+            # final ratio (layer_ratios) follows the same curve.
+            return [0.0, *pruning_schedule(final, count, schedule)]
+
         with torch.enable_grad():  # the dependency graph is traced through autograd
             try:
                 self._pruner = tp.pruner.MetaPruner(
                     model,
                     example_input,
-                    importance=table[importance](),
+                    importance=_importance_table()[importance](),
                     pruning_ratio=ratio,
+                    pruning_ratio_dict=layer_ratios or None,
                     iterative_steps=steps,
-                    iterative_pruning_ratio_scheduler=lambda _ratio, _steps: [0.0, *ratios],
+                    iterative_pruning_ratio_scheduler=scheduler,
                     ignored_layers=ignored,
                     global_pruning=global_pruning,
                     round_to=round_to,
+                    num_heads=heads,
+                    prune_num_heads=bool(heads),
+                    prune_head_dims=False,
+                    head_pruning_ratio=ratio if heads else 0.0,
                 )
             except Exception as exc:  # tracing failures come in many types
                 raise StageError(
-                    f"torch-pruning cannot build a dependency graph for this model: "
-                    f"{type(exc).__name__}: {exc}"
+                    "torch-pruning cannot build a dependency graph for this model "
+                    f"({type(exc).__name__}: {exc}); name the layers it cannot handle in "
+                    "ignored_layers"
                 ) from exc
         self.model = model
+        self.example_input = example_input
         self.done = 0
 
+    def _accumulate_gradients(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        self.model.eval()  # BatchNorm statistics stay fixed while ranking
+        loss_fn = nn.CrossEntropyLoss()
+        for x, y in self.gradient_batches:
+            loss_fn(self.model(x), y).backward()
+
     def step(self) -> float:
-        """Prune to the next scheduled ratio; returns that ratio."""
-        self.model.eval()
+        """Prune to the next scheduled ratio; returns that ratio.
+
+        Raises StageError (naming the problem) if the pruned model no longer runs,
+        rather than letting a shape error surface later mid-run.
+        """
         with torch.enable_grad():
-            self._pruner.step()
+            if self.importance in IMPORTANCE_NEEDS_GRADIENTS:
+                self._accumulate_gradients()
+            self.model.eval()
+            try:
+                self._pruner.step()
+            except Exception as exc:  # torch-pruning's errors on unsupported layers vary
+                raise StageError(
+                    f"torch-pruning failed at step {self.done + 1}: {type(exc).__name__}: {exc}"
+                ) from exc
+        self.model.zero_grad(set_to_none=True)
+        try:
+            with torch.no_grad():
+                self.model(self.example_input)
+        except Exception as exc:
+            raise StageError(
+                f"the model no longer runs after pruning step {self.done + 1} "
+                f"({type(exc).__name__}: {exc}); add the offending layer to ignored_layers"
+            ) from exc
         self.done += 1
         return self.ratios[self.done - 1]

@@ -117,6 +117,44 @@ class MLPConfig(_ModelBase):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
 
 
+class MobileNetConfig(_ModelBase):
+    """Depthwise-separable blocks (MobileNet v1 style): 3x3 depthwise + 1x1 pointwise."""
+
+    architecture: Literal["mobilenet"] = "mobilenet"
+    stem_width: int = Field(16, gt=0, description="Channels of the first full convolution.")
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        [32, 64, 128], min_length=1, description="Pointwise output channels of each block."
+    )
+    strides: list[Annotated[int, Field(gt=0, le=2)]] | None = Field(
+        None, description="Stride of each block's depthwise conv (default: 2 from the 2nd on)."
+    )
+
+    @model_validator(mode="after")
+    def _strides_match(self) -> MobileNetConfig:
+        if self.strides is not None and len(self.strides) != len(self.widths):
+            raise ValueError(f"strides has {len(self.strides)} items, widths {len(self.widths)}")
+        return self
+
+
+class TransformerConfig(_ModelBase):
+    """A small vision transformer: patch embedding, encoder blocks with multi-head attention."""
+
+    architecture: Literal["transformer"] = "transformer"
+    patch_size: int = Field(4, gt=0, description="Square patch side; must divide the image.")
+    embed_dim: int = Field(64, gt=0, description="Token width.")
+    num_heads: int = Field(4, gt=0, description="Attention heads; must divide embed_dim.")
+    depth: int = Field(2, gt=0, description="Encoder blocks.")
+    mlp_ratio: float = Field(2.0, gt=0, description="Hidden width of each MLP / embed_dim.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerConfig:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        return self
+
+
 class CallableModelConfig(_ModelBase):
     """A user model: `architecture = "package.module:function"` returning an nn.Module."""
 
@@ -131,13 +169,13 @@ class CallableModelConfig(_ModelBase):
     def _is_callable_path(cls, value: str) -> str:
         if not CALLABLE_PATTERN.match(value):
             raise ValueError(
-                f"unknown architecture {value!r}; allowed: cnn, resnet, mlp "
+                f"unknown architecture {value!r}; allowed: {', '.join(BUILTIN_ARCHITECTURES)} "
                 "or 'package.module:function'"
             )
         return value
 
 
-BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp")
+BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp", "mobilenet", "transformer")
 
 
 def _architecture_tag(value: Any) -> str:
@@ -154,6 +192,8 @@ ModelConfig = Annotated[
         Annotated[CNNConfig, Tag("cnn")],
         Annotated[ResNetConfig, Tag("resnet")],
         Annotated[MLPConfig, Tag("mlp")],
+        Annotated[MobileNetConfig, Tag("mobilenet")],
+        Annotated[TransformerConfig, Tag("transformer")],
         Annotated[CallableModelConfig, Tag("callable")],
     ],
     Discriminator(_architecture_tag),

@@ -32,6 +32,7 @@ class LatencyStats:
     std_ms: float
     n: int
     round_p50_ms: list[float] = field(default_factory=list)
+    percentiles: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +51,7 @@ def _stats(samples_ns: list[int], round_p50: list[float], provider: str, threads
         std_ms=float(ms.std()),
         n=int(ms.size),
         round_p50_ms=round_p50,
+        percentiles={f"p{q}": float(np.percentile(ms, q)) for q in (1, 5, 25, 50, 75, 95, 99)},
     )
 
 

@@ -2,19 +2,28 @@
 
 After each step the model is fine-tuned (optionally distilling from the stage's
 unpruned input model) and validated, and the step is recorded, so the report
-shows the whole ratio / size / accuracy path.
+shows the whole ratio / size / accuracy / latency path. With a `target`, the
+stage stops at the first step that reaches it, or keeps the last step whose
+validation accuracy still met the stage's accuracy budgets.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
+from pathlib import Path
 
 import torch
 
 from compress.models import find_classifier
 from compress.models.stats import count_macs, count_nonzero_params, count_params
 from compress.pruning.schedule import pruning_schedule
-from compress.pruning.structured import StructuredPruner, resolve_modules
+from compress.pruning.structured import (
+    IMPORTANCE_NEEDS_GRADIENTS,
+    StructuredPruner,
+    resolve_layer_ratios,
+    resolve_modules,
+)
 from compress.pruning.unstructured import (
     magnitude_prune_,
     make_permanent_,
@@ -25,6 +34,75 @@ from compress.recipe.stages import PruneStageConfig
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
 from compress.training import evaluate, fit
+
+
+class TargetProbe:
+    """Measures a pruned model against the stage's target, relative to the teacher."""
+
+    def __init__(self, ctx: RunContext, target, scratch: Path):
+        self.ctx, self.target, self.scratch = ctx, target, scratch
+        self.teacher_macs = count_macs(ctx.teacher, ctx.spec.input_shape)
+        self.teacher_onnx = None
+        if target.speedup or target.latency_p50_ms:
+            from compress.runtime.onnx_export import export_onnx
+
+            self.teacher_onnx = export_onnx(
+                ctx.teacher, ctx.spec.input_shape, scratch / "teacher.onnx"
+            )
+
+    def measure(self, model, step: int) -> dict:
+        """The target's metric for this model, and whether the target is met."""
+        macs_ratio = count_macs(model, self.ctx.spec.input_shape) / self.teacher_macs
+        result = {"macs_ratio": macs_ratio}
+        if self.teacher_onnx is not None:
+            from compress.runtime.latency import measure_latency, speedup
+            from compress.runtime.onnx_export import export_onnx
+
+            path = export_onnx(model, self.ctx.spec.input_shape, self.scratch / f"step{step}.onnx")
+            runtime = self.ctx.recipe.runtime
+            teacher, pruned = measure_latency(
+                [self.teacher_onnx, path],
+                self.ctx.spec.input_shape,
+                provider=runtime.providers[0],
+                threads=runtime.threads,
+                batch_size=runtime.batch_size,
+                warmup=runtime.warmup,
+                repeats=runtime.repeats,
+                rounds=runtime.rounds,
+            )
+            result["latency_p50_ms"] = pruned.p50_ms
+            result["speedup"] = speedup(teacher, pruned)["median"]
+        target = self.target
+        if target.speedup:
+            result["target_met"] = result["speedup"] >= target.speedup
+        elif target.macs_ratio:
+            result["target_met"] = macs_ratio <= target.macs_ratio
+        else:
+            result["target_met"] = result["latency_p50_ms"] <= target.latency_p50_ms
+        return result
+
+
+def accuracy_gate(ctx: RunContext, budgets) -> tuple[float | None, str]:
+    """The lowest validation accuracy the stage's accuracy budgets allow, and why.
+
+    Inside the stage only validation data may steer decisions; the runner checks
+    the same budgets on test data afterwards.
+    """
+    floors = []
+    if budgets.accuracy_min is not None:
+        floors.append((budgets.accuracy_min, f"accuracy_min {budgets.accuracy_min}"))
+    if budgets.accuracy_drop_max is not None and ctx.teacher is not None:
+        teacher_val = evaluate(ctx.teacher, ctx.data.val)["accuracy"]
+        floors.append(
+            (
+                teacher_val - budgets.accuracy_drop_max,
+                f"teacher val accuracy {teacher_val:.4f} - accuracy_drop_max "
+                f"{budgets.accuracy_drop_max}",
+            )
+        )
+    if not floors:
+        return None, "no accuracy budget on this stage"
+    return max(floors)
 
 
 @register_stage("prune")
@@ -41,54 +119,130 @@ class PruneStage(Stage):
         classifier = find_classifier(model, ctx.spec.num_classes)
         if classifier is not None:  # its outputs are the classes: never pruned
             ignored.append(classifier)
-
-        steps_log = [self._step_record(ctx, model, 0, 0.0, None)]
-        if config.method == "structured":
-            pruner = StructuredPruner(
-                model,
-                torch.randn(1, *ctx.spec.input_shape),
-                config.ratio,
-                config.steps,
-                config.schedule,
-                config.importance,
-                ignored,
-                config.global_pruning,
-                config.round_to,
-            )
-            for step in range(1, config.steps + 1):
-                ratio = pruner.step()
-                fit_summary = self._finetune(ctx, model, unpruned, step)
-                steps_log.append(self._step_record(ctx, model, step, ratio, fit_summary))
-        else:
-            previous = 0.0
-            for step, ratio in enumerate(
-                pruning_schedule(config.ratio, config.steps, config.schedule), 1
-            ):
-                magnitude_prune_(model, ratio, previous, ignored, config.global_pruning)
-                previous = ratio
-                fit_summary = self._finetune(ctx, model, unpruned, step)
-                record = self._step_record(ctx, model, step, ratio, fit_summary)
-                record["sparsity"] = overall_sparsity(model, ignored)
-                steps_log.append(record)
-            make_permanent_(model)
+        layer_ratios, skipped = resolve_layer_ratios(model, config.layer_ratios)
+        ignored.extend(skipped)
 
         details = {
             "method": config.method,
+            "importance": config.importance if config.method == "structured" else "l1",
             "ratio_meaning": (
-                "share of output channels removed from each prunable layer"
+                "share of output channels (attention: heads) removed from each prunable layer"
                 if config.method == "structured"
                 else "share of prunable weights set to zero"
             ),
-            "steps": steps_log,
+            "skipped_layers": sorted(n for n, m in model.named_modules() if m in skipped),
         }
-        if config.method == "unstructured":
-            details["sparsity_by_layer"] = sparsity_by_layer(model)
-            details["nonzero_params"] = count_nonzero_params(model)
-            details["note"] = (
-                "zeroed weights are stored densely and run on dense kernels: expect no "
-                "speed-up and no raw-size gain on ONNX Runtime; the gain is compressibility"
-            )
+        if config.method == "structured":
+            with tempfile.TemporaryDirectory(prefix="compress-prune-") as scratch:
+                model, steps_log, outcome = self._structured(
+                    ctx, model, unpruned, ignored, layer_ratios, Path(scratch)
+                )
+            details.update(steps=steps_log, **outcome)
+        else:
+            details.update(self._unstructured(ctx, model, unpruned, ignored))
         return StageResult(model, ctx.spec, details=details)
+
+    # ------------------------------------------------------------------ structured
+
+    def _structured(self, ctx, model, unpruned, ignored, layer_ratios, scratch: Path):
+        config = self.config
+        pruner = StructuredPruner(
+            model,
+            torch.randn(1, *ctx.spec.input_shape),
+            config.ratio,
+            config.steps,
+            config.schedule,
+            config.importance,
+            ignored,
+            layer_ratios=layer_ratios,
+            global_pruning=config.global_pruning,
+            round_to=config.round_to,
+            gradient_batches=self._gradient_batches(ctx),
+        )
+        probe = TargetProbe(ctx, config.target, scratch) if config.target else None
+        floor, floor_reason = accuracy_gate(ctx, config.budgets) if probe else (None, "")
+        steps_log = [self._step_record(ctx, model, 0, 0.0, None)]
+        if probe is not None:
+            steps_log[0].update(probe.measure(model, 0))
+        # the model is pruned in place: keep a copy of the last step that was good enough
+        kept, outcome = (copy.deepcopy(model) if probe else model), {}
+        for step in range(1, config.steps + 1):
+            ratio = pruner.step()
+            fit_summary = self._finetune(ctx, model, unpruned, step)
+            record = self._step_record(ctx, model, step, ratio, fit_summary)
+            steps_log.append(record)
+            if probe is None:
+                continue
+            record.update(probe.measure(model, step))
+            record["accuracy_ok"] = floor is None or record["val_accuracy"] >= floor
+            if not record["accuracy_ok"]:
+                outcome = {
+                    "stopped": f"step {step}: val accuracy {record['val_accuracy']:.4f} is below "
+                    f"{floor:.4f} ({floor_reason}); kept step {step - 1}",
+                }
+                break
+            kept = copy.deepcopy(model)
+            if record["target_met"]:
+                outcome = {"stopped": f"step {step}: target {self._target_text()} reached"}
+                break
+        if probe is not None:
+            outcome.setdefault(
+                "stopped",
+                f"target {self._target_text()} not reached within ratio {config.ratio}",
+            )
+            outcome["target"] = config.target.model_dump(exclude_none=True)
+            outcome["target_met"] = any(
+                r.get("target_met") and r.get("accuracy_ok", True) for r in steps_log[1:]
+            )
+            outcome["kept_step"] = max(
+                (r["step"] for r in steps_log if r.get("accuracy_ok", True)), default=0
+            )
+            return kept.eval(), steps_log, outcome
+        return model, steps_log, outcome
+
+    def _target_text(self) -> str:
+        return ", ".join(
+            f"{k} = {v}" for k, v in self.config.target.model_dump(exclude_none=True).items()
+        )
+
+    def _gradient_batches(self, ctx: RunContext):
+        if self.config.importance not in IMPORTANCE_NEEDS_GRADIENTS:
+            return None
+        generator = torch.Generator().manual_seed(ctx.seed)
+        order = torch.randperm(len(ctx.data.train), generator=generator)[:256]
+        return [
+            (ctx.data.train.x[order[i : i + 64]], ctx.data.train.y[order[i : i + 64]])
+            for i in range(0, len(order), 64)
+        ]
+
+    # ------------------------------------------------------------------ unstructured
+
+    def _unstructured(self, ctx, model, unpruned, ignored) -> dict:
+        config = self.config
+        steps_log = [self._step_record(ctx, model, 0, 0.0, None)]
+        previous = 0.0
+        schedule = pruning_schedule(config.ratio, config.steps, config.schedule)
+        for step, ratio in enumerate(schedule, 1):
+            magnitude_prune_(model, ratio, previous, ignored, config.global_pruning)
+            previous = ratio
+            fit_summary = self._finetune(ctx, model, unpruned, step)
+            record = self._step_record(ctx, model, step, ratio, fit_summary)
+            record["sparsity"] = overall_sparsity(model, ignored)
+            steps_log.append(record)
+        make_permanent_(model)
+        return {
+            "steps": steps_log,
+            "sparsity": overall_sparsity(model, ignored),
+            "sparsity_by_layer": sparsity_by_layer(model),
+            "nonzero_params": count_nonzero_params(model),
+            "note": (
+                "zeroed weights are stored densely and run on dense kernels: expect no "
+                "speed-up and no raw-size gain on ONNX Runtime; the gain is in the "
+                "compressed size (size_compressed_bytes)"
+            ),
+        }
+
+    # ------------------------------------------------------------------ shared
 
     def _finetune(self, ctx: RunContext, model, unpruned, step: int) -> dict | None:
         finetune = self.config.finetune

@@ -21,13 +21,16 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 import torch
 from torch import nn
 
 from compress.data.bundle import DataBundle, Split
+
+if TYPE_CHECKING:  # imported lazily below: keeps `import compress.testing` light
+    from compress.stages.base import RunContext
 
 __all__ = [
     "CliRun",
@@ -37,6 +40,7 @@ __all__ = [
     "run_cli",
     "tiny_bundle",
     "tiny_recipe_dict",
+    "tiny_run_context",
     "write_recipe",
 ]
 
@@ -308,4 +312,56 @@ def tiny_bundle(
         std=[1.0] * channels,
         description="synthetic patterns for tests",
         identity=f"tiny-{seed}",
+    )
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def tiny_run_context(
+    workdir: str | Path,
+    data: DataBundle | None = None,
+    *,
+    model: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+    seed: int = 0,
+    recipe: dict[str, Any] | None = None,
+) -> RunContext:
+    """A RunContext for calling a stage directly, without the runner.
+
+    The recipe is `tiny_recipe_dict(**recipe)`, validated field by field but
+    not for stage order, so any stage can run on its own. Its `model` table is
+    the spec's architecture; the model is built from it (seeded) unless given.
+
+    Args:
+        workdir: the stage's folder (a tmp_path).
+        data: the splits (default: `tiny_bundle()`).
+        model: the current model (default: built from the recipe's `model` table).
+        teacher: the run's teacher (None: as if no stage had run yet).
+        seed: the run seed; also seeds the built model's initialisation.
+        recipe: top-level overrides of the tiny recipe, e.g. `{"model": {"widths": [4]}}`.
+
+    Example:
+        >>> ctx = tiny_run_context(tmp_path, recipe={"model": {"widths": [4]}})  # doctest: +SKIP
+        >>> ctx.spec.num_classes, ctx.model.classifier.in_features  # doctest: +SKIP
+        (3, 4)
+    """
+    from compress.models import ModelSpec, build_model
+    from compress.recipe import Recipe
+    from compress.stages.base import RunContext
+
+    data = data if data is not None else tiny_bundle()
+    validated = Recipe.model_validate(tiny_recipe_dict(**{"seed": seed, **(recipe or {})}))
+    spec = ModelSpec(validated.model, tuple(data.input_shape), data.num_classes)
+    if model is None:
+        torch.manual_seed(seed)
+        model = build_model(validated.model, spec.input_shape, spec.num_classes)
+    return RunContext(
+        recipe=validated,
+        data=data,
+        model=model,
+        spec=spec,
+        workdir=Path(workdir),
+        seed=seed,
+        teacher=teacher,
     )

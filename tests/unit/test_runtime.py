@@ -206,6 +206,7 @@ def test_latency_stats_serialise(exported):
         "std_ms",
         "n",
         "round_p50_ms",
+        "percentiles",
     }
     assert data["n"] == 2
 

