@@ -30,6 +30,9 @@ class Callback:
     def on_budget_fail(self, stage: str, check: dict[str, Any]) -> None:
         """For each budget a stage (or the final model) missed."""
 
+    def on_cache_rejected(self, stage: str, reason: str) -> None:
+        """When a stage's earlier artifacts exist but fail verification (rebuilt)."""
+
     def on_run_end(self, report: dict[str, Any]) -> None:
         """After report.json was written."""
 
@@ -120,6 +123,8 @@ class ConsoleReporter(Callback):
         latency = m.get("latency", {}).get(primary, {})
         speed = m.get("speedup")
         mark = "[green]ok[/]" if record["status"] == "passed" else "[red]BUDGET MISSED[/]"
+        if (record.get("cache") or {}).get("hit"):
+            mark += " [cyan](cached)[/]"
         p50, p90 = latency.get("p50_ms", float("nan")), latency.get("p90_ms", float("nan"))
         line = (
             f"  {mark} acc {m['accuracy'] * 100:.2f}%  p50 {p50:.4g} ms"
@@ -133,6 +138,9 @@ class ConsoleReporter(Callback):
         for check in record["budgets"]:
             if check["passed"]:
                 self.console.print(f"     [green]pass[/] {escape(check['message'])}")
+
+    def on_cache_rejected(self, stage, reason):
+        self.console.print(f"  [yellow]cache:[/] {escape(reason)}; rebuilding {escape(stage)}")
 
     def on_budget_fail(self, stage, check):
         self.console.print(f"     [red]FAIL[/] {stage}: {escape(check['message'])}")

@@ -81,6 +81,11 @@ def validate(recipe: Path, overrides: tuple[str, ...], debug: bool) -> None:
     default=None,
     help="Also write each budget as a JUnit test case to this file (for CI).",
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Re-run every stage even if the run directory holds verified results for it.",
+)
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @_debug_option
 def run(
@@ -88,10 +93,15 @@ def run(
     out: Path | None,
     overrides: tuple[str, ...],
     junit: Path | None,
+    no_cache: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
     """Run RECIPE's stages in order, checking budgets after each.
+
+    Stages whose config, input artifact, data and compress version are unchanged
+    since a previous run into the same directory are reused (after their artifacts
+    pass a hash check) and reported as cached.
 
     Exits 0 when every budget is met, 1 when one is missed, 2 on a bad recipe,
     3 when a stage fails.
@@ -112,6 +122,7 @@ def run(
             recipe_path=str(recipe),
             callbacks=callbacks,
             debug=debug,
+            use_cache=not no_cache,
         )
         outcome = runner.run()
     except CompressError as exc:
@@ -145,6 +156,7 @@ def bench(models, provider, threads, batch_size, warmup, repeats, rounds, json_o
     from rich.table import Table
 
     from compress.runtime.latency import measure_latency, model_input_shape, speedup
+    from compress.runtime.machine import machine_info
     from compress.runtime.sessions import check_providers
 
     try:
@@ -191,9 +203,25 @@ def bench(models, provider, threads, batch_size, warmup, repeats, rounds, json_o
             str(stat.n),
             f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})",
         )
-    _stdout_console().print(table)
+    console = _stdout_console()
+    machine = machine_info()
+    console.print(
+        f"CPU {machine['cpu']} ({machine['cpu_count']} cores; {' '.join(machine['isa'])}), "
+        f"onnxruntime {machine['onnxruntime']}",
+        markup=False,
+    )
+    console.print(table)
+    loads = stats[0].other_load
+    finite = [load for load in loads if load == load]
+    console.print(
+        f"other processes' CPU during rounds: max {max(finite, default=0):.2f} cores; "
+        f"{stats[0].disturbed_rounds} of {len(loads)} rounds disturbed after retries",
+        markup=False,
+    )
+    if stats[0].disturbed_rounds:
+        _console.print("[yellow]warning:[/] some rounds ran under load; ratios may be off")
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=2))
+        json_out.write_text(json.dumps({"machine": machine, "models": rows}, indent=2))
 
 
 @main.command()

@@ -9,6 +9,8 @@ it got, and the final model is saved whatever the budgets say.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -30,9 +32,10 @@ from compress.errors import CompressError
 from compress.models import ModelSpec, build_model, load_weights_, save_model
 from compress.models.stats import count_macs, count_params
 from compress.recipe.loader import Recipe
+from compress.recipe.schema import Budgets
 from compress.report.markdown import render_markdown
 from compress.stages import STAGES
-from compress.stages.base import RunContext, seed_everything
+from compress.stages.base import RunContext, Stage, StageResult, seed_everything
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -47,26 +50,21 @@ class RunOutcome:
     out_dir: Path
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _environment() -> dict[str, Any]:
     import onnx
     import onnxruntime
 
+    from compress.runtime.machine import machine_info
+
+    machine = machine_info()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": machine["cpu"],
+        "isa": machine["isa"],
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
@@ -74,6 +72,22 @@ def _environment() -> dict[str, Any]:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class InputModel(Stage):
+    """Pseudo-stage for a recipe that starts from `model.weights`: passes the model
+    through so the runner evaluates it like any stage and it becomes the teacher
+    (the baseline of accuracy drops, speed-ups and size ratios)."""
+
+    type = "input"
+
+    def __init__(self, weights: str):
+        super().__init__(None, "input")
+        self.budgets = Budgets()
+        self.weights = weights
+
+    def _run(self, ctx: RunContext) -> StageResult:
+        return StageResult(ctx.model, ctx.spec, details={"weights": self.weights})
 
 
 def initial_model(recipe: Recipe, data) -> tuple[torch.nn.Module, ModelSpec]:
@@ -117,6 +131,7 @@ class Runner:
         recipe_path: str | None = None,
         callbacks: list[Callback] | None = None,
         debug: bool = False,
+        use_cache: bool = True,
     ):
         self.recipe = recipe
         self.out_dir = Path(out_dir)
@@ -133,6 +148,15 @@ class Runner:
         self.final: dict[str, Any] | None = None
         self.data = None
         self.error_exit_code = 0
+        self.unavailable: dict[str, str] = {}
+        self.use_cache = use_cache
+        # what the first stage's input is: the model table (+ weights file), hashed
+        start = recipe.model.model_dump_json()
+        if recipe.model.weights:
+            weights = Path(recipe.model.weights)
+            weights = weights / "model.safetensors" if weights.is_dir() else weights
+            start += sha256_file(weights) if weights.is_file() else "missing"
+        self.input_hash = hashlib.sha256(start.encode()).hexdigest()
         self.environment = _environment()
 
     # ------------------------------------------------------------------ helpers
@@ -164,7 +188,9 @@ class Runner:
             "latency": {},
         }
         compare = self.teacher_onnx is not None and self.teacher_onnx != onnx_path
-        for provider in runtime.providers:
+        if self.unavailable:
+            metrics["providers_unavailable"] = self.unavailable
+        for provider in [p for p in runtime.providers if p not in self.unavailable]:
             paths = [self.teacher_onnx, onnx_path] if compare else [onnx_path]
             stats = measure_latency(
                 paths,
@@ -212,7 +238,8 @@ class Runner:
         self._emit("on_run_start", self.recipe.name, str(self.out_dir), self.stage_names)
         self._write_report()  # status "running": even a crash in stage 1 leaves a report
         try:
-            check_providers(self.recipe.runtime.providers)  # before any training time is spent
+            runtime = self.recipe.runtime  # checked before any training time is spent
+            self.unavailable = check_providers(runtime.providers, runtime.optional_providers)
             if self.recipe.runtime.train_threads:
                 torch.set_num_threads(self.recipe.runtime.train_threads)
             seed_everything(self.recipe.seed)
@@ -234,8 +261,11 @@ class Runner:
             debug=self.debug,
         )
         last_good: dict[str, Any] | None = None
-        total = len(self.recipe.stages)
-        for index, (config, name) in enumerate(zip(self.recipe.stages, self.stage_names), 1):
+        plan = list(zip(self.recipe.stages, self.stage_names))
+        if self.recipe.model.weights:  # a trained starting model is the baseline: measure it
+            plan.insert(0, (InputModel(self.recipe.model.weights), "input"))
+        total = len(plan)
+        for index, (config, name) in enumerate(plan, 1):
             record = self._run_stage(ctx, config, name, index, total)
             self.records.append(record)
             self._emit("on_stage_end", record)
@@ -252,18 +282,90 @@ class Runner:
         self._emit("on_run_end", report)
         return RunOutcome(self._exit_code(), report["status"], report, self.out_dir)
 
+    # ------------------------------------------------------------------ stage cache
+
+    def _cache_key(self, config) -> str:
+        """Content hash of everything a stage's artifact and metrics depend on.
+
+        Budgets and the stage name are left out: changing a budget re-checks the cached
+        metrics instead of retraining.
+        """
+        if hasattr(config, "model_dump"):
+            stage = config.model_dump(mode="json", exclude={"budgets", "name"})
+        else:
+            stage = {"type": config.type, "weights": config.weights}
+        payload = {
+            "stage": stage,
+            "input": self.input_hash,
+            "data": self.data.identity,
+            "data_config": self.recipe.data.model_dump(mode="json"),
+            "runtime": self.recipe.runtime.model_dump(mode="json"),
+            "seed": self.recipe.seed,
+            "torch_threads": torch.get_num_threads(),
+            "compress": compress.__version__,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _cached(self, stage_dir: Path, key: str) -> tuple[StageResult, dict] | str | None:
+        """A verified earlier result for this key; a reason string if one exists but is
+        unusable (corrupt or truncated artifact); None if there is none."""
+        from compress.models import load_model
+
+        path = stage_dir / "metrics.json"
+        if not self.use_cache or not path.is_file():
+            return None
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "metrics.json unreadable"
+        cache = old.get("cache") or {}
+        if cache.get("key") != key or old.get("status") == "error":
+            return None
+        for rel, digest in cache.get("artifacts", {}).items():
+            artifact = self.out_dir / rel
+            if not artifact.is_file() or sha256_file(artifact) != digest:
+                return f"{rel} does not match its recorded hash"
+        try:
+            model, spec = load_model(stage_dir)
+        except CompressError as exc:
+            return str(exc)
+        onnx_only = old["artifacts"].get("onnx_only", False)
+        onnx_path = self.out_dir / old["artifacts"]["onnx"]
+        result = StageResult(model, spec, onnx_path if onnx_only else None, old.get("details", {}))
+        return result, old
+
+    def _artifact_hashes(self, stage_dir: Path) -> dict[str, str]:
+        return {
+            self._rel(path): sha256_file(path)
+            for path in sorted(stage_dir.iterdir())
+            if path.is_file() and path.name != "metrics.json"
+        }
+
+    # ------------------------------------------------------------------ stages
+
     def _run_stage(self, ctx: RunContext, config, name: str, index: int, total: int) -> dict:
         stage_dir = self.out_dir / name
-        if stage_dir.exists():  # a previous run's folder: never mix its files with ours
-            shutil.rmtree(stage_dir)
-        stage_dir.mkdir(parents=True)
         ctx.workdir = stage_dir
         ctx.on_epoch_end = lambda epoch, metrics: self._emit("on_epoch_end", name, epoch, metrics)
         self._emit("on_stage_start", index, total, name, config.type)
         record: dict[str, Any] = {"name": name, "type": config.type, "dir": self._rel(stage_dir)}
         started = time.monotonic()
+        key = self._cache_key(config)
+        cached = self._cached(stage_dir, key)
+        if isinstance(cached, tuple):
+            result, old = cached
+            onnx_path = self.out_dir / old["artifacts"]["onnx"]
+            metrics = old["metrics"]
+            record.update(cached=True, cache={"key": key, "hit": True})
+            return self._complete(ctx, config, record, result, onnx_path, metrics, started)
+        if isinstance(cached, str):  # never reuse a damaged artifact: say so, rebuild it
+            record["cache_rejected"] = cached
+            self._emit("on_cache_rejected", name, cached)
+        if stage_dir.exists():  # a previous run's folder: never mix its files with ours
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True)
         try:
-            stage = STAGES.get(config.type)(config, name)
+            stage = STAGES.get(config.type)(config, name) if config.type in STAGES else config
             result = stage.run(ctx)
             save_model(result.model, result.spec, stage_dir)
             onnx_path = self._deployable_onnx(result, stage_dir)
@@ -286,6 +388,12 @@ class Runner:
             }
             self.error_exit_code = code
             return record
+        record.update(cached=False, cache={"key": key, "hit": False})
+        return self._complete(ctx, config, record, result, onnx_path, metrics, started)
+
+    def _complete(self, ctx, config, record, result, onnx_path, metrics, started) -> dict:
+        """Budgets, teacher bookkeeping and metrics.json for a stage run or taken from cache."""
+        stage_dir = self.out_dir / record["dir"]
         checks = [c.to_dict() for c in check_budgets(config.budgets, metrics, self.teacher_metrics)]
         if self.teacher_metrics is None:  # the first stage's model is the baseline
             self.teacher_metrics, self.teacher_onnx = metrics, onnx_path
@@ -300,9 +408,15 @@ class Runner:
                 "onnx": self._rel(onnx_path),
                 "weights": self._rel(stage_dir / "model.safetensors"),
                 "structure": self._rel(stage_dir / "model.json"),
+                "onnx_only": result.onnx_path is not None,
             },
         )
+        record["cache"]["artifacts"] = self._artifact_hashes(stage_dir)
+        # metrics.json last: its recorded hashes are what makes the folder reusable
         atomic_write_json(stage_dir / "metrics.json", record)
+        self.input_hash = hashlib.sha256(
+            "".join(record["cache"]["artifacts"].values()).encode()
+        ).hexdigest()
         ctx.history.append(record)
         return record
 
@@ -366,7 +480,8 @@ class Runner:
 
     def _write_report(self) -> dict[str, Any]:
         best = self._best_stage()
-        finished = len(self.records) == len(self.recipe.stages) or self.error is not None
+        planned = len(self.recipe.stages) + (1 if self.recipe.model.weights else 0)
+        finished = len(self.records) == planned or self.error is not None
         report = {
             "schema_version": REPORT_SCHEMA_VERSION,
             "compress_version": compress.__version__,

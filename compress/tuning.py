@@ -118,7 +118,13 @@ def _storage_url(tune: TuneConfig, out_dir: Path, override: str | None) -> str:
     return override or tune.storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
 
-def _open_study(recipe: Recipe, storage: str, create: bool):
+def _open_study(recipe: Recipe, storage: str, create: bool, worker: int = 0):
+    """Create or join the study.
+
+    Each worker's sampler gets its own seed, also shifted by the trials already in the
+    study: identically seeded workers (or a resumed run) would propose the same points.
+    The grid sampler is the exception (see below).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -131,9 +137,13 @@ def _open_study(recipe: Recipe, storage: str, create: bool):
             directions=_directions(recipe.tune),
             load_if_exists=True,
         )
-    return optuna.load_study(
-        study_name=name, storage=storage, sampler=_sampler(recipe.tune, recipe.seed)
-    )
+    study = optuna.load_study(study_name=name, storage=storage)
+    seed = recipe.seed * 10_007 + worker * 101 + len(study.get_trials(deepcopy=False))
+    if recipe.tune.sampler == "grid":
+        # GridSampler shuffles its grid by seed and maps trial numbers into that order:
+        # every worker must share one seed, or two workers map one id to two points
+        seed = recipe.seed
+    return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(recipe.tune, seed))
 
 
 class TrialRunner:
@@ -150,9 +160,10 @@ class TrialRunner:
     def score(self, params: dict[str, Any]) -> tuple[float, float | None]:
         from compress.runner import initial_model
         from compress.stages import STAGES
-        from compress.stages.base import RunContext
+        from compress.stages.base import RunContext, seed_everything
 
         recipe = apply_params(self.recipe, params, self.label)
+        seed_everything(recipe.seed)  # the same initial weights in every trial, as in a run
         model, spec = initial_model(recipe, self.data)
         names = recipe.stage_names()
         with tempfile.TemporaryDirectory(prefix="compress-trial-") as scratch:
@@ -245,14 +256,16 @@ def _trial_logger(total: int):
     return log
 
 
-def run_worker(recipe: Recipe, label: str, storage: str, threads: int | None = None) -> None:
+def run_worker(
+    recipe: Recipe, label: str, storage: str, threads: int | None = None, worker: int = 0
+) -> None:
     """One worker: join the study and run trials until the study has `trials` complete."""
     import optuna
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    study = _open_study(recipe, storage, create=False)
+    study = _open_study(recipe, storage, create=False, worker=worker)
     runner = TrialRunner(recipe, label)
     total = recipe.tune.trials
     remaining = total - _completed(study)
@@ -270,9 +283,9 @@ def run_worker(recipe: Recipe, label: str, storage: str, threads: int | None = N
     )
 
 
-def _worker_entry(recipe_json: dict, label: str, storage: str, threads: int) -> None:
+def _worker_entry(recipe_json: dict, label: str, storage: str, threads: int, worker: int) -> None:
     recipe = validate_recipe(recipe_json, label)
-    run_worker(recipe, label, storage, threads)
+    run_worker(recipe, label, storage, threads, worker)
 
 
 def _requeue_interrupted(study) -> int:
@@ -354,8 +367,8 @@ def tune(
         context = multiprocessing.get_context("spawn")
         raw = recipe.model_dump(mode="json", exclude_none=True)
         processes = [
-            context.Process(target=_worker_entry, args=(raw, label, url, threads))
-            for _ in range(workers)
+            context.Process(target=_worker_entry, args=(raw, label, url, threads, index))
+            for index in range(workers)
         ]
         for process in processes:
             process.start()

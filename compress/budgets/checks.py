@@ -23,6 +23,7 @@ class BudgetCheck:
     passed: bool
     message: str
     baseline: float | None = None
+    skipped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +116,25 @@ def check_budgets(
         rule = RULES[key]
         value = rule.read(metrics, teacher)
         baseline = rule.baseline(metrics, teacher)
+        unavailable = metrics.get("providers_unavailable", {})
+        if (
+            value is None
+            and (rule.metric.startswith("latency") or rule.metric == "speedup")
+            and metrics.get("primary_provider") in unavailable
+        ):
+            provider = metrics["primary_provider"]
+            checks.append(
+                BudgetCheck(
+                    rule.metric,
+                    limit,
+                    None,
+                    True,
+                    f"{rule.metric} skipped: optional provider {provider} unavailable "
+                    f"({unavailable[provider]})",
+                    skipped=True,
+                )
+            )
+            continue
         if value is None:
             checks.append(
                 BudgetCheck(rule.metric, limit, None, False, f"{rule.metric} was not measured")

@@ -207,7 +207,15 @@ class RuntimeConfig(StrictModel):
     """How models are measured: ONNX Runtime providers, threads, batch size, repeats."""
 
     providers: list[Literal["cpu", "cuda", "tensorrt"]] = Field(
-        ["cpu"], min_length=1, description="ONNX Runtime execution providers to measure."
+        ["cpu"],
+        min_length=1,
+        description="ONNX Runtime execution providers to measure; the first is the one "
+        "latency budgets read.",
+    )
+    optional_providers: list[Literal["cpu", "cuda", "tensorrt"]] = Field(
+        default_factory=list,
+        description="Providers that may be missing: reported as unavailable and their "
+        "latency budgets skipped, instead of failing the run before it starts.",
     )
     threads: int = Field(1, gt=0, description="Intra-op threads for latency measurement.")
     batch_size: int = Field(1, gt=0, description="Batch size for latency measurement.")

@@ -49,10 +49,15 @@ class DistillStageConfig(_StageBase, TrainingConfig, DistillConfig):
 
 
 class FinetuneConfig(TrainingConfig, DistillConfig):
-    """Fine-tuning after each pruning step; `distill = true` uses the unpruned model."""
+    """Fine-tuning after each pruning step; `distill = true` adds the distillation loss."""
 
     epochs: int = Field(1, ge=0, description="Fine-tune epochs after each step (0: none).")
-    distill: bool = Field(False, description="Use the stage's input model as teacher.")
+    distill: bool = Field(False, description="Distil from a teacher while fine-tuning.")
+    distill_from: Literal["input", "teacher"] = Field(
+        "input",
+        description="The distillation teacher: the stage's unpruned input model, or the "
+        "run's teacher (the first stage's model).",
+    )
 
 
 class PruneTarget(StrictModel):

@@ -24,16 +24,24 @@ def _evaluated(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in report["stages"] if s.get("metrics")]
 
 
+def _shown_provider(metrics: dict[str, Any]) -> str | None:
+    """The primary provider, or the first measured one when the primary was unavailable."""
+    latency = metrics.get("latency", {})
+    primary = metrics.get("primary_provider")
+    return primary if primary in latency else next(iter(latency), None)
+
+
 def _tradeoff_plot(report: dict[str, Any], plt) -> str:
-    stages = _evaluated(report)
+    stages = [s for s in _evaluated(report) if _shown_provider(s["metrics"])]
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    xs = [s["metrics"]["latency"][s["metrics"]["primary_provider"]]["p50_ms"] for s in stages]
+    xs = [s["metrics"]["latency"][_shown_provider(s["metrics"])]["p50_ms"] for s in stages]
     ys = [s["metrics"]["accuracy"] * 100 for s in stages]
     axis.plot(xs, ys, "-o", color="#3465a4")
     for index, (stage, x, y) in enumerate(zip(stages, xs, ys)):
         offset = (5, 6) if index % 2 == 0 else (5, -14)  # neighbours often coincide
         axis.annotate(stage["name"], (x, y), textcoords="offset points", xytext=offset)
-    axis.set_xlabel(f"p50 latency, ms ({stages[0]['metrics']['primary_provider']})")
+    shown = _shown_provider(stages[0]["metrics"]) if stages else "none measured"
+    axis.set_xlabel(f"p50 latency, ms ({shown})")
     axis.set_ylabel("test accuracy, %")
     axis.set_title("Accuracy vs latency, teacher to final")
     axis.grid(alpha=0.3)
@@ -65,7 +73,7 @@ def _size_plot(report: dict[str, Any], plt) -> str:
 
 def _latency_plot(report: dict[str, Any], plt) -> str:
     stages = _evaluated(report)
-    providers = sorted({p for s in stages for p in s["metrics"]["latency"]})
+    providers = sorted({p for s in stages for p in s["metrics"]["latency"]}) or ["cpu"]
     figure, axes = plt.subplots(
         1, len(providers), figsize=(6.4 * len(providers), 3.8), squeeze=False
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.runtime.machine import LoadMeter
 from compress.runtime.sessions import make_session
 
 
@@ -33,6 +34,8 @@ class LatencyStats:
     n: int
     round_p50_ms: list[float] = field(default_factory=list)
     percentiles: dict[str, float] = field(default_factory=dict)
+    other_load: list[float] = field(default_factory=list)
+    disturbed_rounds: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +69,8 @@ def measure_latency(
     repeats: int = 50,
     rounds: int = 5,
     seed: int = 0,
+    max_other_load: float = 0.25,
+    retries: int = 2,
 ) -> list[LatencyStats]:
     """Time each model `repeats` times per round, interleaved over `rounds` rounds.
 
@@ -75,6 +80,9 @@ def measure_latency(
         provider, threads, batch_size: the session and input under test.
         warmup: untimed runs per model before the first round.
         repeats, rounds: timed runs per model per round, and the number of rounds.
+        max_other_load: a round during which other processes used more than this
+            share of a core (from /proc/stat) is flagged disturbed and run again,
+            up to `retries` times; the last try is kept and counted as disturbed.
 
     Example:
         >>> teacher, student = measure_latency(["t.onnx", "s.onnx"], (1, 28, 28))  # doctest: +SKIP
@@ -89,17 +97,34 @@ def measure_latency(
             session.run(None, feed)
     samples: list[list[int]] = [[] for _ in sessions]
     round_p50: list[list[float]] = [[] for _ in sessions]
+    loads: list[float] = []
+    disturbed = 0
     clock = time.perf_counter_ns
+    meter = LoadMeter()
     for _ in range(rounds):
-        for index, (session, feed) in enumerate(zip(sessions, feeds)):
-            times = []
-            for _ in range(repeats):
-                start = clock()
-                session.run(None, feed)
-                times.append(clock() - start)
+        for attempt in range(retries + 1):
+            meter.start()
+            round_times = []
+            for session, feed in zip(sessions, feeds):
+                times = []
+                for _ in range(repeats):
+                    start = clock()
+                    session.run(None, feed)
+                    times.append(clock() - start)
+                round_times.append(times)
+            load = meter.other_share()
+            if load is None or load <= max_other_load:
+                break
+        if load is not None and load > max_other_load:
+            disturbed += 1
+        loads.append(load if load is not None else float("nan"))
+        for index, times in enumerate(round_times):
             samples[index].extend(times)
             round_p50[index].append(statistics.median(times) / 1e6)
-    return [_stats(s, r, provider, threads, batch_size) for s, r in zip(samples, round_p50)]
+    results = [_stats(s, r, provider, threads, batch_size) for s, r in zip(samples, round_p50)]
+    for result in results:
+        result.other_load, result.disturbed_rounds = loads, disturbed
+    return results
 
 
 def model_input_shape(path: str | Path) -> tuple[int, ...]:

@@ -27,16 +27,26 @@ def available_providers() -> list[str]:
     return [name for name, ort_name in PROVIDERS.items() if ort_name in offered]
 
 
-def check_providers(requested: list[str]) -> None:
-    """Raise UsageError (exit 2) naming any requested provider this machine lacks."""
+def check_providers(requested: list[str], optional: list[str] = ()) -> dict[str, str]:
+    """Raise UsageError (exit 2) naming any required provider this machine lacks.
+
+    Returns the optional ones that are missing, each with the reason, for the report.
+    """
     have = available_providers()
-    missing = [name for name in requested if name not in have]
+    unavailable = {
+        name: f"not offered by this onnxruntime build; {INSTALL_HINT.get(name, '')}".strip()
+        for name in requested
+        if name not in have
+    }
+    missing = [name for name in unavailable if name not in optional]
     if missing:
         hints = "; ".join(f"{name}: {INSTALL_HINT.get(name, 'not available')}" for name in missing)
         raise UsageError(
             f"runtime.providers asks for {', '.join(missing)}, which this onnxruntime build "
-            f"does not offer (available: {', '.join(have)}). {hints}"
+            f"does not offer (available: {', '.join(have)}). {hints}. Or list it in "
+            "runtime.optional_providers to skip it where it is missing."
         )
+    return unavailable
 
 
 def make_session(path: str | Path, provider: str = "cpu", threads: int | None = 1):

@@ -114,7 +114,10 @@ class PruneStage(Stage):
     def _run(self, ctx: RunContext) -> StageResult:
         config = self.config
         model = ctx.model
-        unpruned = copy.deepcopy(model).eval() if config.finetune.distill else None
+        unpruned = None  # the fine-tune's distillation teacher, if any
+        if config.finetune.distill:
+            source = ctx.teacher if config.finetune.distill_from == "teacher" else model
+            unpruned = copy.deepcopy(source if source is not None else model).eval()
         ignored = resolve_modules(model, config.ignored_layers)
         classifier = find_classifier(model, ctx.spec.num_classes)
         if classifier is not None:  # its outputs are the classes: never pruned

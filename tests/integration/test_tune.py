@@ -170,3 +170,24 @@ def test_cli_tune_prints_the_table_and_the_winner(tmp_path):
     assert "COMPLETE" in run.stdout
     assert "winning recipe:" in run.stdout
     assert (tmp_path / "tune" / "best.toml").is_file()
+
+
+def test_trials_with_the_same_values_score_the_same(tmp_path):
+    raw = _tune_recipe("random", trials=2)
+    raw["tune"]["space"] = {LR: {"type": "categorical", "choices": [0.01]}}
+    recipe = validate_recipe(raw, "t.toml")
+
+    outcome = tune(recipe, "t.toml", tmp_path / "tune")
+
+    scores = [row["val_accuracy"] for row in outcome.trials if row["state"] == "COMPLETE"]
+    assert len(scores) == 2 and scores[0] == scores[1]  # every trial starts from one seed
+
+
+def test_two_random_workers_do_not_propose_the_same_points(tmp_path):
+    recipe = validate_recipe(_tune_recipe("random", trials=4), "t.toml")
+
+    tune(recipe, "t.toml", tmp_path / "tune", workers=2)
+
+    complete = _study(tmp_path / "tune").get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4
+    assert len({t.params[LR] for t in complete}) == 4

@@ -1,0 +1,90 @@
+"""What a latency figure was measured on: CPU model, ISA flags, ORT version, load."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, the int8/bf16-relevant ISA flags present, cores, ORT version."""
+    import onnxruntime
+
+    cpu = _cpuinfo()
+    flags = set(cpu.get("flags", "").split())
+    return {
+        "cpu": cpu.get("model name") or platform.processor() or platform.machine(),
+        "isa": [flag for flag in ISA_FLAGS if flag in flags],
+        "cpu_count": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "providers_available": onnxruntime.get_available_providers(),
+    }
+
+
+class LoadMeter:
+    """CPU time used by *other* processes while a block runs, from /proc/stat.
+
+    busy jiffies of the whole machine minus this process's own CPU time, as a
+    share of one core over the wall time. None where /proc/stat is unavailable.
+    """
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _busy_seconds(self) -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        values = [int(v) for v in fields]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return (sum(values[:8]) - idle) / self._tick
+
+    @staticmethod
+    def _own_seconds() -> float:
+        times = os.times()
+        return times.user + times.system
+
+    def start(self) -> None:
+        import time
+
+        self._wall, self._busy, self._own = (
+            time.monotonic(),
+            self._busy_seconds(),
+            self._own_seconds(),
+        )
+
+    def other_share(self) -> float | None:
+        """Cores' worth of CPU other processes used since `start` (0.5 = half a core)."""
+        import time
+
+        busy = self._busy_seconds()
+        if busy is None or self._busy is None:
+            return None
+        wall = max(time.monotonic() - self._wall, 1e-9)
+        other = (busy - self._busy) - (self._own_seconds() - self._own)
+        return max(other, 0.0) / wall

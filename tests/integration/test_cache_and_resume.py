@@ -1,0 +1,206 @@
+"""Stage cache, corrupt artifacts, SIGKILL + re-run, and determinism of seeded runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compress.testing import run_cli, tiny_recipe_dict, write_recipe
+
+pytestmark = pytest.mark.integration
+
+STAGES = [
+    {"type": "train", "epochs": 2, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01}},
+    {"type": "prune", "ratio": 0.5, "steps": 2, "finetune": {"epochs": 1}},
+    {"type": "export"},
+]
+
+
+def _recipe(tmp_path: Path, **overrides) -> Path:
+    return write_recipe(tmp_path / "t.toml", tiny_recipe_dict(stages=STAGES, **overrides))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _untimed(report: dict) -> list[dict]:
+    """Per-stage metrics that must be reproducible: everything but the timings."""
+    keep = ("accuracy", "size_bytes", "size_compressed_bytes", "params", "macs")
+    return [{k: s["metrics"][k] for k in keep} for s in report["stages"]]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run of the 3-stage recipe."""
+    root = tmp_path_factory.mktemp("reference")
+    run = run_cli("run", _recipe(root), "--out", root / "run", cwd=root, out=root / "run")
+    assert run.returncode == 0, run.output
+    return root / "run", run.report
+
+
+def test_rerun_of_an_unchanged_recipe_reuses_every_stage(reference, tmp_path):
+    out = tmp_path / "run"
+    path = _recipe(tmp_path)
+    first = run_cli("run", path, "--out", out, cwd=tmp_path, out=out).report
+
+    second = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+
+    assert second.returncode == 0, second.output
+    assert [s["cached"] for s in first["stages"]] == [False, False, False]
+    assert [s["cached"] for s in second.report["stages"]] == [True, True, True]
+    assert second.stdout.count("(cached)") == 3
+    assert _untimed(second.report) == _untimed(first)
+
+
+def test_changing_a_stage_reruns_it_and_everything_after_nothing_before(tmp_path):
+    out = tmp_path / "run"
+    run_cli("run", _recipe(tmp_path), "--out", out, cwd=tmp_path, out=out)
+
+    changed = run_cli(
+        "run",
+        _recipe(tmp_path),
+        "--out",
+        out,
+        "--set",
+        "stages[1].ratio=0.25",
+        cwd=tmp_path,
+        out=out,
+    )
+
+    assert changed.returncode == 0, changed.output
+    assert [s["cached"] for s in changed.report["stages"]] == [True, False, False]
+
+
+def test_changing_only_a_budget_rechecks_without_rerunning(tmp_path):
+    out = tmp_path / "run"
+    run_cli("run", _recipe(tmp_path), "--out", out, cwd=tmp_path, out=out)
+
+    rerun = run_cli(
+        "run", _recipe(tmp_path, budgets={"params_max": 10}), "--out", out, cwd=tmp_path, out=out
+    )
+
+    assert rerun.returncode == 1
+    assert all(s["cached"] for s in rerun.report["stages"])
+    assert "params" in rerun.stderr and "max 10" in rerun.stderr
+
+
+def test_a_corrupt_cached_artifact_is_detected_and_rebuilt(tmp_path):
+    out = tmp_path / "run"
+    path = _recipe(tmp_path)
+    first = run_cli("run", path, "--out", out, cwd=tmp_path, out=out).report
+    weights = out / "prune" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated, as by a full disk
+
+    second = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+
+    assert second.returncode == 0, second.output
+    assert "prune/model.safetensors does not match its recorded hash" in second.stdout
+    cached = [s["cached"] for s in second.report["stages"]]
+    assert cached[:2] == [True, False]
+    assert second.report["stages"][1]["cache_rejected"].startswith("prune/model.safetensors")
+    assert _untimed(second.report) == _untimed(first)  # rebuilt identically
+
+
+def test_no_cache_flag_reruns_everything(tmp_path):
+    out = tmp_path / "run"
+    run_cli("run", _recipe(tmp_path), "--out", out, cwd=tmp_path, out=out)
+
+    rerun = run_cli("run", _recipe(tmp_path), "--out", out, "--no-cache", cwd=tmp_path, out=out)
+
+    assert [s["cached"] for s in rerun.report["stages"]] == [False, False, False]
+
+
+def test_two_seeded_runs_give_byte_identical_models_and_metrics(reference, tmp_path):
+    ref_dir, ref_report = reference
+
+    run = run_cli(
+        "run", _recipe(tmp_path), "--out", tmp_path / "run", cwd=tmp_path, out=tmp_path / "run"
+    )
+
+    assert _sha(run.out / "final" / "model.onnx") == _sha(ref_dir / "final" / "model.onnx")
+    for stage in ("train", "prune"):
+        assert _sha(run.out / stage / "model.safetensors") == _sha(
+            ref_dir / stage / "model.safetensors"
+        )
+    assert _untimed(run.report) == _untimed(ref_report)
+    assert run.report["seed"] == 0 and run.report["environment"]["torch"]
+
+
+def _kill_when(process: subprocess.Popen, out: Path, condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition(out):
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            return
+        if process.poll() is not None:
+            pytest.fail("the run ended before the kill point")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("kill point never reached")
+
+
+KILL_POINTS = {
+    "mid-training": lambda out: (
+        (out / "train").is_dir() and not (out / "train" / "metrics.json").exists()
+    ),
+    "after the first stage": lambda out: (out / "train" / "metrics.json").exists(),
+    "mid-pruning": lambda out: (
+        (out / "prune").is_dir() and not (out / "prune" / "metrics.json").exists()
+    ),
+}
+
+
+def test_a_half_written_stage_folder_is_never_reused(reference, tmp_path):
+    ref_dir, ref_report = reference
+    out = tmp_path / "run"
+    path = _recipe(tmp_path)
+    run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+    # what a kill during the prune stage's writes leaves: no metrics.json, a truncated
+    # file and a temporary sibling
+    (out / "prune" / "metrics.json").unlink()
+    onnx = out / "prune" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:50])
+    (out / "prune" / ".model.onnx.abc.tmp").write_bytes(b"partial")
+
+    rerun = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+
+    assert rerun.returncode == 0, rerun.output
+    # prune is rebuilt byte-identically, so export's input is unchanged: it is reused
+    assert [s["cached"] for s in rerun.report["stages"]] == [True, False, True]
+    assert _untimed(rerun.report) == _untimed(ref_report)
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(reference, tmp_path, point):
+    ref_dir, ref_report = reference
+    out = tmp_path / "run"
+    path = _recipe(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compress", "run", str(path), "--out", str(out), "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _kill_when(process, out, KILL_POINTS[point])
+    if (out / "report.json").exists():  # whatever was written is whole JSON
+        assert json.loads((out / "report.json").read_text())["status"] in ("running", "passed")
+
+    resumed = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+
+    assert resumed.returncode == 0, resumed.output
+    assert _untimed(resumed.report) == _untimed(ref_report)
+    assert _sha(out / "final" / "model.onnx") == _sha(ref_dir / "final" / "model.onnx")
+    assert not [p for p in out.rglob("*.tmp")]
