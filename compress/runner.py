@@ -173,7 +173,7 @@ class Runner:
     def _evaluate(self, model, spec: ModelSpec, onnx_path: Path, stage_dir: Path) -> dict[str, Any]:
         """The one evaluation every stage's output gets, on the deployed ONNX file."""
         from compress.runtime.evaluate import onnx_accuracy
-        from compress.runtime.latency import measure_latency, speedup
+        from compress.runtime.latency import measure_with_runtime, speedup
 
         runtime = self.recipe.runtime
         metrics: dict[str, Any] = {
@@ -192,27 +192,36 @@ class Runner:
             metrics["providers_unavailable"] = self.unavailable
         for provider in [p for p in runtime.providers if p not in self.unavailable]:
             paths = [self.teacher_onnx, onnx_path] if compare else [onnx_path]
-            stats = measure_latency(
-                paths,
-                spec.input_shape,
-                provider=provider,
-                threads=runtime.threads,
-                batch_size=runtime.batch_size,
-                warmup=runtime.warmup,
-                repeats=runtime.repeats,
-                rounds=runtime.rounds,
-                seed=self.recipe.seed,
+            stats = measure_with_runtime(
+                paths, spec.input_shape, runtime, provider, seed=self.recipe.seed
             )
             metrics["latency"][provider] = stats[-1].to_dict()
             if compare and provider == runtime.providers[0]:
                 metrics["speedup"] = speedup(stats[0], stats[-1])
                 metrics["teacher_p50_ms_interleaved"] = stats[0].p50_ms
+        gpus = [p for p in runtime.providers if p != "cpu" and p not in self.unavailable]
+        if runtime.gpu_fp16 and gpus and not self._is_quantized(onnx_path):
+            from compress.runtime.fp16 import convert_to_fp16
+
+            half = convert_to_fp16(onnx_path, stage_dir / "model.fp16.onnx")
+            for provider in gpus:
+                (stats,) = measure_with_runtime(
+                    [half], spec.input_shape, runtime, provider, seed=self.recipe.seed
+                )
+                metrics["latency"][f"{provider}-fp16"] = stats.to_dict()
         if self.teacher_metrics is None:
             metrics["speedup"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
         teacher = self.teacher_metrics or metrics
         metrics["size_ratio"] = teacher["size_bytes"] / metrics["size_bytes"]
         metrics["accuracy_change"] = metrics["accuracy"] - teacher["accuracy"]
         return metrics
+
+    @staticmethod
+    def _is_quantized(onnx_path: Path) -> bool:
+        import onnx
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
     def _deployable_onnx(self, result, stage_dir: Path) -> Path:
         """The stage's own ONNX file, or an export of its torch model checked for parity."""

@@ -177,7 +177,7 @@ class TrialRunner:
 
     def _measure(self, recipe: Recipe, result, scratch: Path) -> tuple[float, float | None]:
         from compress.runtime.evaluate import onnx_accuracy
-        from compress.runtime.latency import measure_latency
+        from compress.runtime.latency import measure_with_runtime
         from compress.runtime.onnx_export import export_onnx
         from compress.training import evaluate
 
@@ -190,16 +190,7 @@ class TrialRunner:
             return accuracy, None
         if onnx_path is None:
             onnx_path = export_onnx(result.model, result.spec.input_shape, scratch / "trial.onnx")
-        runtime = recipe.runtime
-        (stats,) = measure_latency(
-            [onnx_path],
-            result.spec.input_shape,
-            threads=runtime.threads,
-            batch_size=runtime.batch_size,
-            warmup=runtime.warmup,
-            repeats=runtime.repeats,
-            rounds=runtime.rounds,
-        )
+        (stats,) = measure_with_runtime([onnx_path], result.spec.input_shape, recipe.runtime)
         return accuracy, stats.p50_ms
 
 

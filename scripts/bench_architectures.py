@@ -31,6 +31,9 @@ CANDIDATES = {
     "cnn [9,18,36] x2 (odd widths)": CNNConfig(widths=[9, 18, 36], convs_per_block=2),
     "cnn [8,16,32] x2": CNNConfig(widths=[8, 16, 32], convs_per_block=2),
     "cnn [16,32,64] x1": CNNConfig(widths=[16, 32, 64], convs_per_block=1),
+    "cnn [16,32,96] x1": CNNConfig(widths=[16, 32, 96], convs_per_block=1),
+    "cnn [16,32,128] x1": CNNConfig(widths=[16, 32, 128], convs_per_block=1),
+    "cnn [16,48,96] x1": CNNConfig(widths=[16, 48, 96], convs_per_block=1),
     "cnn [24,48,96] x1": CNNConfig(widths=[24, 48, 96], convs_per_block=1),
     "resnet [16,32,64] stem stride 2": ResNetConfig(widths=[16, 32, 64], stem_stride=2),
 }

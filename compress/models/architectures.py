@@ -171,13 +171,37 @@ class MobileNet(nn.Module):
         return self.classifier(self.flatten(self.pool(self.blocks(self.stem(x)))))
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv Linear and an output projection.
+
+    Written out (rather than nn.MultiheadAttention) so structured pruning can remove
+    whole heads: Torch-Pruning prunes the qkv Linear's outputs head by head and
+    `num_heads` / `head_dim` are plain attributes the forward pass reads.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        weights = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+        out = weights.softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
+
+
 class EncoderBlock(nn.Module):
     """Pre-norm transformer encoder block: x + MHA(LN(x)), then x + MLP(LN(x))."""
 
     def __init__(self, embed_dim: int, num_heads: int, hidden: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dim)
-        self.attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+        self.attn = Attention(embed_dim, num_heads)
         self.norm2 = nn.LayerNorm(embed_dim)
         self.fc1 = nn.Linear(embed_dim, hidden)
         self.act = nn.GELU()
@@ -185,7 +209,7 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.attn(y)
         return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
 

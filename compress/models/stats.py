@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.models.architectures import Attention
+
 
 def count_params(model: nn.Module) -> int:
     """All parameters (dense count, zeros included)."""
@@ -36,11 +38,18 @@ def _attention_macs(module: nn.MultiheadAttention, output) -> int:
     return projections + scores
 
 
+def _fused_attention_macs(module, output) -> int:
+    # qkv and proj are Linear layers with their own hooks; add q @ k^T and weights @ v
+    tokens = output[0].shape[0]
+    return 2 * tokens * tokens * module.num_heads * module.head_dim
+
+
 _MAC_RULES = {
     nn.Conv1d: _conv_macs,
     nn.Conv2d: _conv_macs,
     nn.Linear: _linear_macs,
     nn.MultiheadAttention: _attention_macs,
+    Attention: _fused_attention_macs,
 }
 
 

@@ -91,8 +91,27 @@ def resolve_layer_ratios(
 
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
-    """Every nn.MultiheadAttention and its head count, so heads are pruned as units."""
-    return {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    """The fused qkv Linear of every attention layer (a module with `qkv`, `num_heads`
+    and `head_dim`, as compress's and timm's) and its head count, so whole heads go."""
+    return {
+        m.qkv: m.num_heads
+        for m in model.modules()
+        if isinstance(getattr(m, "qkv", None), nn.Linear) and hasattr(m, "num_heads")
+    }
+
+
+def _sync_heads_(model: nn.Module, pruned_heads: dict[nn.Module, int]) -> None:
+    """After a step, tell each attention module how many heads (and dims) it has left."""
+    for module in model.modules():
+        qkv = getattr(module, "qkv", None)
+        if qkv in pruned_heads:
+            module.num_heads = pruned_heads[qkv]
+            module.head_dim = qkv.out_features // (3 * module.num_heads)
+
+
+def unsupported_attention(model: nn.Module) -> list[str]:
+    """nn.MultiheadAttention layers: Torch-Pruning shrinks their head_dim, not their heads."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
 
 
 class StructuredPruner:
@@ -138,6 +157,16 @@ class StructuredPruner:
         if importance in IMPORTANCE_NEEDS_GRADIENTS and not self.gradient_batches:
             raise ValueError("taylor importance needs gradient_batches")
         heads = attention_heads(model)
+        unsupported = unsupported_attention(model)
+        if unsupported:  # skipped with a reason, never a shape crash mid-run
+            import warnings
+
+            warnings.warn(
+                f"nn.MultiheadAttention layers {unsupported} are not pruned (heads cannot be "
+                "removed as units); use a fused-qkv attention module to prune heads",
+                stacklevel=2,
+            )
+            ignored = [*ignored, *(dict(model.named_modules())[n] for n in unsupported)]
 
         def scheduler(final: float, count: int) -> list[float]:
             # torch-pruning asks for the cumulative ratios, 0 first; each layer's own
@@ -195,6 +224,7 @@ class StructuredPruner:
                 raise StageError(
                     f"torch-pruning failed at step {self.done + 1}: {type(exc).__name__}: {exc}"
                 ) from exc
+            _sync_heads_(self.model, getattr(self._pruner, "num_heads", {}))
         self.model.zero_grad(set_to_none=True)
         try:
             with torch.no_grad():

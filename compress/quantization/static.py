@@ -11,6 +11,8 @@ after ORT's pre-processing (shape inference, Conv/BN fusion).
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -65,7 +67,6 @@ def _calibration_options(config: CalibrationConfig) -> tuple[Any, dict[str, Any]
     table = {
         "minmax": (CalibrationMethod.MinMax, {}),
         "percentile": (CalibrationMethod.Percentile, {"CalibPercentile": config.percentile}),
-        "entropy": (CalibrationMethod.Entropy, {}),
     }
     return table[config.method]
 
@@ -109,7 +110,8 @@ def quantize_static_onnx(
 
         input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
         reader = ArrayCalibrationReader(input_name, calibration_x.astype(np.float32))
-        with atomic_path(out_path) as tmp:
+        # the calibrators print progress lines: keep them out of the user's terminal
+        with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
                 str(prepared),
                 str(tmp),

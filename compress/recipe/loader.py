@@ -173,9 +173,19 @@ _MESSAGES = {
 
 def _describe(error: dict[str, Any], raw: Any, file_label: str) -> str:
     parts = _user_location(error["loc"], raw)
-    where = format_key_path(parts) or "(top level)"
     kind = error["type"]
     message = error["msg"]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        # name the discriminating key itself (stages[0].optimizer.name), not its table
+        context = error.get("ctx", {})
+        key = str(context.get("discriminator", "type")).strip("'")
+        parts = [*parts, key]
+        if kind == "union_tag_not_found":
+            return f"{file_label}: {format_key_path(parts)}: required key is missing"
+        allowed = str(context.get("expected_tags", "")).replace("'", "")
+        got = context.get("tag")
+        return f"{file_label}: {format_key_path(parts)}: must be one of {allowed}, got {got!r}"
+    where = format_key_path(parts) or "(top level)"
     if kind == "extra_forbidden":
         message = "unknown key"
     elif kind == "missing":

@@ -222,6 +222,11 @@ class RuntimeConfig(StrictModel):
     warmup: int = Field(10, ge=0, description="Untimed runs before measuring.")
     repeats: int = Field(50, gt=0, description="Timed runs per model per round.")
     rounds: int = Field(5, gt=0, description="Interleaved rounds (A B A B ...).")
+    gpu_fp16: bool = Field(
+        False,
+        description="Also measure an fp16 copy of float models on cuda/tensorrt "
+        "(model.fp16.onnx beside model.onnx; latency key '<provider>-fp16').",
+    )
     train_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads for training (default: all cores)."
     )

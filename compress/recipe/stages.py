@@ -151,14 +151,22 @@ class PruneStageConfig(_StageBase):
         for name, value in self.layer_ratios.items():
             if value != "skip" and not 0 < value < 1:
                 raise ValueError(f"layer_ratios[{name!r}] must be in (0, 1) or 'skip'")
+            if value != "skip" and self.method == "unstructured":
+                raise ValueError(
+                    f"layer_ratios[{name!r}]: unstructured pruning takes only 'skip' per "
+                    "layer (one sparsity for all layers, global or per layer)"
+                )
         return self
 
 
 class CalibrationConfig(StrictModel):
     """Calibration of activation ranges for static quantization."""
 
-    method: Literal["minmax", "percentile", "entropy"] = Field(
-        "minmax", description="Range estimation method."
+    method: Literal["minmax", "percentile"] = Field(
+        "minmax",
+        description="Range estimation method. (entropy is not offered: ORT's "
+        "quantize_static does not pass its bin settings through and returns the minmax "
+        "ranges, measured.)",
     )
     samples: int = Field(256, gt=0, description="Training samples used for calibration.")
     percentile: float = Field(

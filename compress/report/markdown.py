@@ -68,6 +68,31 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("No budgets were set.")
     lines.append("")
 
+    for stage in report["stages"]:
+        steps = (stage.get("details") or {}).get("steps")
+        if not steps:
+            continue
+        details = stage["details"]
+        lines += [
+            f"## Pruning steps: `{stage['name']}` ({details.get('method')}, "
+            f"{details.get('importance')})",
+            "",
+        ]
+        if details.get("stopped"):
+            lines += [f"Stopped: {details['stopped']}.", ""]
+        lines += [
+            "| step | ratio | params | MACs | val accuracy | p50 ms | speed-up | kept |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        kept = details.get("kept_step", steps[-1]["step"])
+        for step in steps:
+            lines.append(
+                f"| {step['step']} | {step['ratio']:.3f} | {step['params']:,} | {step['macs']:,} "
+                f"| {_fmt(step['val_accuracy'], 'pct')} | {_fmt(step.get('latency_p50_ms'), 'ms')} "
+                f"| {_fmt(step.get('speedup'), 'x')} | {'yes' if step['step'] == kept else ''} |"
+            )
+        lines.append("")
+
     runtime = report["runtime"]
     lines += [
         "## Latency",

@@ -127,6 +127,28 @@ def measure_latency(
     return results
 
 
+def measure_with_runtime(
+    paths: Sequence[str | Path],
+    input_shape: tuple[int, ...],
+    runtime,
+    provider: str | None = None,
+    seed: int = 0,
+) -> list[LatencyStats]:
+    """`measure_latency` with threads, batch size, warm-up, repeats and rounds taken from
+    a recipe's `[runtime]` table (provider: its first one unless given)."""
+    return measure_latency(
+        paths,
+        input_shape,
+        provider=provider or runtime.providers[0],
+        threads=runtime.threads,
+        batch_size=runtime.batch_size,
+        warmup=runtime.warmup,
+        repeats=runtime.repeats,
+        rounds=runtime.rounds,
+        seed=seed,
+    )
+
+
 def model_input_shape(path: str | Path) -> tuple[int, ...]:
     """The per-sample input shape of an ONNX model (its first input, batch axis dropped)."""
     from compress.errors import UsageError

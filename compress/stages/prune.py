@@ -41,13 +41,15 @@ class TargetProbe:
 
     def __init__(self, ctx: RunContext, target, scratch: Path):
         self.ctx, self.target, self.scratch = ctx, target, scratch
-        self.teacher_macs = count_macs(ctx.teacher, ctx.spec.input_shape)
+        # no teacher yet (prune is the first stage of a trial, say): the input model is it
+        self.reference = ctx.teacher if ctx.teacher is not None else copy.deepcopy(ctx.model)
+        self.teacher_macs = count_macs(self.reference, ctx.spec.input_shape)
         self.teacher_onnx = None
         if target.speedup or target.latency_p50_ms:
             from compress.runtime.onnx_export import export_onnx
 
             self.teacher_onnx = export_onnx(
-                ctx.teacher, ctx.spec.input_shape, scratch / "teacher.onnx"
+                self.reference, ctx.spec.input_shape, scratch / "teacher.onnx"
             )
 
     def measure(self, model, step: int) -> dict:
@@ -55,20 +57,12 @@ class TargetProbe:
         macs_ratio = count_macs(model, self.ctx.spec.input_shape) / self.teacher_macs
         result = {"macs_ratio": macs_ratio}
         if self.teacher_onnx is not None:
-            from compress.runtime.latency import measure_latency, speedup
+            from compress.runtime.latency import measure_with_runtime, speedup
             from compress.runtime.onnx_export import export_onnx
 
             path = export_onnx(model, self.ctx.spec.input_shape, self.scratch / f"step{step}.onnx")
-            runtime = self.ctx.recipe.runtime
-            teacher, pruned = measure_latency(
-                [self.teacher_onnx, path],
-                self.ctx.spec.input_shape,
-                provider=runtime.providers[0],
-                threads=runtime.threads,
-                batch_size=runtime.batch_size,
-                warmup=runtime.warmup,
-                repeats=runtime.repeats,
-                rounds=runtime.rounds,
+            teacher, pruned = measure_with_runtime(
+                [self.teacher_onnx, path], self.ctx.spec.input_shape, self.ctx.recipe.runtime
             )
             result["latency_p50_ms"] = pruned.p50_ms
             result["speedup"] = speedup(teacher, pruned)["median"]
@@ -91,8 +85,9 @@ def accuracy_gate(ctx: RunContext, budgets) -> tuple[float | None, str]:
     floors = []
     if budgets.accuracy_min is not None:
         floors.append((budgets.accuracy_min, f"accuracy_min {budgets.accuracy_min}"))
-    if budgets.accuracy_drop_max is not None and ctx.teacher is not None:
-        teacher_val = evaluate(ctx.teacher, ctx.data.val)["accuracy"]
+    if budgets.accuracy_drop_max is not None:
+        reference = ctx.teacher if ctx.teacher is not None else ctx.model
+        teacher_val = evaluate(reference, ctx.data.val)["accuracy"]
         floors.append(
             (
                 teacher_val - budgets.accuracy_drop_max,

@@ -104,10 +104,10 @@ def test_unknown_stage_type_lists_allowed_types(tmp_path):
 
     message = _load_error(tmp_path, recipe)
 
-    assert message.startswith("t.toml: stages[0]: ")
+    assert message.startswith("t.toml: stages[0].type: must be one of ")
     assert "'prunee'" in message
     for allowed in ("train", "distill", "prune", "quantize", "export"):
-        assert f"'{allowed}'" in message
+        assert allowed in message
 
 
 def test_unknown_optimizer_lists_allowed_names(tmp_path):
@@ -115,9 +115,10 @@ def test_unknown_optimizer_lists_allowed_names(tmp_path):
 
     message = _load_error(tmp_path, recipe)
 
-    assert message.startswith("t.toml: stages[0].optimizer: ")
+    assert message.startswith("t.toml: stages[0].optimizer.name: must be one of ")
+    assert message.endswith("got 'lion'")
     for allowed in ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"):
-        assert f"'{allowed}'" in message
+        assert allowed in message
 
 
 def test_literal_choice_error_lists_allowed_values(tmp_path):

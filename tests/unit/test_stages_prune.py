@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 import compress.stages.prune as prune_module
@@ -192,15 +193,6 @@ def test_accuracy_drop_budget_is_measured_against_the_teacher(tmp_path, digits_b
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "compress/stages/prune.py:44 TargetProbe counts MACs of ctx.teacher, which is None "
-        "when prune is the run's first stage (allowed with model.weights): AttributeError. "
-        "Fix: fall back to the stage's input model (a copy taken before pruning) or raise "
-        "StageError naming the problem"
-    ),
-)
 def test_target_without_a_teacher_measures_against_the_input_model(
     tmp_path, digits_bundle, trained
 ):
@@ -251,6 +243,28 @@ def test_finetune_distils_from_the_unpruned_model(tmp_path, digits_bundle, train
         assert record["finetune"]["epochs_run"] == 1
         assert "history" not in record["finetune"]
         assert record["val_accuracy"] == record["finetune"]["best_val_accuracy"]
+
+
+def test_finetune_can_distil_from_the_run_teacher(tmp_path, digits_bundle, trained, monkeypatch):
+    big = tiny_run_context(tmp_path, digits_bundle, recipe={"model": {"widths": [16, 32]}}).model
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=copy.deepcopy(trained), teacher=big)
+    teachers = []
+    original_fit = prune_module.fit
+
+    def spy(model, data, config, **kwargs):
+        teachers.append(kwargs["teacher"])
+        return original_fit(model, data, config, **kwargs)
+
+    monkeypatch.setattr(prune_module, "fit", spy)
+    before = {k: v.clone() for k, v in big.state_dict().items()}
+
+    _run(
+        ctx, ratio=0.5, steps=1, finetune={"epochs": 1, "distill": True, "distill_from": "teacher"}
+    )
+
+    assert [count_params(t) for t in teachers] == [count_params(big)] != [DENSE_PARAMS]
+    assert teachers[0] is not big  # a copy: the run's teacher is never trained
+    assert all(torch.equal(v, big.state_dict()[k]) for k, v in before.items())
 
 
 def test_finetune_without_distill_uses_plain_cross_entropy(
@@ -355,26 +369,9 @@ def test_unstructured_model_is_smaller_only_when_compressed(tmp_path, digits_bun
     assert len(zlib.compress(sparse_raw, 9)) < 0.75 * len(zlib.compress(dense_raw, 9))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "compress/stages/prune.py:223-229 _unstructured never receives layer_ratios: a "
-        "numeric per-layer ratio is silently ignored with method = 'unstructured' (only "
-        "'skip' works). Fix: pass the resolved ratios to magnitude_prune_ (per-module "
-        "amounts), or reject numeric layer_ratios for unstructured in PruneStageConfig"
-    ),
-)
-def test_unstructured_honours_layer_ratios(tmp_path, digits_bundle):
-    ctx = tiny_run_context(tmp_path, digits_bundle)
-
-    result = _run(
-        ctx,
-        method="unstructured",
-        ratio=0.6,
-        layer_ratios={"features.0": 0.2},
-        finetune=NO_FINETUNE,
-    )
-
-    by_layer = result.details["sparsity_by_layer"]
-    assert by_layer["features.0"] == pytest.approx(0.2, abs=0.02)
-    assert by_layer["features.4"] == pytest.approx(0.6, abs=0.01)
+def test_unstructured_refuses_numeric_layer_ratios():
+    # one sparsity for all layers; a per-layer number would be silently ignored
+    with pytest.raises(ValidationError, match="'skip'"):
+        PruneStageConfig(
+            type="prune", method="unstructured", ratio=0.6, layer_ratios={"features.0": 0.2}
+        )
