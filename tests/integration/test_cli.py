@@ -87,6 +87,7 @@ def test_report_documents_each_stage(good):
             "passed": True,
             "message": "params 1,442 <= max 10,000",
             "baseline": None,
+            "skipped": False,
         }
     ]
     assert stages[1]["budgets"] == []
@@ -120,8 +121,9 @@ def test_report_has_the_documented_fields(good):
             "accuracy", "accuracy_change", "latency", "primary_provider", "speedup",
             "size_bytes", "size_ratio", "params", "macs",
         } <= set(stage["metrics"])  # fmt: skip
-        for artifact in stage["artifacts"].values():
-            assert (good.out / artifact).is_file()
+        for key in ("onnx", "weights", "structure"):
+            assert (good.out / stage["artifacts"][key]).is_file()
+        assert stage["artifacts"]["onnx_only"] is (stage["type"] == "export")
     assert export["metrics"]["speedup"]["rounds"] == 2  # timed interleaved with the teacher
     assert "teacher_p50_ms_interleaved" in export["metrics"]
     assert train["metrics"]["size_ratio"] == 1.0 and train["metrics"]["accuracy_change"] == 0.0

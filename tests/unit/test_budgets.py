@@ -234,4 +234,5 @@ def test_check_serialises_for_the_report():
         "passed": False,
         "message": "params 1,442 > max 1,000",
         "baseline": None,
+        "skipped": False,
     }

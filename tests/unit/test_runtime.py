@@ -207,6 +207,8 @@ def test_latency_stats_serialise(exported):
         "n",
         "round_p50_ms",
         "percentiles",
+        "other_load",
+        "disturbed_rounds",
     }
     assert data["n"] == 2
 
