@@ -202,10 +202,13 @@ def _objective(runner: TrialRunner, total: int):
 
     def objective(trial: optuna.Trial):
         # Several workers share the study: never start more trials than asked for.
+        # Only trials that started earlier (lower numbers) count against this one, so
+        # two workers starting at once cannot each give way to the other.
         others = trial.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
         )
-        if len([t for t in others if t.number != trial.number]) >= total:
+        ahead = [t for t in others if t.state == TrialState.COMPLETE or t.number < trial.number]
+        if len([t for t in ahead if t.number != trial.number]) >= total:
             trial.study.stop()
             raise optuna.TrialPruned("the requested number of trials is already reached")
         trial.set_user_attr(RUNNING_ATTR, os.getpid())
@@ -248,7 +251,12 @@ def _trial_logger(total: int):
 
 
 def run_worker(
-    recipe: Recipe, label: str, storage: str, threads: int | None = None, worker: int = 0
+    recipe: Recipe,
+    label: str,
+    storage: str,
+    threads: int | None = None,
+    worker: int = 0,
+    limit: int | None = None,
 ) -> None:
     """One worker: join the study and run trials until the study has `trials` complete."""
     import optuna
@@ -264,7 +272,7 @@ def run_worker(
         return
     study.optimize(
         _objective(runner, total),
-        n_trials=None,
+        n_trials=limit,
         timeout=recipe.tune.timeout_s,
         callbacks=[
             optuna.study.MaxTrialsCallback(total, states=(optuna.trial.TrialState.COMPLETE,)),
@@ -354,6 +362,14 @@ def tune(
     if workers <= 1:
         run_worker(recipe, label, url)
     else:
+        # Queued trials (the recipe's own values, re-queued interrupted ones) run here
+        # first: two workers popping one queued trial from sqlite at once can both take
+        # it (seen: "Cannot tell a COMPLETE trial").
+        from optuna.trial import TrialState
+
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if waiting:
+            run_worker(recipe, label, url, limit=len(waiting))
         threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
         raw = recipe.model_dump(mode="json", exclude_none=True)
