@@ -57,6 +57,10 @@ def tiny_overrides(path: Path) -> list[str]:
             sets.append(f"{where}.finetune.epochs=1")
         if stage.get("type") == "quantize":
             sets.append(f"{where}.calibration.samples=64")
+        if stage.get("type") == "export":
+            # A 2-epoch model sits near its decision boundaries, so int8 flips more of its
+            # predictions than a trained one does; the full recipes keep the real check.
+            sets.append(f"{where}.agreement_min=0.8")
         sets += [f"{where}.budgets.{key}={_relaxed(key)}" for key in stage.get("budgets", {})]
     return sets
 
