@@ -51,6 +51,62 @@ _set_option = click.option(
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and exporter output.")
 
 
+def _launch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, loaded) -> None:
+    """Re-run this command in N processes under torchrun; exit with the run's code."""
+    from compress.distributed.launch import launch
+
+    nproc = nproc or loaded.distributed.nproc
+    argv = ["run", str(recipe), "--out", str(out_dir)]
+    for assignment in overrides:
+        argv += ["--set", assignment]
+    if junit is not None:
+        argv += ["--junit", str(junit)]
+    argv += [flag for flag, on in (("--no-cache", no_cache), ("--quiet", quiet)) if on]
+    argv += ["--debug"] if debug else []
+    code, message = launch(argv, nproc, out_dir / "report.json")
+    if message:
+        _console.print(f"[red]error:[/] {escape(message)}")
+    sys.exit(code)
+
+
+def _serve_as_worker(session, loaded, debug: bool) -> None:
+    """Ranks > 0: train what rank 0 sends; any error ends this process (and, through
+    torchrun, the job) with one line naming the rank."""
+    import os
+
+    from compress.distributed import session as distributed
+    from compress.distributed.worker import serve_recipe
+
+    try:
+        serve_recipe(session, loaded)
+    except CompressError as exc:
+        if debug:
+            _console.print_exception()
+        _console.print(f"[red]error:[/] rank {session.rank}: {escape(str(exc))}")
+        sys.stdout.flush()
+        os._exit(exc.exit_code)  # peers may be mid-collective: do not wait on teardown
+    distributed.stop()
+    sys.exit(0)
+
+
+def _finish_driver(session, exit_code: int) -> None:
+    """Rank 0 after the run: release the other ranks, leave the group, and exit with
+    the run's code (0 when our own launcher reads the code from the report)."""
+    import os
+
+    from compress.distributed import session as distributed
+    from compress.distributed.jobs import send_shutdown
+    from compress.distributed.launch import LAUNCHED_ENV
+
+    if session.failed:  # ranks disagree about where they are: end without talking
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code or 3)
+    send_shutdown(session)
+    distributed.stop()
+    sys.exit(0 if os.environ.get(LAUNCHED_ENV) else exit_code)
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @_set_option
@@ -87,6 +143,13 @@ def validate(recipe: Path, overrides: tuple[str, ...], debug: bool) -> None:
     help="Re-run every stage even if the run directory holds verified results for it.",
 )
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train with N processes on this machine through torchrun "
+    "(default: the recipe's distributed.nproc).",
+)
 @_debug_option
 def run(
     recipe: Path,
@@ -95,6 +158,7 @@ def run(
     junit: Path | None,
     no_cache: bool,
     quiet: bool,
+    nproc: int | None,
     debug: bool,
 ) -> None:
     """Run RECIPE's stages in order, checking budgets after each.
@@ -107,12 +171,21 @@ def run(
     3 when a stage fails.
     """
     from compress.callbacks import ConsoleReporter, JUnitWriter
+    from compress.distributed import session as distributed
     from compress.recipe import load_recipe
     from compress.runner import Runner
 
+    session = None
     try:
         loaded = load_recipe(recipe, overrides)
         out_dir = out or Path("runs") / loaded.name
+        if distributed.launched_by_torchrun():
+            session = distributed.start(loaded.distributed, where=str(recipe))
+            if not session.is_driver:
+                _serve_as_worker(session, loaded, debug)
+        elif (nproc or loaded.distributed.nproc) > 1:
+            distributed.resolve(loaded.distributed, where=str(recipe))
+            _launch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, loaded)
         callbacks = [ConsoleReporter(_stdout_console(), quiet=quiet)]
         if junit is not None:
             callbacks.append(JUnitWriter(junit))
@@ -126,6 +199,8 @@ def run(
         )
         outcome = runner.run()
     except CompressError as exc:
+        if session is not None:
+            session.failed = True  # the other ranks never got a shutdown: let torchrun end them
         _fail(exc, debug)
     if outcome.exit_code != EXIT_OK:
         for failure in outcome.report["failures"]:
@@ -134,6 +209,8 @@ def run(
         error = outcome.report.get("error") or {}
         if debug and error.get("traceback"):
             _console.print(escape(error["traceback"]))
+    if session is not None:
+        _finish_driver(session, outcome.exit_code)
     sys.exit(outcome.exit_code)
 
 

@@ -311,9 +311,24 @@ class Runner:
             "runtime": self.recipe.runtime.model_dump(mode="json"),
             "seed": self.recipe.seed,
             "torch_threads": torch.get_num_threads(),
+            "distributed": self._distributed_identity(),
             "compress": compress.__version__,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    @staticmethod
+    def _distributed_identity() -> dict[str, Any] | None:
+        """Strategy and world size: both change what training produces."""
+        from compress.distributed import session as distributed
+
+        session = distributed.current()
+        if session is None:
+            return None
+        return {
+            "strategy": session.strategy,
+            "world_size": session.world_size,
+            "micro_batches": session.config.micro_batches,
+        }
 
     def _cached(self, stage_dir: Path, key: str) -> tuple[StageResult, dict] | str | None:
         """A verified earlier result for this key; a reason string if one exists but is
@@ -507,6 +522,7 @@ class Runner:
             "duration_s": time.monotonic() - self.started,
             "environment": self.environment,
             "runtime": self.recipe.runtime.model_dump(mode="json"),
+            "distributed": self._distributed_identity(),
             "data": {
                 "source": self.recipe.data.source,
                 "description": self.data.description,

@@ -20,6 +20,7 @@ SECTIONS = [
     ('[model] architecture = "mlp"', schema.MLPConfig),
     ('[model] architecture = "package.module:function"', schema.CallableModelConfig),
     ("[runtime]", schema.RuntimeConfig),
+    ("[distributed]", schema.DistributedConfig),
     ("[budgets] and [stages.budgets]", schema.Budgets),
     ("Training keys (train, distill, prune.finetune)", schema.TrainingConfig),
     ("optimizer: sgd / momentum / nesterov", schema.SGDConfig),

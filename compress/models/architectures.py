@@ -58,6 +58,10 @@ class CNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.pool(self.features(x))))
 
+    def pipeline_parts(self) -> list[nn.Module]:
+        """Modules whose composition, in order, is `forward` (pipeline parallelism)."""
+        return [*self.features, self.pool, self.head, self.classifier]
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual add; a 1x1 conv shortcut when shape changes."""
@@ -107,6 +111,10 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.pool(self.layers(self.stem(x)))))
 
+    def pipeline_parts(self) -> list[nn.Module]:
+        """Modules whose composition, in order, is `forward` (pipeline parallelism)."""
+        return [self.stem, *self.layers, self.pool, self.flatten, self.classifier]
+
 
 class MLP(nn.Module):
     """Flatten, hidden Linear+ReLU layers, classifier."""
@@ -127,6 +135,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.body(x))
+
+    def pipeline_parts(self) -> list[nn.Module]:
+        """Modules whose composition, in order, is `forward` (pipeline parallelism)."""
+        return [*self.body, self.classifier]
 
 
 class DepthwiseSeparable(nn.Module):
@@ -169,6 +181,10 @@ class MobileNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.pool(self.blocks(self.stem(x)))))
+
+    def pipeline_parts(self) -> list[nn.Module]:
+        """Modules whose composition, in order, is `forward` (pipeline parallelism)."""
+        return [self.stem, *self.blocks, self.pool, self.flatten, self.classifier]
 
 
 class Attention(nn.Module):

@@ -82,18 +82,40 @@ def save_model(model: nn.Module, spec: ModelSpec, folder: str | Path) -> Path:
     }
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
-    atomic_write_json(
-        folder / SPEC_FILE,
-        {
-            "format": FORMAT,
-            "architecture": spec.config.model_dump(mode="json"),
-            "input_shape": list(spec.input_shape),
-            "num_classes": spec.num_classes,
-            "structure": structure_of(model),
-            "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
-        },
-    )
+    meta = describe_model(model, spec)
+    meta["weights_sha256"] = sha256_file(folder / WEIGHTS_FILE)
+    atomic_write_json(folder / SPEC_FILE, meta)
     return folder / WEIGHTS_FILE
+
+
+def describe_model(model: nn.Module, spec: ModelSpec) -> dict[str, Any]:
+    """The JSON-able structure spec of `model`: enough, with its weights, to rebuild it."""
+    return {
+        "format": FORMAT,
+        "architecture": spec.config.model_dump(mode="json"),
+        "input_shape": list(spec.input_shape),
+        "num_classes": spec.num_classes,
+        "structure": structure_of(model),
+    }
+
+
+def rebuild_model(meta: dict[str, Any], state: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """Build the model `describe_model` described and load `state` into it strictly.
+
+    Raises ArtifactError naming `where` (a file, or a message's origin) on a mismatch.
+    """
+    try:
+        config = _MODEL_CONFIG.validate_python(meta["architecture"])
+        spec = ModelSpec(config, tuple(meta["input_shape"]), int(meta["num_classes"]))
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ArtifactError(f"{where}: invalid model spec ({exc})") from None
+    model = build_model(config, spec.input_shape, spec.num_classes)
+    _resize_(model, meta.get("structure", {}), state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{where}: does not fit the stored structure ({exc})") from None
+    return model
 
 
 def _resize_(model: nn.Module, structure: dict[str, dict[str, Any]], state: dict) -> None:
@@ -148,13 +170,7 @@ def load_model(folder: str | Path) -> tuple[nn.Module, ModelSpec]:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{weights_path}: unreadable ({exc})") from None
-    model = build_model(config, spec.input_shape, spec.num_classes)
-    _resize_(model, meta.get("structure", {}), state)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ArtifactError(f"{weights_path}: does not fit the stored structure ({exc})") from None
-    return model.eval(), spec
+    return rebuild_model(meta, state, str(weights_path)).eval(), spec
 
 
 def load_weights_(model: nn.Module, path: str | Path) -> nn.Module:

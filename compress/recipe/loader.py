@@ -19,6 +19,7 @@ from compress.recipe.schema import (
     Budgets,
     CNNConfig,
     DataConfig,
+    DistributedConfig,
     ModelConfig,
     RuntimeConfig,
     StrictModel,
@@ -37,6 +38,9 @@ class Recipe(StrictModel):
     model: ModelConfig = Field(default_factory=CNNConfig, description="The starting model.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Measurement.")
     budgets: Budgets = Field(default_factory=Budgets, description="Budgets of the final model.")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="Multi-process training."
+    )
     stages: list[StageConfig] = Field(min_length=1, description="Stages, run in this order.")
     tune: TuneConfig | None = Field(None, description="Hyperparameter search (compress tune).")
 

@@ -39,6 +39,7 @@ class RunContext:
     workdir: Path
     seed: int
     teacher: nn.Module | None = None
+    teacher_spec: ModelSpec | None = None
     onnx_path: Path | None = None
     debug: bool = False
     on_epoch_end: Any = None
@@ -53,6 +54,7 @@ class RunContext:
 
         if self.teacher is None:
             self.teacher = copy.deepcopy(result.model).eval()
+            self.teacher_spec = result.spec
         self.model, self.spec = result.model, result.spec
         if result.onnx_path is not None:
             self.onnx_path = result.onnx_path

@@ -26,6 +26,7 @@ class DistillStage(Stage):
         student = build_model(student_config, ctx.spec.input_shape, ctx.spec.num_classes)
         if student_config.weights:
             load_weights_(student, student_config.weights)
+        spec = ModelSpec(student_config, ctx.spec.input_shape, ctx.spec.num_classes)
         result = fit(
             student,
             ctx.data,
@@ -35,8 +36,9 @@ class DistillStage(Stage):
             teacher=teacher,
             distill=self.config,
             on_epoch_end=ctx.on_epoch_end,
+            spec=spec,
+            teacher_spec=ctx.spec,  # the teacher is the current model
         )
-        spec = ModelSpec(student_config, ctx.spec.input_shape, ctx.spec.num_classes)
         details = {
             "training": result.summary(),
             "distillation": {

@@ -110,9 +110,12 @@ class PruneStage(Stage):
         config = self.config
         model = ctx.model
         unpruned = None  # the fine-tune's distillation teacher, if any
+        self.unpruned_spec = ctx.spec
         if config.finetune.distill:
-            source = ctx.teacher if config.finetune.distill_from == "teacher" else model
-            unpruned = copy.deepcopy(source if source is not None else model).eval()
+            use_teacher = config.finetune.distill_from == "teacher" and ctx.teacher is not None
+            if use_teacher:
+                self.unpruned_spec = ctx.teacher_spec or ctx.spec
+            unpruned = copy.deepcopy(ctx.teacher if use_teacher else model).eval()
         ignored = resolve_modules(model, config.ignored_layers)
         classifier = find_classifier(model, ctx.spec.num_classes)
         if classifier is not None:  # its outputs are the classes: never pruned
@@ -255,6 +258,8 @@ class PruneStage(Stage):
             teacher=unpruned,
             distill=finetune if unpruned is not None else None,
             on_epoch_end=ctx.on_epoch_end,
+            spec=ctx.spec,
+            teacher_spec=self.unpruned_spec,
         )
         summary = result.summary()
         summary.pop("history")

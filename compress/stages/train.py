@@ -22,5 +22,6 @@ class TrainStage(Stage):
             seed=ctx.seed,
             augment=ctx.recipe.data.augment,
             on_epoch_end=ctx.on_epoch_end,
+            spec=ctx.spec,
         )
         return StageResult(ctx.model, ctx.spec, details={"training": result.summary()})

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.data.bundle import DataBundle, Split
-from compress.errors import StageError
+from compress.distributed.session import Session
+from compress.errors import AgreedStop, StageError
+from compress.models.checkpoint import ModelSpec
 from compress.recipe.schema import EarlyStoppingConfig, TrainingConfig
 from compress.recipe.stages import DistillConfig
 from compress.training.losses import distillation_loss
@@ -144,6 +146,36 @@ def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
     }
 
 
+class LocalEngine:
+    """One process: the plain forward/backward every single-process run uses."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def usable(self, batch: int, batch_size: int) -> bool:
+        return batch >= 2  # BatchNorm cannot train on one sample
+
+    def forward_backward(self, x, y, target, loss_fn) -> float:
+        loss = loss_fn(self.model(x), y, target)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise StageError(
+                f"training loss became {value} (non-finite); lower the learning rate "
+                "or add grad_clip"
+            )
+        loss.backward()
+        return value
+
+    def clip_grads(self, max_norm: float) -> None:
+        nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def end_epoch(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def fit(
     model: nn.Module,
     data: DataBundle,
@@ -154,8 +186,13 @@ def fit(
     teacher: nn.Module | None = None,
     distill: DistillConfig | None = None,
     on_epoch_end: EpochCallback | None = None,
+    spec: ModelSpec | None = None,
+    teacher_spec: ModelSpec | None = None,
 ) -> FitResult:
     """Train `model` in place on `data.train`, validating on `data.val` each epoch.
+
+    In a distributed run (`compress run --nproc N`, or under torchrun) rank 0 first
+    sends the other ranks this job, then every rank trains together.
 
     Args:
         model: trained in place; holds the best epoch's weights on return.
@@ -166,12 +203,59 @@ def fit(
         teacher: a frozen teacher for distillation (`distill` must be given too).
         distill: temperature and alpha of the distillation loss.
         on_epoch_end: called with (epoch, metrics) after each epoch.
+        spec, teacher_spec: how to rebuild model and teacher on the other ranks
+            (needed only in a distributed run).
 
     Raises:
         StageError: when the training loss becomes NaN or infinite.
 
     Example:
         >>> result = fit(model, data, TrainingConfig(epochs=2), seed=0)  # doctest: +SKIP
+    """
+    from compress.distributed import session as distributed
+
+    session = distributed.current()
+    if session is None or session.world_size == 1:
+        return train_on(model, data, config, seed, augment, teacher, distill, on_epoch_end)
+    from compress.distributed.jobs import send_job
+
+    send_job(
+        session,
+        model=model,
+        spec=spec,
+        config=config,
+        seed=seed,
+        augment=augment,
+        teacher=teacher,
+        teacher_spec=teacher_spec,
+        distill=distill,
+    )
+    try:
+        return train_on(model, data, config, seed, augment, teacher, distill, on_epoch_end, session)
+    except AgreedStop:
+        raise  # every rank stopped at the same step: they can take the next job
+    except BaseException:
+        session.failed = True  # the other ranks may be mid-collective: never talk again
+        raise
+
+
+def train_on(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainingConfig,
+    seed: int,
+    augment: str = "none",
+    teacher: nn.Module | None = None,
+    distill: DistillConfig | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    session: Session | None = None,
+) -> FitResult:
+    """The loop `fit` runs on every rank (see `fit` for the arguments).
+
+    Every rank draws the same global batches from the same seeded generator; the
+    engine decides which part of each batch (or of the model) this rank computes.
+    Rank 0 evaluates and shares the validation metrics, so early stopping and the
+    best-epoch choice are the same decision on every rank.
     """
     augment = config.augment or augment
     torch.manual_seed(seed)
@@ -181,11 +265,62 @@ def fit(
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     schedule = build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
     stopper = EarlyStopping(config.early_stopping)
+    if session is None:
+        engine = LocalEngine(model)
+    else:
+        from compress.distributed.parallel import make_engine
+
+        engine = make_engine(model, session, tuple(train.x.shape[1:]), config.batch_size)
     teacher_logits = None
     if teacher is not None:
         teacher.eval()  # frozen: only ever run under no_grad below
         if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
             teacher_logits = predict_logits(teacher, train.x)
+    try:
+        return _epochs(
+            model,
+            data,
+            config,
+            engine,
+            stopper,
+            optimizer,
+            schedule,
+            generator,
+            augment,
+            teacher,
+            teacher_logits,
+            distill,
+            on_epoch_end,
+            session,
+        )
+    finally:
+        engine.close()
+
+
+def _epochs(
+    model,
+    data,
+    config,
+    engine,
+    stopper,
+    optimizer,
+    schedule,
+    generator,
+    augment,
+    teacher,
+    teacher_logits,
+    distill,
+    on_epoch_end,
+    session,
+) -> FitResult:
+    """The epoch loop of `train_on`, which set up everything it is given."""
+    train = data.train
+    is_driver = session is None or session.is_driver
+
+    def loss_fn(logits, y, target):
+        if target is not None and distill is not None:
+            return distillation_loss(logits, target, y, distill.temperature, distill.alpha)
+        return F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
 
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
@@ -195,37 +330,37 @@ def fit(
         total_loss, seen = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
-            if len(index) < 2 and len(order) > 1:  # BatchNorm cannot train on one sample
+            if not engine.usable(len(index), config.batch_size) and len(order) > 1:
                 continue
             x = augment_batch(train.x[index], augment, generator)
             y = train.y[index]
-            logits = model(x)
+            target = None
             if teacher is not None and distill is not None:
                 if teacher_logits is not None:
                     target = teacher_logits[index]
                 else:
                     with torch.no_grad():
                         target = teacher(x)
-                loss = distillation_loss(logits, target, y, distill.temperature, distill.alpha)
-            else:
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
-                raise StageError(
-                    f"epoch {epoch}: training loss became {loss.item()} (non-finite); "
-                    "lower the learning rate or add grad_clip"
-                )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                loss = engine.forward_backward(x, y, target, loss_fn)
+            except StageError as exc:
+                raise type(exc)(f"epoch {epoch}: {exc}") from None
             if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                engine.clip_grads(config.grad_clip)
             optimizer.step()
             schedule.step_batch()
-            total_loss += loss.item() * len(index)
+            total_loss += loss * len(index)
             seen += len(index)
         lr = optimizer.param_groups[0]["lr"]
         schedule.step_epoch()
+        engine.end_epoch()
 
-        val = evaluate(model, data.val)
+        val = evaluate(model, data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
+        if session is not None:  # one decision for all ranks: rank 0's numbers
+            from compress.distributed.parallel import share_from_driver
+
+            val["loss"], val["accuracy"] = share_from_driver([val["loss"], val["accuracy"]])
         metrics = {
             "epoch": epoch,
             "train_loss": total_loss / max(seen, 1),
@@ -239,7 +374,7 @@ def fit(
         if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
             result.best_epoch, result.best = epoch, dict(metrics)
             best_state = copy.deepcopy(model.state_dict())
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and is_driver:
             on_epoch_end(epoch, metrics)
         reason = stopper.stop_reason(monitored)
         if reason is not None:
@@ -249,5 +384,5 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     if not result.best:  # no finite epoch at all
-        raise StageError(f"no epoch produced a finite {stopper.monitor}")
+        raise AgreedStop(f"no epoch produced a finite {stopper.monitor}")
     return result

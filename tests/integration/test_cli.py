@@ -104,8 +104,8 @@ def test_report_has_the_documented_fields(good):
     assert report["schema_version"] == 1
     assert {
         "schema_version", "compress_version", "status", "exit_code", "recipe", "seed",
-        "started_at", "finished_at", "duration_s", "environment", "runtime", "data",
-        "teacher_stage", "stages", "final", "best_stage", "best_stage_path", "failures",
+        "started_at", "finished_at", "duration_s", "environment", "runtime", "distributed",
+        "data", "teacher_stage", "stages", "final", "best_stage", "best_stage_path", "failures",
         "error", "paths",
     } <= set(report)  # fmt: skip
     assert {"name", "path", "resolved"} <= set(report["recipe"])

@@ -1,0 +1,88 @@
+"""Run under torchrun by test_distributed.py: each mode trains on 2 ranks and rank 0
+writes what it got (safetensors) for the test to compare with one process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from compress.data import load_data
+from compress.distributed import session as distributed
+from compress.distributed.jobs import send_shutdown
+from compress.distributed.parallel import PipelineEngine
+from compress.distributed.worker import serve
+from compress.models import ModelSpec, build_model
+from compress.recipe.schema import CNNConfig, DataConfig, DistributedConfig, MLPConfig
+from compress.recipe.schema import TrainingConfig
+from compress.training import fit
+
+
+def tiny_data():
+    return load_data(DataConfig(source="sklearn-digits", max_train_samples=256), seed=0)
+
+
+def model_and_spec(kind: str, data):
+    config = (
+        CNNConfig(widths=[8, 16], batch_norm=True) if kind == "cnn" else MLPConfig(hidden=[32, 16])
+    )
+    torch.manual_seed(0)
+    shape = tuple(data.train.x.shape[1:])
+    return build_model(config, shape, data.num_classes), ModelSpec(config, shape, 10)
+
+
+def training_config() -> TrainingConfig:
+    return TrainingConfig(
+        epochs=2,
+        batch_size=64,
+        optimizer={"name": "momentum", "lr": 0.05, "momentum": 0.9},
+        grad_clip=5.0,
+    )
+
+
+def train(strategy: str, kind: str, out: Path) -> None:
+    """fit() through the real job protocol: rank 0 drives, rank 1 serves."""
+    session = distributed.start(DistributedConfig(strategy=strategy, micro_batches=2))
+    data = tiny_data()
+    if session.is_driver:
+        model, spec = model_and_spec(kind, data)
+        fit(model, data, training_config(), seed=3, spec=spec)
+        send_shutdown(session)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+    else:
+        serve(session, data)
+    distributed.stop()
+
+
+def pipeline_step(out: Path) -> None:
+    """One GPipe step on a 2-stage MLP: outputs, loss and every stage's gradients."""
+    session = distributed.start(DistributedConfig(strategy="pipeline", micro_batches=4))
+    data = tiny_data()
+    model, _ = model_and_spec("mlp", data)
+    engine = PipelineEngine(model, session, tuple(data.train.x.shape[1:]), 32)
+    outputs = []
+
+    def loss_fn(logits, y, target):
+        outputs.append(logits.detach())
+        return F.cross_entropy(logits, y)
+
+    x, y = data.train.x[:32], data.train.y[:32]
+    loss = engine.forward_backward(x, y, None, loss_fn)
+    result = {f"grad.{name}": p.grad for name, p in model.named_parameters() if p.grad is not None}
+    if outputs:
+        result["outputs"] = torch.cat(outputs)
+    result["loss"] = torch.tensor([loss])
+    save_file({k: v.contiguous() for k, v in result.items()}, f"{out}.rank{session.rank}")
+    distributed.stop()
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    if mode == "pipeline-step":
+        pipeline_step(out)
+    else:
+        strategy, kind = mode.split("-")
+        train(strategy, kind, out)

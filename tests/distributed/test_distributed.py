@@ -1,0 +1,170 @@
+"""Distributed training on 2 gloo ranks (CPU) against one process on the same batches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from compress.training import fit
+from tests.distributed._ranks import model_and_spec, tiny_data, training_config
+
+HERE = Path(__file__).parent
+
+
+def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "--max-restarts=0",
+        "--monitor-interval=0.5",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent.parent)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def single_process(kind: str) -> dict[str, torch.Tensor]:
+    data = tiny_data()
+    model, _ = model_and_spec(kind, data)
+    fit(model, data, training_config(), seed=3)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize(
+    "mode, kind",
+    [("ddp", "cnn"), ("ddp", "mlp"), ("pipeline", "mlp"), ("pipeline", "cnn")],
+)
+def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, mode, kind):
+    out = tmp_path / "rank0.safetensors"
+    run = torchrun(str(HERE / "_ranks.py"), f"{mode}-{kind}", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    distributed = load_file(str(out))
+    single = single_process(kind)
+    assert distributed.keys() == single.keys()
+    if mode == "pipeline" and kind == "cnn":
+        # GPipe runs BatchNorm per micro-batch, so weights differ from one process by
+        # design; what must hold: finite, and statistics from exactly the training
+        # micro-batches (2 epochs x full batches of 64 x 2 micro-batches), none extra.
+        full_batches = len(tiny_data().train) // 64
+        for name, tensor in distributed.items():
+            assert torch.isfinite(tensor.float()).all(), name
+            if name.endswith("num_batches_tracked"):
+                assert tensor.item() == 2 * full_batches * 2, name
+    else:
+        for name, tensor in single.items():
+            torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    # and training moved the weights at all (the comparison is not of two initialisations)
+    data = tiny_data()
+    untrained, _ = model_and_spec(kind, data)
+    moved = [
+        not torch.allclose(untrained.state_dict()[k].float(), v.float())
+        for k, v in distributed.items()
+    ]
+    assert any(moved)
+
+
+def test_gpipe_step_matches_one_process_outputs_and_gradients(tmp_path):
+    out = tmp_path / "step"
+    run = torchrun(str(HERE / "_ranks.py"), "pipeline-step", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, last = (load_file(f"{out}.rank{rank}") for rank in (0, 1))
+
+    data = tiny_data()
+    model, _ = model_and_spec("mlp", data)
+    x, y = data.train.x[:32], data.train.y[:32]
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+
+    torch.testing.assert_close(last["outputs"], logits.detach(), rtol=1e-5, atol=1e-6)
+    assert first["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+    assert last["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+    grads = {
+        k[len("grad.") :]: v
+        for rank in (first, last)
+        for k, v in rank.items()
+        if k.startswith("grad.")
+    }
+    expected = {name: p.grad for name, p in model.named_parameters()}
+    assert grads.keys() == expected.keys()  # every parameter trained by exactly one stage
+    assert not (
+        {k for k in first if k.startswith("grad.")} & {k for k in last if k.startswith("grad.")}
+    )
+    for name, grad in expected.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+DIGITS = HERE.parent.parent / "recipes" / "digits.toml"
+TINY = [
+    "--set", "stages[0].epochs=2", "--set", "stages[1].epochs=2",
+    "--set", "stages[2].finetune.epochs=1", "--set", "runtime.repeats=5",
+    "--set", "runtime.rounds=2", "--set", "budgets.accuracy_drop_max=0.5",
+    "--set", "budgets.accuracy_min=0.5", "--set", "stages[0].budgets.accuracy_min=0.5",
+    "--set", "stages[4].agreement_min=0.8",
+]  # fmt: skip
+
+
+def compress_cli(*args: str, cwd: Path, timeout: float = 300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent.parent)}
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "compress", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+    )  # fmt: skip
+    return run, time.monotonic() - started
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "pipeline"])
+def test_nproc_2_runs_the_digits_recipe_and_writes_one_report(tmp_path, strategy):
+    out = tmp_path / "run"
+    run, _ = compress_cli(
+        "run", str(DIGITS), "--nproc", "2", "--out", str(out), "--quiet",
+        "--set", f"distributed.strategy={strategy}", *TINY, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "passed"
+    assert report["distributed"] == {"strategy": strategy, "world_size": 2, "micro_batches": 4}
+    assert [s["status"] for s in report["stages"]] == ["passed"] * 5
+    assert run.stdout.count("PASSED report") == 1  # rank 1 printed no second run
+
+
+@pytest.mark.parametrize("function", ["killed_on_rank1", "raises_on_rank1"])
+def test_a_failing_rank_ends_the_job_quickly_with_a_clear_error(tmp_path, function):
+    out = tmp_path / "run"
+    run, seconds = compress_cli(
+        "run", str(DIGITS), "--nproc", "2", "--out", str(out), "--quiet",
+        "--set", f'model={{ architecture = "tests.distributed._models:{function}" }}',
+        "--set", "stages=[{ type = \"train\", epochs = 1 }]",
+        cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 3, run.stdout[-2000:] + run.stderr[-3000:]
+    assert seconds < 60
+    assert "distributed run failed" in run.stderr
+    if function == "raises_on_rank1":
+        assert "rank 1" in run.stderr and "only-on-node-0.bin" in run.stderr
+
+
+def test_a_strategy_this_machine_cannot_run_is_a_recipe_error(tmp_path):
+    run, _ = compress_cli(
+        "run", str(DIGITS), "--nproc", "2", "--out", str(tmp_path / "run"),
+        "--set", "distributed.strategy=fsdp", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "distributed.strategy" in run.stderr and "ddp" in run.stderr
+    assert "Traceback" not in run.stderr
