@@ -16,8 +16,13 @@ from compress.distributed.jobs import send_shutdown
 from compress.distributed.parallel import PipelineEngine
 from compress.distributed.worker import serve
 from compress.models import ModelSpec, build_model
-from compress.recipe.schema import CNNConfig, DataConfig, DistributedConfig, MLPConfig
-from compress.recipe.schema import TrainingConfig
+from compress.recipe.schema import (
+    CNNConfig,
+    DataConfig,
+    DistributedConfig,
+    MLPConfig,
+    TrainingConfig,
+)
 from compress.training import fit
 
 
