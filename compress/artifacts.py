@@ -8,6 +8,7 @@ never leaves a file that looks complete but is not.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from compress.errors import CompressError
+
+# Disk full, quota exceeded, file-size limit: the same thing to the user.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFullError(CompressError):
+    """An artifact could not be written for lack of space (exit code 3)."""
 
 
 @contextlib.contextmanager
@@ -38,6 +48,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise DiskFullError(
+                f"{path}: cannot write it, {exc.strerror.lower()}; free space and run the "
+                "same command again (completed stages are reused)"
+            ) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

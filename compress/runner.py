@@ -388,6 +388,8 @@ class Runner:
         if stage_dir.exists():  # a previous run's folder: never mix its files with ours
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True)
+        ctx.resume_dir = self._resume_dir(name, key)
+        ctx.fits_started = 0
         try:
             stage = STAGES.get(config.type)(config, name) if config.type in STAGES else config
             result = stage.run(ctx)
@@ -413,7 +415,24 @@ class Runner:
             self.error_exit_code = code
             return record
         record.update(cached=False, cache={"key": key, "hit": False})
-        return self._complete(ctx, config, record, result, onnx_path, metrics, started)
+        record = self._complete(ctx, config, record, result, onnx_path, metrics, started)
+        if ctx.resume_dir is not None:  # the stage is whole: its epoch states are spent
+            shutil.rmtree(ctx.resume_dir, ignore_errors=True)
+        ctx.resume_dir = None
+        return record
+
+    def _resume_dir(self, name: str, key: str) -> Path | None:
+        """The folder for this stage's epoch checkpoints (outside the stage folder,
+        which a re-run clears), named by the cache key so that a changed config or
+        input never resumes from another run's epochs."""
+        if not self.use_cache:
+            return None
+        root = self.out_dir / ".resume"
+        folder = root / f"{name}-{key[:16]}"
+        for stale in root.glob(f"{name}-*"):
+            if stale != folder:
+                shutil.rmtree(stale, ignore_errors=True)
+        return folder
 
     def _complete(self, ctx, config, record, result, onnx_path, metrics, started) -> dict:
         """Budgets, teacher bookkeeping and metrics.json for a stage run or taken from cache."""

@@ -44,6 +44,22 @@ class RunContext:
     debug: bool = False
     on_epoch_end: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    resume_dir: Path | None = None  # the running stage's epoch checkpoints, if kept
+    fits_started: int = 0
+
+    def epoch_checkpoint(self):
+        """Where the stage's next `fit` call keeps its per-epoch state (None: nowhere).
+
+        Numbered per stage: a prune stage fine-tunes once per step, and on a resumed
+        run step k finds step k's checkpoint (checked against its starting weights).
+        """
+        from compress.distributed import session as distributed
+        from compress.training.checkpoint import EpochCheckpoint
+
+        self.fits_started += 1
+        if self.resume_dir is None or distributed.current() is not None:
+            return None  # other ranks hold no checkpoint to resume from
+        return EpochCheckpoint(self.resume_dir / f"fit-{self.fits_started}")
 
     def accept(self, result: StageResult) -> None:
         """Make a stage's output the input of the next stage.

@@ -38,6 +38,7 @@ class DistillStage(Stage):
             on_epoch_end=ctx.on_epoch_end,
             spec=spec,
             teacher_spec=ctx.spec,  # the teacher is the current model
+            checkpoint=ctx.epoch_checkpoint(),
         )
         details = {
             "training": result.summary(),

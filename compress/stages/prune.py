@@ -260,6 +260,7 @@ class PruneStage(Stage):
             on_epoch_end=ctx.on_epoch_end,
             spec=ctx.spec,
             teacher_spec=self.unpruned_spec,
+            checkpoint=ctx.epoch_checkpoint(),
         )
         summary = result.summary()
         summary.pop("history")

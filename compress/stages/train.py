@@ -23,5 +23,6 @@ class TrainStage(Stage):
             augment=ctx.recipe.data.augment,
             on_epoch_end=ctx.on_epoch_end,
             spec=ctx.spec,
+            checkpoint=ctx.epoch_checkpoint(),
         )
         return StageResult(ctx.model, ctx.spec, details={"training": result.summary()})

@@ -23,6 +23,7 @@ from compress.errors import AgreedStop, StageError
 from compress.models.checkpoint import ModelSpec
 from compress.recipe.schema import EarlyStoppingConfig, TrainingConfig
 from compress.recipe.stages import DistillConfig
+from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.losses import distillation_loss
 from compress.training.optim import build_optimizer, build_schedule
 
@@ -37,6 +38,7 @@ class FitResult:
     best_epoch: int = 0
     best: dict[str, float] = field(default_factory=dict)
     stop_reason: str = "completed all epochs"
+    resumed_from_epoch: int | None = None  # set when an epoch checkpoint was picked up
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class FitResult:
             "best_val_accuracy": self.best.get("val_accuracy"),
             "best_val_loss": self.best.get("val_loss"),
             "stop_reason": self.stop_reason,
+            "resumed_from_epoch": self.resumed_from_epoch,
             "history": self.history,
         }
 
@@ -188,6 +191,7 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     spec: ModelSpec | None = None,
     teacher_spec: ModelSpec | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
     """Train `model` in place on `data.train`, validating on `data.val` each epoch.
 
@@ -205,6 +209,8 @@ def fit(
         on_epoch_end: called with (epoch, metrics) after each epoch.
         spec, teacher_spec: how to rebuild model and teacher on the other ranks
             (needed only in a distributed run).
+        checkpoint: where to keep per-epoch state, so a killed run resumes from its
+            last epoch (single-process runs only).
 
     Raises:
         StageError: when the training loss becomes NaN or infinite.
@@ -216,7 +222,10 @@ def fit(
 
     session = distributed.current()
     if session is None or session.world_size == 1:
-        return train_on(model, data, config, seed, augment, teacher, distill, on_epoch_end)
+        return train_on(
+            model, data, config, seed, augment, teacher, distill, on_epoch_end,
+            checkpoint=checkpoint,
+        )  # fmt: skip
     from compress.distributed.jobs import send_job
 
     send_job(
@@ -249,6 +258,7 @@ def train_on(
     distill: DistillConfig | None = None,
     on_epoch_end: EpochCallback | None = None,
     session: Session | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
     """The loop `fit` runs on every rank (see `fit` for the arguments).
 
@@ -258,6 +268,9 @@ def train_on(
     best-epoch choice are the same decision on every rank.
     """
     augment = config.augment or augment
+    identity = (
+        fingerprint(model, config.model_dump(mode="json"), seed, augment) if checkpoint else ""
+    )
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     train = data.train
@@ -265,56 +278,11 @@ def train_on(
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     schedule = build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
     stopper = EarlyStopping(config.early_stopping)
-    if session is None:
-        engine = LocalEngine(model)
-    else:
-        from compress.distributed.parallel import make_engine
-
-        engine = make_engine(model, session, tuple(train.x.shape[1:]), config.batch_size)
     teacher_logits = None
     if teacher is not None:
         teacher.eval()  # frozen: only ever run under no_grad below
         if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
             teacher_logits = predict_logits(teacher, train.x)
-    try:
-        return _epochs(
-            model,
-            data,
-            config,
-            engine,
-            stopper,
-            optimizer,
-            schedule,
-            generator,
-            augment,
-            teacher,
-            teacher_logits,
-            distill,
-            on_epoch_end,
-            session,
-        )
-    finally:
-        engine.close()
-
-
-def _epochs(
-    model,
-    data,
-    config,
-    engine,
-    stopper,
-    optimizer,
-    schedule,
-    generator,
-    augment,
-    teacher,
-    teacher_logits,
-    distill,
-    on_epoch_end,
-    session,
-) -> FitResult:
-    """The epoch loop of `train_on`, which set up everything it is given."""
-    train = data.train
     is_driver = session is None or session.is_driver
 
     def loss_fn(logits, y, target):
@@ -324,62 +292,86 @@ def _epochs(
 
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        total_loss, seen = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            index = order[start : start + config.batch_size]
-            if not engine.usable(len(index), config.batch_size) and len(order) > 1:
-                continue
-            x = augment_batch(train.x[index], augment, generator)
-            y = train.y[index]
-            target = None
-            if teacher is not None and distill is not None:
-                if teacher_logits is not None:
-                    target = teacher_logits[index]
-                else:
-                    with torch.no_grad():
-                        target = teacher(x)
-            optimizer.zero_grad(set_to_none=True)
-            try:
-                loss = engine.forward_backward(x, y, target, loss_fn)
-            except StageError as exc:
-                raise type(exc)(f"epoch {epoch}: {exc}") from None
-            if config.grad_clip is not None:
-                engine.clip_grads(config.grad_clip)
-            optimizer.step()
-            schedule.step_batch()
-            total_loss += loss * len(index)
-            seen += len(index)
-        lr = optimizer.param_groups[0]["lr"]
-        schedule.step_epoch()
-        engine.end_epoch()
+    first_epoch = 1
+    saved = checkpoint.load(identity) if checkpoint else None
+    if saved is not None:
+        first_epoch, best_state = checkpoint.restore(
+            saved, model=model, optimizer=optimizer, schedule=schedule,
+            generator=generator, stopper=stopper, result=result,
+        )  # fmt: skip
+        if result.stop_reason.startswith("stopped early"):
+            first_epoch = config.epochs + 1  # it had already stopped: nothing left to run
+    if session is None:
+        engine = LocalEngine(model)
+    else:
+        from compress.distributed.parallel import make_engine
 
-        val = evaluate(model, data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
-        if session is not None:  # one decision for all ranks: rank 0's numbers
-            from compress.distributed.parallel import share_from_driver
+        engine = make_engine(model, session, tuple(train.x.shape[1:]), config.batch_size)
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            model.train()
+            order = torch.randperm(len(train), generator=generator)
+            total_loss, seen = 0.0, 0
+            for start in range(0, len(order), config.batch_size):
+                index = order[start : start + config.batch_size]
+                if not engine.usable(len(index), config.batch_size) and len(order) > 1:
+                    continue
+                x = augment_batch(train.x[index], augment, generator)
+                y = train.y[index]
+                target = None
+                if teacher is not None and distill is not None:
+                    if teacher_logits is not None:
+                        target = teacher_logits[index]
+                    else:
+                        with torch.no_grad():
+                            target = teacher(x)
+                optimizer.zero_grad(set_to_none=True)
+                try:
+                    loss = engine.forward_backward(x, y, target, loss_fn)
+                except StageError as exc:
+                    raise type(exc)(f"epoch {epoch}: {exc}") from None
+                if config.grad_clip is not None:
+                    engine.clip_grads(config.grad_clip)
+                optimizer.step()
+                schedule.step_batch()
+                total_loss += loss * len(index)
+                seen += len(index)
+            lr = optimizer.param_groups[0]["lr"]
+            schedule.step_epoch()
+            engine.end_epoch()
 
-            val["loss"], val["accuracy"] = share_from_driver([val["loss"], val["accuracy"]])
-        metrics = {
-            "epoch": epoch,
-            "train_loss": total_loss / max(seen, 1),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "lr": lr,
-            "epochs": config.epochs,
-        }
-        result.history.append(metrics)
-        monitored = metrics[stopper.monitor]
-        if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
-            result.best_epoch, result.best = epoch, dict(metrics)
-            best_state = copy.deepcopy(model.state_dict())
-        if on_epoch_end is not None and is_driver:
-            on_epoch_end(epoch, metrics)
-        reason = stopper.stop_reason(monitored)
-        if reason is not None:
-            result.stop_reason = f"stopped early at epoch {epoch}: {reason}"
-            break
+            val = evaluate(model, data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
+            if session is not None:  # one decision for all ranks: rank 0's numbers
+                from compress.distributed.parallel import share_from_driver
+
+                val["loss"], val["accuracy"] = share_from_driver([val["loss"], val["accuracy"]])
+            metrics = {
+                "epoch": epoch,
+                "train_loss": total_loss / max(seen, 1),
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "lr": lr,
+                "epochs": config.epochs,
+            }
+            result.history.append(metrics)
+            monitored = metrics[stopper.monitor]
+            if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
+                result.best_epoch, result.best = epoch, dict(metrics)
+                best_state = copy.deepcopy(model.state_dict())
+            if on_epoch_end is not None and is_driver:
+                on_epoch_end(epoch, metrics)
+            reason = stopper.stop_reason(monitored)
+            if reason is not None:
+                result.stop_reason = f"stopped early at epoch {epoch}: {reason}"
+            if checkpoint is not None:
+                checkpoint.save(
+                    epoch, identity, model=model, optimizer=optimizer, schedule=schedule,
+                    generator=generator, stopper=stopper, result=result, best_state=best_state,
+                )  # fmt: skip
+            if reason is not None:
+                break
+    finally:
+        engine.close()
 
     model.load_state_dict(best_state)
     model.eval()

@@ -204,3 +204,108 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(reference, tmp_path, po
     assert _untimed(resumed.report) == _untimed(ref_report)
     assert _sha(out / "final" / "model.onnx") == _sha(ref_dir / "final" / "model.onnx")
     assert not [p for p in out.rglob("*.tmp")]
+
+
+# --------------------------------------------------------------------------- epoch resume
+
+LONG_STAGES = [
+    {"type": "train", "epochs": 8, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01},
+     "schedule": {"name": "cosine"}, "early_stopping": {"patience": 8}},
+    {"type": "prune", "ratio": 0.5, "steps": 2,
+     "finetune": {"epochs": 4, "optimizer": {"name": "momentum", "lr": 0.02}}},
+    {"type": "export"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory):
+    """One uninterrupted run of a recipe whose stages train for several epochs."""
+    root = tmp_path_factory.mktemp("long-reference")
+    path = write_recipe(root / "t.toml", tiny_recipe_dict(stages=LONG_STAGES))
+    run = run_cli("run", path, "--out", root / "run", cwd=root, out=root / "run")
+    assert run.returncode == 0, run.output
+    return root / "run", run.report
+
+
+def _epoch_saved(stage: str, fit: int):
+    def condition(out: Path) -> bool:
+        if (out / stage / "metrics.json").exists():
+            return False
+        return any(out.glob(f".resume/{stage}-*/fit-{fit}/state.json"))
+
+    return condition
+
+
+@pytest.mark.parametrize(
+    "stage, fit",
+    [("train", 1), ("prune", 2)],
+    ids=["mid-training, after an epoch", "mid-pruning, in the second fine-tune"],
+)
+def test_sigkill_mid_stage_resumes_from_the_last_epoch_with_identical_results(
+    long_reference, tmp_path, stage, fit
+):
+    ref_dir, ref_report = long_reference
+    out = tmp_path / "run"
+    path = write_recipe(tmp_path / "t.toml", tiny_recipe_dict(stages=LONG_STAGES))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compress", "run", str(path), "--out", str(out), "--quiet"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _kill_when(process, out, _epoch_saved(stage, fit))
+
+    resumed = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+
+    assert resumed.returncode == 0, resumed.output
+    record = next(s for s in resumed.report["stages"] if s["name"] == stage)
+    if stage == "train":
+        assert record["details"]["training"]["resumed_from_epoch"] >= 1
+    else:
+        steps = {step["step"]: step for step in record["details"]["steps"]}  # 0: unpruned
+        assert steps[1]["finetune"]["resumed_from_epoch"] == 4  # step 1 was complete
+        assert steps[2]["finetune"]["resumed_from_epoch"] >= 1
+    assert _untimed(resumed.report) == _untimed(ref_report)
+    # epoch by epoch, the resumed training saw the same losses as the uninterrupted one
+    ours, theirs = resumed.report["stages"][0], ref_report["stages"][0]
+    assert ours["details"]["training"]["history"] == theirs["details"]["training"]["history"]
+    assert _sha(out / "final" / "model.onnx") == _sha(ref_dir / "final" / "model.onnx")
+    assert not list(out.glob(".resume/*"))  # spent checkpoints are removed
+
+
+# --------------------------------------------------------------------------- disk full
+
+
+@pytest.mark.parametrize("limit_kib", [3, 40])
+def test_a_full_disk_is_one_clear_error_and_a_rerun_completes(tmp_path, limit_kib):
+    """RLIMIT_FSIZE makes writes past the limit fail (EFBIG) the way a full disk
+    does (ENOSPC); 3 KiB fails at the first report, 40 KiB part-way through."""
+    import resource
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_kib * 1024, limit_kib * 1024))
+
+    out = tmp_path / "run"
+    path = _recipe(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "compress", "run", str(path), "--out", str(out), "--quiet"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "free space and run the same command again" in errors[-1]
+    assert str(out) in errors[-1]
+    assert not list(out.rglob("*.tmp"))  # no half-written file left behind
+    for written in out.rglob("*.json"):  # and every file there is whole
+        json.loads(written.read_text())
+
+    rerun = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+    assert rerun.returncode == 0, rerun.output

@@ -522,3 +522,74 @@ def test_fit_with_teacher_trains_on_the_distillation_loss(monkeypatch):
     with torch.no_grad():
         expected = teacher(data.train.x[order])
     assert torch.allclose(seen, expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- epoch checkpoints
+
+
+class _Crash(Exception):
+    """Stands in for a kill after some epoch."""
+
+
+@pytest.mark.parametrize(
+    "optimizer, schedule",
+    [
+        (AdamConfig(name="adam", lr=0.01), OneCycleSchedule(name="onecycle")),
+        (SGDConfig(name="nesterov", lr=0.05), CosineSchedule(name="cosine", warmup_epochs=1)),
+        (RMSPropConfig(name="rmsprop", lr=0.005), StepSchedule(name="step", step_size=2)),
+    ],
+    ids=["adam+onecycle", "nesterov+warmup-cosine", "rmsprop+step"],
+)
+def test_a_fit_resumed_from_its_epoch_checkpoint_equals_an_uninterrupted_one(
+    tmp_path, optimizer, schedule
+):
+    from compress.training.checkpoint import EpochCheckpoint
+
+    data = tiny_bundle()
+    config = TrainingConfig(
+        epochs=5, batch_size=16, optimizer=optimizer, schedule=schedule, augment="crop-flip"
+    )
+    torch.manual_seed(0)
+    start = TinyCNN()
+    uninterrupted = copy.deepcopy(start)
+    expected = fit(uninterrupted, data, config, seed=1)
+
+    def crash_after_3(epoch, _metrics):
+        if epoch == 3:
+            raise _Crash
+
+    checkpoint = EpochCheckpoint(tmp_path / "fit-1")
+    with pytest.raises(_Crash):
+        fit(copy.deepcopy(start), data, config, seed=1, checkpoint=checkpoint,
+            on_epoch_end=crash_after_3)  # fmt: skip
+    resumed_model = copy.deepcopy(start)  # a new process starts from the same weights
+    resumed = fit(
+        resumed_model, data, config, seed=1, checkpoint=EpochCheckpoint(tmp_path / "fit-1")
+    )
+
+    assert resumed.resumed_from_epoch == 2  # epoch 3's checkpoint is written after the callback
+    assert resumed.history == expected.history
+    assert resumed.best_epoch == expected.best_epoch
+    for name, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
+
+
+def test_an_epoch_checkpoint_of_other_weights_or_a_torn_write_is_ignored(tmp_path):
+    from compress.training.checkpoint import EpochCheckpoint
+
+    data = tiny_bundle()
+    config = TrainingConfig(epochs=2, batch_size=16)
+    torch.manual_seed(0)
+    model = TinyCNN()
+    fit(copy.deepcopy(model), data, config, seed=1, checkpoint=EpochCheckpoint(tmp_path / "a"))
+
+    other = TinyCNN()  # different starting weights: a different fit call
+    result = fit(other, data, config, seed=1, checkpoint=EpochCheckpoint(tmp_path / "a"))
+    assert result.resumed_from_epoch is None
+
+    torn = tmp_path / "a" / "state.safetensors"  # the JSON no longer matches its tensors
+    torn.write_bytes(torn.read_bytes()[:-8] + b"\0" * 8)
+    result = fit(
+        copy.deepcopy(model), data, config, seed=1, checkpoint=EpochCheckpoint(tmp_path / "a")
+    )
+    assert result.resumed_from_epoch is None
