@@ -175,10 +175,23 @@ class CalibrationConfig(StrictModel):
 
 
 class QuantizeStageConfig(_StageBase):
-    """Quantize the current model to int8 with ONNX Runtime (QDQ format)."""
+    """Quantize the current model: int8 with ONNX Runtime (QDQ), or a codebook."""
 
     type: Literal["quantize"]
-    method: Literal["uniform"] = Field("uniform", description="Quantization family.")
+    method: Literal["uniform", "kmeans", "pow2"] = Field(
+        "uniform",
+        description="uniform: int8 static (QDQ). kmeans: per-layer k-means weight sharing "
+        "with 2^bits centroids (Deep Compression). pow2: weights snapped to 0 or +-2^k. "
+        "kmeans and pow2 shrink the file; ORT folds the codebook at load, so they run "
+        "as fast as fp32, not faster.",
+    )
+    bits: int = Field(
+        4, ge=2, le=8, description="Index bits per weight (kmeans, pow2); <= 4 packs two per byte."
+    )
+    skip: list[str] = Field(
+        default_factory=list,
+        description="Conv/Linear module names kept in float (kmeans, pow2).",
+    )
     mode: Literal["static"] = Field("static", description="static: calibrated activations.")
     activation_type: Literal["uint8", "int8"] = Field(
         "uint8",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from compress.errors import StageError
+from compress.quantization.codebook import encode_onnx
 from compress.quantization.static import count_runtime_ops, quantize_static_onnx
 from compress.recipe.stages import QuantizeStageConfig
 from compress.runtime.onnx_export import export_onnx
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
+
+REBUILD_OPS = {"Gather", "BitShift", "BitwiseAnd"}  # what the codebook subgraph runs
 
 
 @register_stage("quantize")
@@ -22,6 +26,40 @@ class QuantizeStage(Stage):
     config_class = QuantizeStageConfig
 
     def _run(self, ctx: RunContext) -> StageResult:
+        if self.config.method in ("kmeans", "pow2"):
+            return self._codebook(ctx)
+        return self._uniform(ctx)
+
+    def _codebook(self, ctx: RunContext) -> StageResult:
+        """Per-layer codebook weights: the file stores codebook + packed indices."""
+        config = self.config
+        unknown = set(config.skip) - {name for name, _ in ctx.model.named_modules()}
+        if unknown:
+            raise StageError(f"skip names no module: {', '.join(sorted(unknown))}")
+        fp32_path = ctx.workdir / "model.fp32.onnx"
+        export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
+        out_path = ctx.workdir / "model.onnx"
+        encoded = encode_onnx(fp32_path, out_path, config.method, config.bits, tuple(config.skip))
+        fp32_path.unlink()
+        runtime = count_runtime_ops(out_path, threads=ctx.recipe.runtime.threads)
+        details = {
+            "quantization": {
+                "method": config.method,
+                "bits": config.bits,
+                **encoded,
+                # True when ORT's optimizer turned the codebook subgraphs back into
+                # constant weights at load time (inference pays nothing for them)
+                "folded_by_runtime": not (
+                    {"Gather", "BitShift", "BitwiseAnd"} & set(runtime["ops"])
+                ),
+                **runtime,
+            }
+        }
+        # The float model passes through, as for int8: the export stage checks that
+        # the codebook model agrees with its predictions.
+        return StageResult(ctx.model, ctx.spec, onnx_path=out_path, details=details)
+
+    def _uniform(self, ctx: RunContext) -> StageResult:
         config = self.config
         fp32_path = ctx.workdir / "model.fp32.onnx"
         export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)

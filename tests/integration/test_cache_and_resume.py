@@ -309,3 +309,23 @@ def test_a_full_disk_is_one_clear_error_and_a_rerun_completes(tmp_path, limit_ki
 
     rerun = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
     assert rerun.returncode == 0, rerun.output
+
+
+def test_a_model_the_pruner_cannot_handle_fails_its_stage_clearly_and_keeps_the_rest(tmp_path):
+    recipe = tiny_recipe_dict(
+        stages=[{"type": "train", "epochs": 1}, {"type": "prune", "ratio": 0.5}, {"type": "export"}]
+    )
+    # the user's module sits beside the recipe, as it would in their project
+    (tmp_path / "odd_models.py").write_text((Path(__file__).parent / "_odd_models.py").read_text())
+    recipe["model"] = {"architecture": "odd_models:raw_conv"}
+    path = write_recipe(tmp_path / "t.toml", recipe)
+    out = tmp_path / "run"
+
+    run = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+
+    assert run.returncode == 3, run.output
+    assert "stage 'prune': torch-pruning failed at step 1" in run.output
+    assert "Traceback" not in run.output
+    assert run.report["status"] == "error"
+    assert (out / "final" / "model.onnx").is_file()  # the trained model is still saved
+    assert run.report["best_stage"] == "train"

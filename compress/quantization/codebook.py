@@ -1,0 +1,195 @@
+"""Non-uniform weight quantization: a small per-layer codebook plus packed indices.
+
+`kmeans`: Deep Compression's weight sharing, 2^bits centroids per layer found by
+1-D k-means (linear initialisation over [min, max], which the paper found best).
+`pow2`: every weight snapped to zero or a signed power of two (one sign bit, the
+rest an exponent range below the layer's largest magnitude).
+
+Both deploy as ordinary ONNX: each weight initializer is replaced by its codebook
+(float32, 2^bits values) and its indices packed into bytes (two 4-bit indices per
+byte up to 4 bits), and the graph rebuilds the weight with BitwiseAnd/BitShift,
+Gather and Reshape. ORT folds those constant subgraphs when the session loads, so
+inference runs the same float kernels as before: the gain is file size, not speed
+(measured, see docs/results.md).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.artifacts import atomic_path
+
+WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "ConvTranspose": 1}  # op -> weight input
+
+
+def kmeans_codebook(weights: np.ndarray, bits: int, iterations: int = 30) -> np.ndarray:
+    """2^bits centroids of the layer's weights (Lloyd's algorithm in 1-D)."""
+    values = weights.astype(np.float64).ravel()
+    levels = min(2**bits, len(np.unique(values)))
+    centroids = np.linspace(values.min(), values.max(), levels)
+    for _ in range(iterations):
+        assignment = assign(values, centroids)
+        sums = np.bincount(assignment, weights=values, minlength=levels)
+        counts = np.bincount(assignment, minlength=levels)
+        moved = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        if np.allclose(moved, centroids):
+            break
+        centroids = moved
+    return np.sort(centroids).astype(np.float32)
+
+
+def pow2_codebook(weights: np.ndarray, bits: int) -> np.ndarray:
+    """Zero and +-2^k for the 2^(bits-1) - 1 exponents k at and below the largest
+    magnitude (one bit is the sign, one code is zero)."""
+    largest = float(np.abs(weights).max())
+    if largest == 0:
+        return np.zeros(1, dtype=np.float32)
+    top = math.floor(math.log2(largest) + 0.5)  # nearest power of two to the largest weight
+    exponents = [top - i for i in range(2 ** (bits - 1) - 1)]
+    magnitudes = [2.0**k for k in exponents]
+    return np.sort(np.array([0.0, *magnitudes, *(-m for m in magnitudes)], dtype=np.float32))
+
+
+def assign(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Index of the nearest codebook entry for every value (codebook sorted)."""
+    flat = values.ravel()
+    upper = np.clip(np.searchsorted(codebook, flat), 1, len(codebook) - 1)
+    lower = upper - 1
+    nearer_lower = np.abs(flat - codebook[lower]) <= np.abs(flat - codebook[upper])
+    index = np.where(nearer_lower, lower, upper)
+    return (index if len(codebook) > 1 else np.zeros_like(index)).astype(np.int64)
+
+
+CODEBOOKS = {"kmeans": kmeans_codebook, "pow2": pow2_codebook}
+
+
+def _pack(indices: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """Indices as bytes: two per byte (low nibbles: first half) when bits <= 4."""
+    if bits > 4:
+        return indices.astype(np.uint8), 8
+    half = math.ceil(len(indices) / 2)
+    padded = np.zeros(2 * half, dtype=np.uint8)
+    padded[: len(indices)] = indices
+    return (padded[:half] | (padded[half:] << 4)).astype(np.uint8), 4
+
+
+def _rebuild(name: str, layer: int, shape, codebook, packed, width: int) -> tuple[list, list]:
+    """Initializers and nodes that recompute weight `name` from codebook + indices.
+
+    Internal names are short (`q3_codebook`): on small models the graph's own text
+    is a large share of the file.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    def n(suffix: str) -> str:
+        return f"q{layer}_{suffix}"
+
+    size = int(np.prod(shape))
+    tensors = [
+        numpy_helper.from_array(codebook.astype(np.float32), n("codebook")),
+        numpy_helper.from_array(packed, n("indices")),
+        numpy_helper.from_array(np.array(shape, dtype=np.int64), n("shape")),
+    ]
+    nodes = []
+    source = n("indices")
+    if width == 4:  # low nibbles hold the first half of the indices, high nibbles the rest
+        tensors += [
+            numpy_helper.from_array(np.array([15], dtype=np.uint8), n("mask")),
+            numpy_helper.from_array(np.array([4], dtype=np.uint8), n("four")),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), n("start")),
+            numpy_helper.from_array(np.array([size], dtype=np.int64), n("end")),
+        ]
+        nodes += [
+            helper.make_node("BitwiseAnd", [n("indices"), n("mask")], [n("low")]),
+            helper.make_node("BitShift", [n("indices"), n("four")], [n("high")], direction="RIGHT"),
+            helper.make_node("Concat", [n("low"), n("high")], [n("both")], axis=0),
+            helper.make_node("Slice", [n("both"), n("start"), n("end")], [n("unpacked")]),
+        ]
+        source = n("unpacked")
+    nodes += [
+        helper.make_node("Cast", [source], [n("i64")], to=TensorProto.INT64),
+        helper.make_node("Gather", [n("codebook"), n("i64")], [n("flat")], axis=0),
+        helper.make_node("Reshape", [n("flat"), n("shape")], [name]),
+    ]
+    return tensors, nodes
+
+
+def encode_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    method: str,
+    bits: int,
+    skip: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Replace every Conv/Gemm/MatMul weight by a codebook + packed indices rebuilt
+    in-graph.
+
+    Works on the exported file's weights, after the exporter folded BatchNorm into
+    the convolutions, so the codebook describes the weights that actually ship.
+
+    Args:
+        method: "kmeans" or "pow2".
+        skip: module names whose weights stay float (initializer "name.weight").
+
+    Returns what was encoded: layers, weights, bits per weight, file sizes.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(fp32_path))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    weight_names = {
+        node.input[WEIGHT_OPS[node.op_type]]
+        for node in graph.node
+        if node.op_type in WEIGHT_OPS and len(node.input) > WEIGHT_OPS[node.op_type]
+    }
+    encoded, kept, encoded_weights, stored_bits, stored_bytes = [], [], 0, 0, 0
+    errors: dict[str, float] = {}
+    new_nodes = []
+    for name in sorted(weight_names & initializers.keys()):
+        values = numpy_helper.to_array(initializers[name])
+        if values.dtype != np.float32 or values.size < 16 or name.rpartition(".")[0] in skip:
+            kept.append(name)  # skipped, or too small to be worth a subgraph
+            continue
+        codebook = CODEBOOKS[method](values, bits)
+        indices = assign(values, codebook)
+        errors[name] = float(np.abs(codebook[indices].reshape(values.shape) - values).mean())
+        packed, width = _pack(indices, bits)
+        graph.initializer.remove(initializers[name])
+        tensors, nodes = _rebuild(name, len(encoded), values.shape, codebook, packed, width)
+        graph.initializer.extend(tensors)
+        new_nodes += nodes
+        stored_bytes += sum(numpy_helper.to_array(t).nbytes for t in tensors)
+        encoded.append(name)
+        encoded_weights += int(values.size)
+        stored_bits += int(values.size) * width + 32 * len(codebook)  # as stored, packed
+    # the rebuilt weights must exist before the nodes that read them
+    old_nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(new_nodes + old_nodes)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 18:  # BitwiseAnd needs opset 18
+        for entry in model.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = 18
+    onnx.checker.check_model(model)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+    return {
+        "encoded": encoded,
+        "kept_float": kept,
+        "mean_abs_weight_error": errors,
+        "encoded_layers": len(encoded),
+        "encoded_weights": encoded_weights,
+        "bits_per_weight": stored_bits / max(encoded_weights, 1),
+        # the weights alone, before and after (the file also holds the graph)
+        "weight_bytes_fp32": 4 * encoded_weights,
+        "weight_bytes": stored_bytes,
+        "fp32_bytes": Path(fp32_path).stat().st_size,
+        "bytes": Path(out_path).stat().st_size,
+    }

@@ -1,0 +1,103 @@
+"""Compare quantization methods on one trained model: accuracy, file size, latency.
+
+Variants: fp32, static int8 (u8s8 QDQ, the quantize stage's default), k-means
+weight sharing and power-of-two weights at the given bit widths. Accuracy is
+the test split on ONNX Runtime; latency is interleaved across all variants
+(A B C ... A B C ...) on one thread at batch 1, median of per-round p50.
+
+Usage (after a run that saved a stage folder, e.g. the Fashion-MNIST teacher):
+    python scripts/compare_quantization.py --model runs/fashion-mnist/train \
+        --recipe recipes/fashion-mnist.toml --out docs/quantization-comparison.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from compress.data import load_data
+from compress.models import load_model
+from compress.quantization.codebook import encode_onnx
+from compress.quantization.static import quantize_static_onnx
+from compress.recipe import load_recipe
+from compress.recipe.stages import CalibrationConfig
+from compress.runtime.evaluate import onnx_accuracy
+from compress.runtime.latency import measure_latency, speedup
+from compress.runtime.onnx_export import export_onnx
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a stage folder (model.json)")
+    parser.add_argument("--recipe", type=Path, required=True, help="for data")
+    parser.add_argument("--bits", type=int, nargs="*", default=[4, 3])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("docs/quantization-comparison.md"))
+    args = parser.parse_args()
+
+    recipe = load_recipe(args.recipe)
+    data = load_data(recipe.data, recipe.seed)
+    model, spec = load_model(args.model)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="compare-quantization-") as scratch:
+        scratch = Path(scratch)
+        fp32 = export_onnx(model, spec.input_shape, scratch / "fp32.onnx")
+        rows.append({"variant": "fp32", "path": fp32, "bits": 32.0})
+        chosen = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+        int8 = scratch / "int8.onnx"
+        quantize_static_onnx(
+            fp32, int8, data.train.x[chosen[:512]].numpy(), calibration=CalibrationConfig()
+        )
+        rows.append({"variant": "static int8 (u8s8 QDQ)", "path": int8, "bits": 8.0})
+        for method in ("kmeans", "pow2"):
+            for bits in args.bits:
+                path = scratch / f"{method}{bits}.onnx"
+                info = encode_onnx(fp32, path, method, bits)
+                rows.append(
+                    {"variant": f"{method} {bits}-bit", "path": path,
+                     "bits": info["bits_per_weight"], "folded": info}
+                )  # fmt: skip
+        for row in rows:
+            row["accuracy"] = onnx_accuracy(row["path"], data.test)
+            row["bytes"] = row["path"].stat().st_size
+            print(f"{row['variant']}: {row['accuracy']:.2%}, {row['bytes']:,} bytes", flush=True)
+        stats = measure_latency(
+            [row["path"] for row in rows],
+            spec.input_shape,
+            threads=1,
+            batch_size=1,
+            warmup=20,
+            repeats=args.repeats,
+            rounds=args.rounds,
+        )
+    base = rows[0]
+    lines = [
+        "| variant | bits/weight | test accuracy | vs fp32 (pts) | file bytes | smaller | "
+        "p50 ms | speed-up (spread) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row, stat in zip(rows, stats):
+        ratio = speedup(stats[0], stat)
+        lines.append(
+            f"| {row['variant']} | {row['bits']:.2f} | {row['accuracy']:.2%} | "
+            f"{100 * (row['accuracy'] - base['accuracy']):+.2f} | {row['bytes']:,} | "
+            f"{base['bytes'] / row['bytes']:.2f}x | {stat.p50_ms:.4f} | "
+            f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    args.out.write_text(
+        "# Quantization methods compared\n\n"
+        f"`python scripts/compare_quantization.py --model {args.model} --recipe {args.recipe}`"
+        f"\n\nModel: {args.model} ({data.description}); test split {len(data.test):,} "
+        f"images; latency ORT CPU, 1 thread, batch 1, {args.rounds} interleaved rounds of "
+        f"{args.repeats}.\n\n{table}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Non-uniform quantization: k-means and power-of-two codebooks deployed as ONNX."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from compress.quantization.codebook import assign, encode_onnx, kmeans_codebook, pow2_codebook
+from compress.recipe.schema import TrainingConfig
+from compress.recipe.stages import QuantizeStageConfig
+from compress.runtime.evaluate import onnx_accuracy, onnx_predictions
+from compress.runtime.onnx_export import export_onnx
+from compress.stages.quantize import QuantizeStage
+from compress.testing import tiny_run_context
+from compress.training import fit
+
+pytestmark = pytest.mark.unit
+
+INPUT_SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def trained(digits_bundle, tmp_path_factory):
+    """A CNN [8, 16] trained 2 epochs on digits."""
+    ctx = tiny_run_context(tmp_path_factory.mktemp("trained"), digits_bundle)
+    fit(
+        ctx.model,
+        digits_bundle,
+        TrainingConfig(epochs=2, batch_size=32, optimizer={"name": "adam", "lr": 0.01}),
+        seed=0,
+    )
+    return ctx.model.eval()
+
+
+@pytest.fixture(scope="module")
+def fp32(trained, tmp_path_factory):
+    return export_onnx(trained, INPUT_SHAPE, tmp_path_factory.mktemp("fp32") / "fp32.onnx")
+
+
+def test_kmeans_finds_the_clusters_of_clustered_weights():
+    rng = np.random.default_rng(0)
+    centres = np.array([-0.5, -0.1, 0.2, 0.7])
+    weights = rng.choice(centres, 4000) + rng.normal(0, 0.01, 4000)
+
+    codebook = kmeans_codebook(weights.astype(np.float32), bits=2)
+
+    np.testing.assert_allclose(codebook, centres, atol=0.01)
+
+
+def test_pow2_codebook_is_zero_and_signed_powers_of_two():
+    codebook = pow2_codebook(np.array([0.9, -0.3, 0.01], dtype=np.float32), bits=3)
+
+    assert len(codebook) == 2**3 - 1  # sign bit; one code for zero
+    magnitudes = np.abs(codebook[codebook != 0])
+    np.testing.assert_array_equal(np.log2(magnitudes), np.round(np.log2(magnitudes)))
+    assert 0.0 in codebook and magnitudes.max() == 1.0  # 2^0 is nearest to 0.9
+
+
+def test_assign_picks_the_nearest_entry():
+    codebook = np.array([-1.0, 0.0, 0.5, 2.0], dtype=np.float32)
+    values = np.array([-3, -0.4, 0.26, 0.24, 1.3, 9], dtype=np.float32)
+
+    np.testing.assert_array_equal(assign(values, codebook), [0, 1, 2, 1, 3, 3])
+
+
+@pytest.mark.parametrize("method, bits, tolerance", [("kmeans", 4, 0.03), ("pow2", 4, 0.06)])
+def test_codebook_onnx_runs_on_ort_small_and_close_to_fp32(
+    fp32, tmp_path, digits_bundle, method, bits, tolerance
+):
+    out = tmp_path / f"{method}.onnx"
+
+    info = encode_onnx(fp32, out, method, bits)
+
+    assert info["encoded_layers"] == 3  # both convolutions and the classifier
+    # 4-bit indices plus the codebooks (16 floats a layer: a lot for a 72-weight layer)
+    assert 4 <= info["bits_per_weight"] < 5.5
+    # the weights shrink ~6x (8x for the indices, less the codebooks); the file less,
+    # as a model this small is mostly graph
+    assert info["weight_bytes"] < info["weight_bytes_fp32"] / 5
+    assert info["bytes"] < info["fp32_bytes"]
+    fp32_accuracy = onnx_accuracy(fp32, digits_bundle.test)
+    assert fp32_accuracy > 0.8
+    assert abs(onnx_accuracy(out, digits_bundle.test) - fp32_accuracy) <= tolerance
+    # each rebuilt weight takes at most 2^bits distinct values
+    graph = onnx.load(str(out)).graph
+    codebooks = [i for i in graph.initializer if i.name.endswith("_codebook")]
+    assert len(codebooks) == 3
+    assert all(len(numpy_helper.to_array(c)) <= 2**bits for c in codebooks)
+    # and the file's batch axis still works
+    assert onnx_predictions(out, digits_bundle.test.x[:7].numpy(), batch_size=7).shape == (7, 10)
+
+
+def test_eight_bit_codebooks_store_one_index_per_byte(fp32, tmp_path, digits_bundle):
+    out = tmp_path / "k8.onnx"
+    info = encode_onnx(fp32, out, "kmeans", 8)
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32)).graph.initializer}
+    stored = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    for layer, name in enumerate(info["encoded"]):
+        assert stored[f"q{layer}_indices"].dtype == np.uint8
+        assert stored[f"q{layer}_indices"].size == weights[name].size
+    fp32_accuracy = onnx_accuracy(fp32, digits_bundle.test)
+    assert abs(onnx_accuracy(out, digits_bundle.test) - fp32_accuracy) <= 0.01
+
+
+def test_quantize_stage_kmeans_reports_codebooks_and_ort_folding(tmp_path, digits_bundle, trained):
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
+    config = QuantizeStageConfig.model_validate(
+        {"type": "quantize", "method": "kmeans", "bits": 4, "skip": ["classifier"]}
+    )
+
+    result = QuantizeStage(config, "quantize").run(ctx)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    details = result.details["quantization"]
+    assert details["encoded_layers"] == 2
+    assert details["kept_float"] == ["classifier.weight"]
+    # ORT's optimizer turns the constant codebook subgraphs back into plain weights
+    assert details["folded_by_runtime"] is True
+    assert "Gather" not in details["ops"]
+
+
+def test_quantize_stage_rejects_an_unknown_skip_name(tmp_path, digits_bundle, trained):
+    from compress.errors import StageError
+
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
+    config = QuantizeStageConfig.model_validate(
+        {"type": "quantize", "method": "pow2", "skip": ["features.99"]}
+    )
+    with pytest.raises(StageError, match="features.99"):
+        QuantizeStage(config, "quantize").run(ctx)
