@@ -1,6 +1,7 @@
 """Compare quantization methods on one trained model: accuracy, file size, latency.
 
-Variants: fp32, static int8 (u8s8 QDQ, the quantize stage's default), k-means
+Variants: fp32, static int8 (u8s8 QDQ, the quantize stage's default), the same with
+the accuracy-aware fallback (validation drop <= 1 point), k-means
 weight sharing and power-of-two weights at the given bit widths. Accuracy is
 the test split on ONNX Runtime; latency is interleaved across all variants
 (A B C ... A B C ...) on one thread at batch 1, median of per-round p50.
@@ -21,6 +22,7 @@ import torch
 from compress.data import load_data
 from compress.models import load_model
 from compress.quantization.codebook import encode_onnx
+from compress.quantization.fallback import restore_accuracy
 from compress.quantization.static import quantize_static_onnx
 from compress.recipe import load_recipe
 from compress.recipe.stages import CalibrationConfig
@@ -53,6 +55,20 @@ def main() -> None:
             fp32, int8, data.train.x[chosen[:512]].numpy(), calibration=CalibrationConfig()
         )
         rows.append({"variant": "static int8 (u8s8 QDQ)", "path": int8, "bits": 8.0})
+        # the same, with the accuracy-aware fallback (validation drop <= 1 point)
+        rescued = scratch / "int8-fallback.onnx"
+        rescued.write_bytes(int8.read_bytes())
+        settings = {"activation_type": "uint8", "weight_type": "int8", "per_channel": True,
+                    "calibration": CalibrationConfig()}  # fmt: skip
+        fallback = restore_accuracy(
+            fp32, rescued, data.train.x[chosen[:512]].numpy(), data.val.x.numpy(),
+            data.val.y.numpy(), settings, drop_max=0.01, max_layers=8,
+        )  # fmt: skip
+        print(f"fallback: float layers {fallback['float_layers']}", flush=True)
+        rows.append(
+            {"variant": f"static int8 + fallback ({len(fallback['float_layers'])} float layers)",
+             "path": rescued, "bits": 8.0}
+        )  # fmt: skip
         for method in ("kmeans", "pow2"):
             for bits in args.bits:
                 path = scratch / f"{method}{bits}.onnx"
@@ -87,6 +103,16 @@ def main() -> None:
             f"{100 * (row['accuracy'] - base['accuracy']):+.2f} | {row['bytes']:,} | "
             f"{base['bytes'] / row['bytes']:.2f}x | {stat.p50_ms:.4f} | "
             f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) |"
+        )
+    if fallback.get("sensitivity"):
+        worst = ", ".join(
+            f"{row['node']} ({row['logit_mse']:.3g})" for row in fallback["sensitivity"][:3]
+        )
+        lines.append(
+            f"\nFallback: int8 validation accuracy {fallback['int8_val_accuracy']:.2%} vs fp32 "
+            f"{fallback['fp32_val_accuracy']:.2%}; most sensitive layers (logit MSE when "
+            f"quantized alone): {worst}; returned to float: "
+            f"{', '.join(fallback['float_layers'])}."
         )
     table = "\n".join(lines)
     print(table)

@@ -39,6 +39,7 @@ SECTIONS = [
     ("prune.finetune", stages.FinetuneConfig),
     ('[[stages]] type = "quantize"', stages.QuantizeStageConfig),
     ("quantize.calibration", stages.CalibrationConfig),
+    ("quantize.fallback", stages.FallbackConfig),
     ('[[stages]] type = "export"', stages.ExportStageConfig),
     ("[tune]", tune.TuneConfig),
 ]

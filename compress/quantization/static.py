@@ -80,6 +80,8 @@ def quantize_static_onnx(
     weight_type: str = "int8",
     per_channel: bool = True,
     calibration: CalibrationConfig | None = None,
+    exclude: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Pre-process, calibrate and quantize an fp32 ONNX model to QDQ int8.
 
@@ -90,6 +92,9 @@ def quantize_static_onnx(
         activation_type, weight_type: "uint8" / "int8".
         per_channel: per-output-channel weight scales.
         calibration: method and its parameters.
+        exclude: node names (of the pre-processed graph, see `quantizable_nodes`)
+            left in float.
+        only: quantize these nodes and no others (per-layer sensitivity).
 
     Returns:
         The settings used, for the report.
@@ -122,6 +127,8 @@ def quantize_static_onnx(
                 per_channel=per_channel,
                 calibrate_method=method,
                 extra_options=extra,
+                nodes_to_exclude=list(exclude),
+                nodes_to_quantize=list(only) if only is not None else None,
             )
     return {
         "format": "QDQ",
@@ -132,7 +139,21 @@ def quantize_static_onnx(
         "calibration": calibration.model_dump(),
         "calibration_samples": int(len(calibration_x)),
         "preprocessed": True,
+        "float_nodes": list(exclude),
     }
+
+
+def quantizable_nodes(fp32_path: str | Path) -> list[str]:
+    """Names of the Conv/Gemm/MatMul nodes quantization would convert, as named in
+    the pre-processed graph (the names `exclude` and `only` take), in graph order."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
 
 
 def count_runtime_ops(path: str | Path, threads: int = 1) -> dict[str, Any]:

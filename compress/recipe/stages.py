@@ -174,6 +174,20 @@ class CalibrationConfig(StrictModel):
     )
 
 
+class FallbackConfig(StrictModel):
+    """Accuracy-aware fallback for static int8: worst layers return to float.
+
+    The layers int8 hurts most (each quantized alone, logit error measured on
+    validation samples) return to float one at a time until validation accuracy
+    is back within the allowed drop.
+    """
+
+    val_accuracy_drop_max: float = Field(
+        0.01, ge=0, le=1, description="Allowed validation-accuracy drop vs the float model."
+    )
+    max_layers: int = Field(8, gt=0, description="Most layers returned to float.")
+
+
 class QuantizeStageConfig(_StageBase):
     """Quantize the current model: int8 with ONNX Runtime (QDQ), or a codebook."""
 
@@ -192,7 +206,18 @@ class QuantizeStageConfig(_StageBase):
         default_factory=list,
         description="Conv/Linear module names kept in float (kmeans, pow2).",
     )
-    mode: Literal["static"] = Field("static", description="static: calibrated activations.")
+    mode: Literal["static", "dynamic"] = Field(
+        "static",
+        description="static: calibrated activations (QDQ). dynamic: activations "
+        "quantized per batch at run time, for MatMul/Gemm models (slow on convolutions).",
+    )
+    fallback: FallbackConfig | None = Field(
+        None, description="Static mode: return sensitive layers to float (see its table)."
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Static mode: ONNX node names always left in float.",
+    )
     activation_type: Literal["uint8", "int8"] = Field(
         "uint8",
         description="uint8 (u8s8) runs all convs in int8 on x86; int8 (s8s8) often does not.",
@@ -207,6 +232,8 @@ class QuantizeStageConfig(_StageBase):
     def _supported_pair(self) -> QuantizeStageConfig:
         if self.activation_type == "int8" and self.weight_type == "uint8":
             raise ValueError("activation_type int8 with weight_type uint8 is not supported by ORT")
+        if self.mode == "dynamic" and (self.fallback is not None or self.exclude):
+            raise ValueError("fallback and exclude apply to mode 'static' only")
         return self
 
 

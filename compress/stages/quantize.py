@@ -6,6 +6,8 @@ import torch
 
 from compress.errors import StageError
 from compress.quantization.codebook import encode_onnx
+from compress.quantization.dynamic import quantize_dynamic_onnx
+from compress.quantization.fallback import restore_accuracy
 from compress.quantization.static import count_runtime_ops, quantize_static_onnx
 from compress.recipe.stages import QuantizeStageConfig
 from compress.runtime.onnx_export import export_onnx
@@ -63,21 +65,45 @@ class QuantizeStage(Stage):
         config = self.config
         fp32_path = ctx.workdir / "model.fp32.onnx"
         export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        train = ctx.data.train
-        count = min(config.calibration.samples, len(train))
-        chosen = torch.randperm(len(train), generator=generator)[:count]
         int8_path = ctx.workdir / "model.onnx"
-        settings = quantize_static_onnx(
-            fp32_path,
-            int8_path,
-            train.x[chosen].numpy(),
-            activation_type=config.activation_type,
-            weight_type=config.weight_type,
-            per_channel=config.per_channel,
-            calibration=config.calibration,
-        )
+        if config.mode == "dynamic":
+            settings = quantize_dynamic_onnx(
+                fp32_path, int8_path, weight_type=config.weight_type, per_channel=config.per_channel
+            )
+        else:
+            settings = self._static(ctx, fp32_path, int8_path)
         ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
         fp32_path.unlink()  # the int8 file is the artifact; fp32 lives in the previous stage
         details = {"quantization": {**settings, **ops}}
         return StageResult(ctx.model, ctx.spec, onnx_path=int8_path, details=details)
+
+    def _static(self, ctx: RunContext, fp32_path, int8_path) -> dict:
+        config = self.config
+        generator = torch.Generator().manual_seed(ctx.seed)
+        train = ctx.data.train
+        count = min(config.calibration.samples, len(train))
+        chosen = torch.randperm(len(train), generator=generator)[:count]
+        calibration_x = train.x[chosen].numpy()
+        settings = {
+            "activation_type": config.activation_type,
+            "weight_type": config.weight_type,
+            "per_channel": config.per_channel,
+            "calibration": config.calibration,
+        }
+        report = quantize_static_onnx(
+            fp32_path, int8_path, calibration_x, **settings, exclude=tuple(config.exclude)
+        )
+        if config.fallback is not None:
+            report["fallback"] = restore_accuracy(
+                fp32_path,
+                int8_path,
+                calibration_x,
+                ctx.data.val.x.numpy(),
+                ctx.data.val.y.numpy(),
+                settings,
+                config.fallback.val_accuracy_drop_max,
+                config.fallback.max_layers,
+                always_float=tuple(config.exclude),
+            )
+            report["float_nodes"] = list(config.exclude) + report["fallback"]["float_layers"]
+        return report

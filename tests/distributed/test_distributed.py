@@ -43,7 +43,7 @@ def single_process(kind: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "mode, kind",
-    [("ddp", "cnn"), ("ddp", "mlp"), ("pipeline", "mlp"), ("pipeline", "cnn")],
+    [("ddp", "cnn"), ("pipeline", "mlp"), ("pipeline", "cnn")],
 )
 def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, mode, kind):
     out = tmp_path / "rank0.safetensors"
@@ -127,7 +127,12 @@ def compress_cli(*args: str, cwd: Path, timeout: float = 300):
     return run, time.monotonic() - started
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "pipeline"])
+@pytest.mark.parametrize(
+    "strategy",
+    # the pipeline path through the CLI differs from ddp only in the engine, which the
+    # tests above cover; run it end to end with `pytest -m slow`
+    ["ddp", pytest.param("pipeline", marks=pytest.mark.slow)],
+)
 def test_nproc_2_runs_the_digits_recipe_and_writes_one_report(tmp_path, strategy):
     out = tmp_path / "run"
     run, _ = compress_cli(

@@ -277,10 +277,10 @@ def test_sigkill_mid_stage_resumes_from_the_last_epoch_with_identical_results(
 # --------------------------------------------------------------------------- disk full
 
 
-@pytest.mark.parametrize("limit_kib", [3, 40])
+@pytest.mark.parametrize("limit_kib", [40])
 def test_a_full_disk_is_one_clear_error_and_a_rerun_completes(tmp_path, limit_kib):
     """RLIMIT_FSIZE makes writes past the limit fail (EFBIG) the way a full disk
-    does (ENOSPC); 3 KiB fails at the first report, 40 KiB part-way through."""
+    does (ENOSPC); 40 KiB lets the stages run and fails part-way through the reports."""
     import resource
 
     def limit_file_size():
