@@ -123,7 +123,7 @@ def encode_onnx(
     out_path: str | Path,
     method: str,
     bits: int,
-    skip: tuple[str, ...] = (),
+    layers: dict[str, int | str] | None = None,
 ) -> dict[str, Any]:
     """Replace every Conv/Gemm/MatMul weight by a codebook + packed indices rebuilt
     in-graph.
@@ -133,7 +133,9 @@ def encode_onnx(
 
     Args:
         method: "kmeans" or "pow2".
-        skip: module names whose weights stay float (initializer "name.weight").
+        bits: index bits of layers `layers` does not name.
+        layers: module name -> its bits, or "skip" to keep it float (its weight
+            initializer is "<module>.weight").
 
     Returns what was encoded: layers, weights, bits per weight, file sizes.
     """
@@ -150,22 +152,25 @@ def encode_onnx(
     }
     encoded, kept, encoded_weights, stored_bits, stored_bytes = [], [], 0, 0, 0
     errors: dict[str, float] = {}
+    bits_of: dict[str, int] = {}
     new_nodes = []
     for name in sorted(weight_names & initializers.keys()):
         values = numpy_helper.to_array(initializers[name])
-        if values.dtype != np.float32 or values.size < 16 or name.rpartition(".")[0] in skip:
+        layer_bits = (layers or {}).get(name.rpartition(".")[0], bits)
+        if values.dtype != np.float32 or values.size < 16 or layer_bits == "skip":
             kept.append(name)  # skipped, or too small to be worth a subgraph
             continue
-        codebook = CODEBOOKS[method](values, bits)
+        codebook = CODEBOOKS[method](values, layer_bits)
         indices = assign(values, codebook)
         errors[name] = float(np.abs(codebook[indices].reshape(values.shape) - values).mean())
-        packed, width = _pack(indices, bits)
+        packed, width = _pack(indices, layer_bits)
         graph.initializer.remove(initializers[name])
         tensors, nodes = _rebuild(name, len(encoded), values.shape, codebook, packed, width)
         graph.initializer.extend(tensors)
         new_nodes += nodes
         stored_bytes += sum(numpy_helper.to_array(t).nbytes for t in tensors)
         encoded.append(name)
+        bits_of[name] = layer_bits
         encoded_weights += int(values.size)
         stored_bits += int(values.size) * width + 32 * len(codebook)  # as stored, packed
     # the rebuilt weights must exist before the nodes that read them
@@ -182,6 +187,7 @@ def encode_onnx(
         onnx.save(model, str(tmp))
     return {
         "encoded": encoded,
+        "bits": bits_of,
         "kept_float": kept,
         "mean_abs_weight_error": errors,
         "encoded_layers": len(encoded),

@@ -202,21 +202,32 @@ class QuantizeStageConfig(_StageBase):
     bits: int = Field(
         4, ge=2, le=8, description="Index bits per weight (kmeans, pow2); <= 4 packs two per byte."
     )
-    skip: list[str] = Field(
-        default_factory=list,
-        description="Conv/Linear module names kept in float (kmeans, pow2).",
+    layers: dict[str, Annotated[int, Field(ge=2, le=8)] | Literal["skip"]] = Field(
+        default_factory=dict,
+        description="kmeans, pow2: per-layer bits or 'skip' (kept float), by Conv/Linear "
+        "module name or 're:' pattern; an exact name beats a pattern beats `bits`.",
     )
     mode: Literal["static", "dynamic"] = Field(
         "static",
         description="static: calibrated activations (QDQ). dynamic: activations "
         "quantized per batch at run time, for MatMul/Gemm models (slow on convolutions).",
     )
+    format: Literal["qdq", "auto"] = Field(
+        "qdq",
+        description="qdq: the configured static/dynamic settings. auto: build u8s8 QDQ, "
+        "s8s8 QDQ and dynamic int8, measure each interleaved against fp32 on the "
+        "recipe's runtime, keep the fastest within auto_val_accuracy_drop_max, or keep "
+        "fp32 when none is faster (the report says why).",
+    )
+    auto_val_accuracy_drop_max: float = Field(
+        0.01, ge=0, le=1, description="format = 'auto': allowed validation-accuracy drop."
+    )
     fallback: FallbackConfig | None = Field(
         None, description="Static mode: return sensitive layers to float (see its table)."
     )
     exclude: list[str] = Field(
         default_factory=list,
-        description="Static mode: ONNX node names always left in float.",
+        description="Static mode: ONNX node names (or 're:' patterns) always left in float.",
     )
     activation_type: Literal["uint8", "int8"] = Field(
         "uint8",
@@ -234,6 +245,8 @@ class QuantizeStageConfig(_StageBase):
             raise ValueError("activation_type int8 with weight_type uint8 is not supported by ORT")
         if self.mode == "dynamic" and (self.fallback is not None or self.exclude):
             raise ValueError("fallback and exclude apply to mode 'static' only")
+        if self.format == "auto" and (self.fallback is not None or self.exclude):
+            raise ValueError("format 'auto' compares whole-model formats: drop fallback/exclude")
         return self
 
 

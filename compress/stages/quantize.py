@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from compress.errors import StageError
+from compress.quantization.auto import search
 from compress.quantization.codebook import encode_onnx
 from compress.quantization.dynamic import quantize_dynamic_onnx
 from compress.quantization.fallback import restore_accuracy
-from compress.quantization.static import count_runtime_ops, quantize_static_onnx
+from compress.quantization.layers import resolve_per_layer
+from compress.quantization.static import (
+    count_runtime_ops,
+    quantizable_nodes,
+    quantize_static_onnx,
+)
 from compress.recipe.stages import QuantizeStageConfig
 from compress.runtime.onnx_export import export_onnx
 from compress.stages.base import RunContext, Stage, StageResult
@@ -35,13 +41,16 @@ class QuantizeStage(Stage):
     def _codebook(self, ctx: RunContext) -> StageResult:
         """Per-layer codebook weights: the file stores codebook + packed indices."""
         config = self.config
-        unknown = set(config.skip) - {name for name, _ in ctx.model.named_modules()}
-        if unknown:
-            raise StageError(f"skip names no module: {', '.join(sorted(unknown))}")
+        weighted = [
+            name
+            for name, module in ctx.model.named_modules()
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear))
+        ]
+        per_layer = resolve_per_layer(weighted, config.layers, config.bits, "layers")
         fp32_path = ctx.workdir / "model.fp32.onnx"
         export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
         out_path = ctx.workdir / "model.onnx"
-        encoded = encode_onnx(fp32_path, out_path, config.method, config.bits, tuple(config.skip))
+        encoded = encode_onnx(fp32_path, out_path, config.method, config.bits, per_layer)
         fp32_path.unlink()
         runtime = count_runtime_ops(out_path, threads=ctx.recipe.runtime.threads)
         details = {
@@ -66,7 +75,9 @@ class QuantizeStage(Stage):
         fp32_path = ctx.workdir / "model.fp32.onnx"
         export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
         int8_path = ctx.workdir / "model.onnx"
-        if config.mode == "dynamic":
+        if config.format == "auto":
+            settings = self._auto(ctx, fp32_path, int8_path)
+        elif config.mode == "dynamic":
             settings = quantize_dynamic_onnx(
                 fp32_path, int8_path, weight_type=config.weight_type, per_channel=config.per_channel
             )
@@ -77,21 +88,45 @@ class QuantizeStage(Stage):
         details = {"quantization": {**settings, **ops}}
         return StageResult(ctx.model, ctx.spec, onnx_path=int8_path, details=details)
 
-    def _static(self, ctx: RunContext, fp32_path, int8_path) -> dict:
-        config = self.config
+    def _calibration_x(self, ctx: RunContext):
         generator = torch.Generator().manual_seed(ctx.seed)
         train = ctx.data.train
-        count = min(config.calibration.samples, len(train))
+        count = min(self.config.calibration.samples, len(train))
         chosen = torch.randperm(len(train), generator=generator)[:count]
-        calibration_x = train.x[chosen].numpy()
+        return train.x[chosen].numpy()
+
+    def _auto(self, ctx: RunContext, fp32_path, out_path) -> dict:
+        config = self.config
+        return search(
+            fp32_path,
+            out_path,
+            self._calibration_x(ctx),
+            ctx.data.val.x.numpy(),
+            ctx.data.val.y.numpy(),
+            ctx.recipe.runtime,
+            ctx.spec.input_shape,
+            config.auto_val_accuracy_drop_max,
+            per_channel=config.per_channel,
+            calibration=config.calibration,
+        )
+
+    def _static(self, ctx: RunContext, fp32_path, int8_path) -> dict:
+        config = self.config
+        calibration_x = self._calibration_x(ctx)
         settings = {
             "activation_type": config.activation_type,
             "weight_type": config.weight_type,
             "per_channel": config.per_channel,
             "calibration": config.calibration,
         }
+        always_float: tuple[str, ...] = ()
+        if config.exclude:  # node names or patterns, resolved against the graph ORT quantizes
+            nodes = quantizable_nodes(fp32_path)
+            patterns = {entry: "float" for entry in config.exclude}
+            chosen = resolve_per_layer(nodes, patterns, "int8", "exclude")
+            always_float = tuple(node for node in nodes if chosen[node] == "float")
         report = quantize_static_onnx(
-            fp32_path, int8_path, calibration_x, **settings, exclude=tuple(config.exclude)
+            fp32_path, int8_path, calibration_x, **settings, exclude=always_float
         )
         if config.fallback is not None:
             report["fallback"] = restore_accuracy(
@@ -103,7 +138,7 @@ class QuantizeStage(Stage):
                 settings,
                 config.fallback.val_accuracy_drop_max,
                 config.fallback.max_layers,
-                always_float=tuple(config.exclude),
+                always_float=always_float,
             )
-            report["float_nodes"] = list(config.exclude) + report["fallback"]["float_layers"]
+            report["float_nodes"] = list(always_float) + report["fallback"]["float_layers"]
         return report

@@ -107,8 +107,10 @@ def test_eight_bit_codebooks_store_one_index_per_byte(fp32, tmp_path, digits_bun
 def test_quantize_stage_kmeans_reports_codebooks_and_ort_folding(tmp_path, digits_bundle, trained):
     ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
     config = QuantizeStageConfig.model_validate(
-        {"type": "quantize", "method": "kmeans", "bits": 4, "skip": ["classifier"]}
-    )
+        {"type": "quantize", "method": "kmeans", "bits": 4,
+         # exact name beats pattern beats `bits`; "skip" keeps a layer float
+         "layers": {"classifier": "skip", "re:features\\..*": 2, "features.0": 8}}
+    )  # fmt: skip
 
     result = QuantizeStage(config, "quantize").run(ctx)
 
@@ -116,17 +118,31 @@ def test_quantize_stage_kmeans_reports_codebooks_and_ort_folding(tmp_path, digit
     details = result.details["quantization"]
     assert details["encoded_layers"] == 2
     assert details["kept_float"] == ["classifier.weight"]
+    assert details["bits"] == {"features.0.weight": 8, "features.4.weight": 2}
     # ORT's optimizer turns the constant codebook subgraphs back into plain weights
     assert details["folded_by_runtime"] is True
     assert "Gather" not in details["ops"]
 
 
-def test_quantize_stage_rejects_an_unknown_skip_name(tmp_path, digits_bundle, trained):
+@pytest.mark.parametrize("layers", [{"features.99": "skip"}, {"re:head\\..*": 4}])
+def test_quantize_stage_rejects_layer_names_that_match_nothing(
+    tmp_path, digits_bundle, trained, layers
+):
     from compress.errors import StageError
 
     ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
     config = QuantizeStageConfig.model_validate(
-        {"type": "quantize", "method": "pow2", "skip": ["features.99"]}
+        {"type": "quantize", "method": "pow2", "layers": layers}
     )
-    with pytest.raises(StageError, match="features.99"):
+    with pytest.raises(StageError, match="layers"):
         QuantizeStage(config, "quantize").run(ctx)
+
+
+def test_per_layer_precedence_exact_then_first_pattern_then_default():
+    from compress.quantization.layers import resolve_per_layer
+
+    names = ["features.0", "features.4", "head.1", "classifier"]
+    overrides = {"re:features\\..*": 2, "re:.*\\.1": 3, "features.4": 8, "re:head.*": 5}
+    assert resolve_per_layer(names, overrides, 4, "layers") == {
+        "features.0": 2, "features.4": 8, "head.1": 3, "classifier": 4,
+    }  # fmt: skip

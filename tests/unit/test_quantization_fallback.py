@@ -134,3 +134,21 @@ def test_sensitivity_ranking_is_reproducible(fp32, digits_bundle):
     second = rank_layers(fp32, calibration, x, settings)
     assert [r["node"] for r in first] == [r["node"] for r in second]
     assert np.isclose(first[0]["logit_mse"], second[0]["logit_mse"])
+
+
+def test_exclude_takes_exact_node_names_and_patterns(fp32, sensitive, digits_bundle, tmp_path):
+    from compress.errors import StageError
+
+    writer, reader, classifier = quantizable_nodes(fp32)
+    ctx = tiny_run_context(tmp_path / "a", digits_bundle, model=sensitive)
+    config = QuantizeStageConfig.model_validate(
+        {"type": "quantize", "exclude": [writer, f"re:{reader}"]}
+    )
+    details = QuantizeStage(config, "quantize").run(ctx).details["quantization"]
+    assert details["float_nodes"] == [writer, reader]
+    assert details["ops"].get("QGemm", 0) == 1  # only the classifier is int8
+
+    ctx = tiny_run_context(tmp_path / "b", digits_bundle, model=sensitive)
+    config = QuantizeStageConfig.model_validate({"type": "quantize", "exclude": ["no_such_node"]})
+    with pytest.raises(StageError, match="no_such_node"):
+        QuantizeStage(config, "quantize").run(ctx)
