@@ -207,10 +207,14 @@ class QuantizeStageConfig(_StageBase):
         description="kmeans, pow2: per-layer bits or 'skip' (kept float), by Conv/Linear "
         "module name or 're:' pattern; an exact name beats a pattern beats `bits`.",
     )
-    mode: Literal["static", "dynamic"] = Field(
+    mode: Literal["static", "dynamic", "int4"] = Field(
         "static",
         description="static: calibrated activations (QDQ). dynamic: activations "
-        "quantized per batch at run time, for MatMul/Gemm models (slow on convolutions).",
+        "quantized per batch at run time, for MatMul/Gemm models (slow on convolutions). "
+        "int4: weight-only block-wise 4-bit MatMul (transformers' Linear layers).",
+    )
+    block_size: int = Field(
+        32, ge=16, description="mode 'int4': input features sharing one scale (power of 2)."
     )
     format: Literal["qdq", "auto"] = Field(
         "qdq",
@@ -243,8 +247,10 @@ class QuantizeStageConfig(_StageBase):
     def _supported_pair(self) -> QuantizeStageConfig:
         if self.activation_type == "int8" and self.weight_type == "uint8":
             raise ValueError("activation_type int8 with weight_type uint8 is not supported by ORT")
-        if self.mode == "dynamic" and (self.fallback is not None or self.exclude):
+        if self.mode != "static" and (self.fallback is not None or self.exclude):
             raise ValueError("fallback and exclude apply to mode 'static' only")
+        if self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size must be a power of 2, got {self.block_size}")
         if self.format == "auto" and (self.fallback is not None or self.exclude):
             raise ValueError("format 'auto' compares whole-model formats: drop fallback/exclude")
         return self

@@ -9,6 +9,7 @@ from compress.quantization.auto import search
 from compress.quantization.codebook import encode_onnx
 from compress.quantization.dynamic import quantize_dynamic_onnx
 from compress.quantization.fallback import restore_accuracy
+from compress.quantization.int4 import quantize_int4_weights
 from compress.quantization.layers import resolve_per_layer
 from compress.quantization.static import (
     count_runtime_ops,
@@ -77,6 +78,8 @@ class QuantizeStage(Stage):
         int8_path = ctx.workdir / "model.onnx"
         if config.format == "auto":
             settings = self._auto(ctx, fp32_path, int8_path)
+        elif config.mode == "int4":
+            settings = quantize_int4_weights(fp32_path, int8_path, block_size=config.block_size)
         elif config.mode == "dynamic":
             settings = quantize_dynamic_onnx(
                 fp32_path, int8_path, weight_type=config.weight_type, per_channel=config.per_channel

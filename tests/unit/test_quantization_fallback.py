@@ -152,3 +152,34 @@ def test_exclude_takes_exact_node_names_and_patterns(fp32, sensitive, digits_bun
     config = QuantizeStageConfig.model_validate({"type": "quantize", "exclude": ["no_such_node"]})
     with pytest.raises(StageError, match="no_such_node"):
         QuantizeStage(config, "quantize").run(ctx)
+
+
+def test_int4_mode_stores_transformer_matmuls_in_4_bits(digits_bundle, tmp_path):
+    from compress.recipe.schema import TransformerConfig
+
+    torch.manual_seed(0)
+    config = TransformerConfig(patch_size=2, embed_dim=32, num_heads=2, depth=1)
+    model = build_model(config, INPUT_SHAPE, 10)
+    fit(model, digits_bundle, TrainingConfig(epochs=3, batch_size=32,
+        optimizer={"name": "adam", "lr": 0.003}), seed=0)  # fmt: skip
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=model.eval())
+    stage = QuantizeStageConfig.model_validate({"type": "quantize", "mode": "int4"})
+
+    result = QuantizeStage(stage, "quantize").run(ctx)
+
+    details = result.details["quantization"]
+    assert details["int4_matmuls"] >= 4  # qkv, proj, fc1, fc2
+    assert details["ops"].get("MatMulNBits", 0) >= 4  # and ORT runs them as such
+    fp32 = export_onnx(model, INPUT_SHAPE, tmp_path / "fp32.onnx")
+    assert result.onnx_path.stat().st_size < fp32.stat().st_size
+    assert abs(onnx_accuracy(result.onnx_path, digits_bundle.test)
+               - onnx_accuracy(fp32, digits_bundle.test)) <= 0.05  # fmt: skip
+
+
+def test_int4_mode_on_a_model_without_matmuls_says_so(tmp_path):
+    from compress.errors import StageError
+
+    ctx = tiny_run_context(tmp_path)
+    stage = QuantizeStageConfig.model_validate({"type": "quantize", "mode": "int4"})
+    with pytest.raises(StageError, match="MatMul"):
+        QuantizeStage(stage, "quantize").run(ctx)
