@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from compress.distributed.session import Session
-from compress.errors import AgreedStop, StageError
+from compress.errors import AgreedStop
 from compress.models.stats import count_macs, count_params
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -130,7 +130,7 @@ def pipeline_parts(model: nn.Module) -> list[nn.Module]:
         return list(model.pipeline_parts())
     if isinstance(model, nn.Sequential):
         return list(model)
-    raise StageError(
+    raise AgreedStop(
         f"distributed.strategy 'pipeline': cannot split a {type(model).__name__} into "
         "stages; give it a pipeline_parts() method returning its layers in order, or "
         "use strategy 'ddp'"
@@ -144,7 +144,7 @@ def split_parts(parts: list[nn.Module], input_shape: tuple[int, ...], stages: in
     tensor received from the previous stage, which autograd forbids.
     """
     if len(parts) < stages:
-        raise StageError(
+        raise AgreedStop(
             f"distributed.strategy 'pipeline': the model has {len(parts)} layers to "
             f"split over {stages} ranks"
         )
@@ -166,7 +166,7 @@ def split_parts(parts: list[nn.Module], input_shape: tuple[int, ...], stages: in
         while getattr(parts[cut], "inplace", False) and cut + 1 <= len(parts) - (stages - k):
             cut += 1
         if getattr(parts[cut], "inplace", False):
-            raise StageError(
+            raise AgreedStop(
                 "distributed.strategy 'pipeline': every split point falls before an "
                 "in-place activation; use fewer ranks or strategy 'ddp'"
             )
