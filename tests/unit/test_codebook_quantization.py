@@ -8,35 +8,14 @@ import pytest
 from onnx import numpy_helper
 
 from compress.quantization.codebook import assign, encode_onnx, kmeans_codebook, pow2_codebook
-from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import QuantizeStageConfig
 from compress.runtime.evaluate import onnx_accuracy, onnx_predictions
-from compress.runtime.onnx_export import export_onnx
 from compress.stages.quantize import QuantizeStage
 from compress.testing import tiny_run_context
-from compress.training import fit
 
 pytestmark = pytest.mark.unit
 
 INPUT_SHAPE = (1, 8, 8)
-
-
-@pytest.fixture(scope="module")
-def trained(digits_bundle, tmp_path_factory):
-    """A CNN [8, 16] trained 2 epochs on digits."""
-    ctx = tiny_run_context(tmp_path_factory.mktemp("trained"), digits_bundle)
-    fit(
-        ctx.model,
-        digits_bundle,
-        TrainingConfig(epochs=2, batch_size=32, optimizer={"name": "adam", "lr": 0.01}),
-        seed=0,
-    )
-    return ctx.model.eval()
-
-
-@pytest.fixture(scope="module")
-def fp32(trained, tmp_path_factory):
-    return export_onnx(trained, INPUT_SHAPE, tmp_path_factory.mktemp("fp32") / "fp32.onnx")
 
 
 def test_kmeans_finds_the_clusters_of_clustered_weights():

@@ -9,35 +9,14 @@ from onnx import numpy_helper
 from pydantic import ValidationError
 
 from compress.quantization.static import count_runtime_ops, quantize_static_onnx
-from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import CalibrationConfig, QuantizeStageConfig
 from compress.runtime.evaluate import onnx_accuracy
-from compress.runtime.onnx_export import export_onnx
 from compress.stages.quantize import QuantizeStage
 from compress.testing import tiny_run_context
-from compress.training import fit
 
 pytestmark = pytest.mark.unit
 
 INPUT_SHAPE = (1, 8, 8)
-
-
-@pytest.fixture(scope="module")
-def trained(digits_bundle, tmp_path_factory):
-    """A CNN [8, 16] trained 2 epochs on digits (test accuracy ~0.9)."""
-    ctx = tiny_run_context(tmp_path_factory.mktemp("trained"), digits_bundle)
-    fit(
-        ctx.model,
-        digits_bundle,
-        TrainingConfig(epochs=2, batch_size=32, optimizer={"name": "adam", "lr": 0.01}),
-        seed=0,
-    )
-    return ctx.model.eval()
-
-
-@pytest.fixture(scope="module")
-def fp32(trained, tmp_path_factory):
-    return export_onnx(trained, INPUT_SHAPE, tmp_path_factory.mktemp("fp32") / "fp32.onnx")
 
 
 @pytest.fixture(scope="module")
