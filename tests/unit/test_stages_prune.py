@@ -13,31 +13,17 @@ from torch import nn
 import compress.stages.prune as prune_module
 from compress.models.stats import count_macs, count_params
 from compress.pruning.unstructured import overall_sparsity
-from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import PruneStageConfig
 from compress.runtime.onnx_export import export_onnx
 from compress.stages.prune import PruneStage
 from compress.testing import tiny_run_context
-from compress.training import evaluate, fit
+from compress.training import evaluate
 
 pytestmark = pytest.mark.unit
 
 INPUT_SHAPE = (1, 8, 8)
 DENSE_PARAMS = 1_442  # CNN [8, 16] on 1x8x8, 10 classes
 DENSE_MACS = 23_200
-
-
-@pytest.fixture(scope="module")
-def trained(digits_bundle, tmp_path_factory):
-    """A CNN [8, 16] trained 2 epochs on digits (val accuracy ~0.9)."""
-    ctx = tiny_run_context(tmp_path_factory.mktemp("trained"), digits_bundle)
-    fit(
-        ctx.model,
-        digits_bundle,
-        TrainingConfig(epochs=2, batch_size=32, optimizer={"name": "adam", "lr": 0.01}),
-        seed=0,
-    )
-    return ctx.model.eval()
 
 
 def _context(tmp_path, data, trained, **recipe):
