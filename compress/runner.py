@@ -243,6 +243,10 @@ class Runner:
         from compress.runtime.sessions import check_providers
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # A kill during an atomic write leaves its temporary sibling behind; it never
+        # passes for an artifact (hidden, *.tmp), but it is litter: clear it.
+        for stale in self.out_dir.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         atomic_write_text(self.out_dir / "recipe.resolved.toml", self.recipe.to_toml())
         self._emit("on_run_start", self.recipe.name, str(self.out_dir), self.stage_names)
         self._write_report()  # status "running": even a crash in stage 1 leaves a report

@@ -187,7 +187,7 @@ def encode_onnx(
         onnx.save(model, str(tmp))
     return {
         "encoded": encoded,
-        "bits": bits_of,
+        "layer_bits": bits_of,
         "kept_float": kept,
         "mean_abs_weight_error": errors,
         "encoded_layers": len(encoded),

@@ -1,4 +1,9 @@
-"""`quantize`: int8 static quantization of the current model on ONNX Runtime (QDQ)."""
+"""`quantize`: make the deployable model smaller (and, where the CPU allows, faster).
+
+uniform: ONNX Runtime int8, static QDQ (default, with an optional accuracy-aware
+fallback), dynamic, weight-only int4 for MatMul, or `format = "auto"` to measure the
+candidates; kmeans / pow2: per-layer codebook weights.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +31,11 @@ REBUILD_OPS = {"Gather", "BitShift", "BitwiseAnd"}  # what the codebook subgraph
 
 @register_stage("quantize")
 class QuantizeStage(Stage):
-    """Export fp32, calibrate on training samples, write an int8 QDQ model.
+    """Export fp32, then write the quantized ONNX model the config asks for.
 
     The float torch model passes through unchanged (the export stage checks the
-    int8 model against it); the deployable artifact is the int8 ONNX file.
+    quantized model's predictions against it); the deployable artifact is the
+    quantized ONNX file, and the details record what actually runs in int8.
     """
 
     config_class = QuantizeStageConfig
@@ -61,9 +67,7 @@ class QuantizeStage(Stage):
                 **encoded,
                 # True when ORT's optimizer turned the codebook subgraphs back into
                 # constant weights at load time (inference pays nothing for them)
-                "folded_by_runtime": not (
-                    {"Gather", "BitShift", "BitwiseAnd"} & set(runtime["ops"])
-                ),
+                "folded_by_runtime": not (REBUILD_OPS & set(runtime["ops"])),
                 **runtime,
             }
         }

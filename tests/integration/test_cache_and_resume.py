@@ -171,6 +171,7 @@ def test_a_half_written_stage_folder_is_never_reused(reference, tmp_path):
     onnx = out / "prune" / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:50])
     (out / "prune" / ".model.onnx.abc.tmp").write_bytes(b"partial")
+    (out / ".report.json.abc.tmp").write_bytes(b"{partial")  # killed mid-report
 
     rerun = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
 

@@ -97,7 +97,8 @@ def test_quantize_stage_kmeans_reports_codebooks_and_ort_folding(tmp_path, digit
     details = result.details["quantization"]
     assert details["encoded_layers"] == 2
     assert details["kept_float"] == ["classifier.weight"]
-    assert details["bits"] == {"features.0.weight": 8, "features.4.weight": 2}
+    assert details["bits"] == 4  # the default; the layers' own:
+    assert details["layer_bits"] == {"features.0.weight": 8, "features.4.weight": 2}
     # ORT's optimizer turns the constant codebook subgraphs back into plain weights
     assert details["folded_by_runtime"] is True
     assert "Gather" not in details["ops"]
