@@ -49,6 +49,15 @@ def fp32(sensitive, tmp_path_factory):
     return export_onnx(sensitive, INPUT_SHAPE, tmp_path_factory.mktemp("fp32") / "fp32.onnx")
 
 
+def _plain_mlp(data):
+    """An MLP [64] trained 3 epochs on digits, with no outlier: int8 suits it."""
+    torch.manual_seed(0)
+    model = build_model(MLPConfig(hidden=[64]), INPUT_SHAPE, 10)
+    config = TrainingConfig(epochs=3, batch_size=32, optimizer={"name": "adam", "lr": 0.01})
+    fit(model, data, config, seed=0)
+    return model.eval()
+
+
 def test_the_outlier_unit_breaks_plain_int8(fp32, digits_bundle, tmp_path):
     int8 = tmp_path / "int8.onnx"
     quantize_static_onnx(fp32, int8, digits_bundle.train.x[:256].numpy())
@@ -88,11 +97,8 @@ def test_fallback_returns_the_sensitive_layer_to_float_and_restores_accuracy(
 
 
 def test_fallback_is_not_run_when_int8_already_meets_the_budget(digits_bundle, tmp_path):
-    torch.manual_seed(0)
-    model = build_model(MLPConfig(hidden=[64]), INPUT_SHAPE, 10)
-    fit(model, digits_bundle, TrainingConfig(epochs=3, batch_size=32,
-        optimizer={"name": "adam", "lr": 0.01}), seed=0)  # fmt: skip
-    ctx = tiny_run_context(tmp_path, digits_bundle, model=model.eval())
+    model = _plain_mlp(digits_bundle)
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=model)
     config = QuantizeStageConfig.model_validate(
         {"type": "quantize", "fallback": {"val_accuracy_drop_max": 0.05}}
     )
@@ -101,11 +107,8 @@ def test_fallback_is_not_run_when_int8_already_meets_the_budget(digits_bundle, t
 
 
 def test_dynamic_mode_quantizes_matmuls_and_stays_accurate(sensitive, digits_bundle, tmp_path):
-    torch.manual_seed(0)
-    model = build_model(MLPConfig(hidden=[64]), INPUT_SHAPE, 10)
-    fit(model, digits_bundle, TrainingConfig(epochs=3, batch_size=32,
-        optimizer={"name": "adam", "lr": 0.01}), seed=0)  # fmt: skip
-    ctx = tiny_run_context(tmp_path, digits_bundle, model=model.eval())
+    model = _plain_mlp(digits_bundle)
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=model)
     config = QuantizeStageConfig.model_validate({"type": "quantize", "mode": "dynamic"})
 
     result = QuantizeStage(config, "quantize").run(ctx)
