@@ -28,11 +28,11 @@ ARCHITECTURES: Registry[Builder] = Registry("architecture")
 
 
 class CNN(nn.Module):
-    """VGG-style conv blocks, global average pool, optional hidden layer, classifier."""
+    """VGG-style conv blocks, global average pool (or flatten), optional hidden layer, classifier."""
 
     def __init__(self, config: CNNConfig, input_shape: tuple[int, ...], num_classes: int):
         super().__init__()
-        channels, height, _ = input_shape
+        channels, height, width_px = input_shape
         layers: list[nn.Module] = []
         for width in config.widths:
             for _ in range(config.convs_per_block):
@@ -44,8 +44,13 @@ class CNN(nn.Module):
             if height >= 4:  # keep at least 2x2 before the global pool
                 layers.append(nn.MaxPool2d(2))
                 height //= 2
+                width_px //= 2
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        if config.pool == "avg":
+            self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
+        else:  # keep where on the map a feature fired: the linear layers see every position
+            self.pool = nn.Identity()
+            channels *= height * width_px
         head: list[nn.Module] = [nn.Flatten()]
         if config.hidden:
             head += [nn.Linear(channels, config.hidden), nn.ReLU(inplace=True)]

@@ -25,13 +25,15 @@ from compress.runtime.latency import measure_with_runtime, speedup
 FP32 = "fp32 (kept)"
 
 
-def candidates(calibration_x: np.ndarray, per_channel: bool, calibration) -> dict[str, Callable]:
+def candidates(
+    calibration_x: np.ndarray, per_channel: bool, calibration, reduce_range: bool = False
+) -> dict[str, Callable]:
     """Name -> function(fp32_path, out_path) for every format tried."""
 
     def static(activation: str) -> Callable:
         return lambda src, dst: quantize_static_onnx(
             src, dst, calibration_x, activation_type=activation, weight_type="int8",
-            per_channel=per_channel, calibration=calibration,
+            per_channel=per_channel, calibration=calibration, reduce_range=reduce_range,
         )  # fmt: skip
 
     return {
@@ -75,6 +77,7 @@ def search(
     drop_max: float,
     per_channel: bool = True,
     calibration=None,
+    reduce_range: bool = False,
 ) -> dict[str, Any]:
     """Try every candidate; write the chosen model (or fp32) to `out_path`."""
 
@@ -85,7 +88,9 @@ def search(
     with tempfile.TemporaryDirectory(prefix="compress-auto-") as scratch:
         built: dict[str, Path] = {}
         failures: dict[str, str] = {}
-        for name, build in candidates(calibration_x, per_channel, calibration).items():
+        for name, build in candidates(
+            calibration_x, per_channel, calibration, reduce_range
+        ).items():
             path = Path(scratch) / f"{name.replace(' ', '-')}.onnx"
             try:
                 build(fp32_path, path)

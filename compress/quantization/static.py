@@ -82,6 +82,8 @@ def quantize_static_onnx(
     calibration: CalibrationConfig | None = None,
     exclude: tuple[str, ...] = (),
     only: tuple[str, ...] | None = None,
+    fixed_qparams: dict[str, tuple[float, int]] | None = None,
+    reduce_range: bool = False,
 ) -> dict[str, Any]:
     """Pre-process, calibrate and quantize an fp32 ONNX model to QDQ int8.
 
@@ -95,22 +97,32 @@ def quantize_static_onnx(
         exclude: node names (of the pre-processed graph, see `quantizable_nodes`)
             left in float.
         only: quantize these nodes and no others (per-layer sensitivity).
+        reduce_range: 7-bit weights ([-64, 64]): u8s8 cannot saturate on CPUs
+            without VNNI (see `compress.runtime.machine.int8_saturates`).
+        fixed_qparams: activation tensor name -> (scale, zero point) used instead of
+            the calibrated range (QAT's learned scales); ORT derives the int32 bias
+            scales from them, which a later edit of the file would leave stale.
 
     Returns:
         The settings used, for the report.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     calibration = calibration or CalibrationConfig()
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method, extra = _calibration_options(calibration)
+    if fixed_qparams:
+        zero_type = np.uint8 if activation_type == "uint8" else np.int8
+        extra = {
+            **extra,
+            "TensorQuantOverrides": {
+                name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, zero_type)}]
+                for name, (scale, zero) in fixed_qparams.items()
+            },
+        }
     with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        try:
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-        except Exception as exc:  # ORT's pre-processing raises assorted types
-            raise StageError(f"ONNX Runtime quantization pre-processing failed: {exc}") from exc
+        preprocess(fp32_path, prepared)
         import onnx
 
         input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
@@ -125,6 +137,7 @@ def quantize_static_onnx(
                 activation_type=types[activation_type],
                 weight_type=types[weight_type],
                 per_channel=per_channel,
+                reduce_range=reduce_range,
                 calibrate_method=method,
                 extra_options=extra,
                 nodes_to_exclude=list(exclude),
@@ -136,6 +149,7 @@ def quantize_static_onnx(
         "weight_type": weight_type,
         "scheme": f"{_SHORT[activation_type]}{_SHORT[weight_type]}",
         "per_channel": per_channel,
+        "reduce_range": reduce_range,
         "calibration": calibration.model_dump(),
         "calibration_samples": int(len(calibration_x)),
         "preprocessed": True,
@@ -143,15 +157,25 @@ def quantize_static_onnx(
     }
 
 
+def preprocess(fp32_path: str | Path, out_path: str | Path) -> None:
+    """ORT's quantization pre-processing: shape inference and Conv/BN fusion. The
+    graph it writes is the one quantization sees (node and tensor names included)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
+    except Exception as exc:  # ORT's pre-processing raises assorted types
+        raise StageError(f"ONNX Runtime quantization pre-processing failed: {exc}") from exc
+
+
 def quantizable_nodes(fp32_path: str | Path) -> list[str]:
     """Names of the Conv/Gemm/MatMul nodes quantization would convert, as named in
     the pre-processed graph (the names `exclude` and `only` take), in graph order."""
     import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        preprocess(fp32_path, prepared)
         graph = onnx.load(str(prepared), load_external_data=False).graph
     return [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
 

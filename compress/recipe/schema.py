@@ -92,6 +92,11 @@ class CNNConfig(_ModelBase):
     )
     convs_per_block: int = Field(1, gt=0, description="3x3 convolutions per block.")
     batch_norm: bool = Field(True, description="BatchNorm after each convolution.")
+    pool: Literal["avg", "flatten"] = Field(
+        "avg",
+        description="Head input: 'avg' global-average-pools the last feature map; 'flatten' "
+        "keeps its spatial layout (more classifier weights, same conv MACs).",
+    )
     hidden: int = Field(0, ge=0, description="Width of a hidden linear layer (0: none).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier.")
 

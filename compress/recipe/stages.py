@@ -12,8 +12,10 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from compress.recipe.schema import (
+    AdamConfig,
     Budgets,
     ModelConfig,
+    OptimizerConfig,
     StrictModel,
     TrainingConfig,
 )
@@ -188,6 +190,21 @@ class FallbackConfig(StrictModel):
     max_layers: int = Field(8, gt=0, description="Most layers returned to float.")
 
 
+class QATConfig(FinetuneConfig):
+    """Quantization-aware training (mode = 'qat'): fine-tune with fake quantization.
+
+    `distill = true` (the default) adds the distillation loss against the stage's
+    fp32 input model (`distill_from = 'input'`) or the run's teacher.
+    """
+
+    epochs: int = Field(2, gt=0, description="QAT epochs.")
+    distill: bool = Field(True, description="Distil from the fp32 model while training.")
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: AdamConfig(name="adam", lr=1e-4),
+        description="Optimizer table (small steps: the model is already trained).",
+    )
+
+
 class QuantizeStageConfig(_StageBase):
     """Quantize the current model: int8 with ONNX Runtime (QDQ), or a codebook."""
 
@@ -207,11 +224,16 @@ class QuantizeStageConfig(_StageBase):
         description="kmeans, pow2: per-layer bits or 'skip' (kept float), by Conv/Linear "
         "module name or 're:' pattern; an exact name beats a pattern beats `bits`.",
     )
-    mode: Literal["static", "dynamic", "int4"] = Field(
+    mode: Literal["static", "dynamic", "qat", "int4"] = Field(
         "static",
         description="static: calibrated activations (QDQ). dynamic: activations "
         "quantized per batch at run time, for MatMul/Gemm models (slow on convolutions). "
-        "int4: weight-only block-wise 4-bit MatMul (transformers' Linear layers).",
+        "qat: static QDQ whose scales and weights are trained with fake quantization "
+        "(see `qat`). int4: weight-only block-wise 4-bit MatMul (transformers' Linear "
+        "layers).",
+    )
+    qat: QATConfig = Field(
+        default_factory=QATConfig, description="mode 'qat': the training table."
     )
     block_size: int = Field(
         32, ge=16, description="mode 'int4': input features sharing one scale (power of 2)."
@@ -239,6 +261,13 @@ class QuantizeStageConfig(_StageBase):
     )
     weight_type: Literal["int8", "uint8"] = Field("int8", description="Weight integer type.")
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
+    reduce_range: bool | Literal["auto"] = Field(
+        "auto",
+        description="7-bit weights (static, qat, auto). On x86 without VNNI, ORT's u8s8 "
+        "kernels add two u8*s8 products in int16 and saturate with 8-bit weights (measured: "
+        "int8 results off exact arithmetic); 7 bits cannot overflow. 'auto': on where the "
+        "CPU running the pipeline lacks VNNI.",
+    )
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig, description="Calibration table."
     )
@@ -249,6 +278,13 @@ class QuantizeStageConfig(_StageBase):
             raise ValueError("activation_type int8 with weight_type uint8 is not supported by ORT")
         if self.mode != "static" and (self.fallback is not None or self.exclude):
             raise ValueError("fallback and exclude apply to mode 'static' only")
+        if self.mode == "qat" and (
+            not self.per_channel or self.weight_type != "int8" or self.format != "qdq"
+        ):
+            raise ValueError(
+                "mode 'qat' trains ORT's per-channel symmetric int8 weights: it needs "
+                "per_channel = true, weight_type = 'int8' and format = 'qdq'"
+            )
         if self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size must be a power of 2, got {self.block_size}")
         if self.format == "auto" and (self.fallback is not None or self.exclude):

@@ -7,6 +7,8 @@ candidates; kmeans / pow2: per-layer codebook weights.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -16,15 +18,23 @@ from compress.quantization.dynamic import quantize_dynamic_onnx
 from compress.quantization.fallback import restore_accuracy
 from compress.quantization.int4 import quantize_int4_weights
 from compress.quantization.layers import resolve_per_layer
+from compress.quantization.qat import (
+    activation_qparams,
+    attach,
+    match_points,
+    shared_qparams,
+)
 from compress.quantization.static import (
     count_runtime_ops,
     quantizable_nodes,
     quantize_static_onnx,
 )
 from compress.recipe.stages import QuantizeStageConfig
+from compress.runtime.machine import int8_saturates
 from compress.runtime.onnx_export import export_onnx
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
+from compress.training.loop import evaluate, train_on
 
 REBUILD_OPS = {"Gather", "BitShift", "BitwiseAnd"}  # what the codebook subgraph runs
 
@@ -43,6 +53,8 @@ class QuantizeStage(Stage):
     def _run(self, ctx: RunContext) -> StageResult:
         if self.config.method in ("kmeans", "pow2"):
             return self._codebook(ctx)
+        if self.config.mode == "qat":
+            return self._qat(ctx)
         return self._uniform(ctx)
 
     def _codebook(self, ctx: RunContext) -> StageResult:
@@ -95,6 +107,88 @@ class QuantizeStage(Stage):
         details = {"quantization": {**settings, **ops}}
         return StageResult(ctx.model, ctx.spec, onnx_path=int8_path, details=details)
 
+    def _qat(self, ctx: RunContext) -> StageResult:
+        """Calibrate, train the scales and weights with fake quantization, re-quantize."""
+        config = self.config
+        settings = {
+            "activation_type": config.activation_type,
+            "weight_type": config.weight_type,
+            "per_channel": True,
+            "calibration": config.calibration,
+            "reduce_range": self._reduce_range(),
+        }
+        calibration_x = self._calibration_x(ctx)
+        fp32_path = ctx.workdir / "model.fp32.onnx"
+        calibrated_path = ctx.workdir / "model.calibrated.onnx"
+        export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
+        quantize_static_onnx(fp32_path, calibrated_path, calibration_x, **settings)
+        qparams = activation_qparams(calibrated_path)
+        match_x = calibration_x[: min(len(calibration_x), 16)]
+        points, unmatched = match_points(ctx.model, fp32_path, list(qparams), match_x)
+
+        model = copy.deepcopy(ctx.model)
+        teacher = None
+        if config.qat.distill:
+            use_teacher = config.qat.distill_from == "teacher" and ctx.teacher is not None
+            teacher = copy.deepcopy(ctx.teacher if use_teacher else ctx.model).eval()
+        fake = attach(
+            model, points, qparams, shared_qparams(calibrated_path), settings["reduce_range"]
+        )
+        before = evaluate(model, ctx.data.val)["accuracy"]
+        # Fake-quant hooks cannot travel in a training job to other ranks (a job is a
+        # structure and weights), so QAT trains in this process even in a distributed run.
+        result = train_on(
+            model,
+            ctx.data,
+            config.qat,
+            ctx.seed,
+            augment=ctx.recipe.data.augment,
+            teacher=teacher,
+            distill=config.qat if teacher is not None else None,
+            on_epoch_end=ctx.on_epoch_end,
+            checkpoint=ctx.epoch_checkpoint(),
+        )
+        after = evaluate(model, ctx.data.val)["accuracy"]
+        learned = fake.learned()
+        fake.detach()
+        model.eval()
+
+        trained_path = ctx.workdir / "model.trained.fp32.onnx"
+        export_onnx(model, ctx.spec.input_shape, trained_path, debug=ctx.debug)
+        int8_path = ctx.workdir / "model.onnx"
+        fixed = {qparams[name]["tensor"]: value for name, value in learned.items()}
+        report = quantize_static_onnx(
+            trained_path, int8_path, calibration_x, **settings, fixed_qparams=fixed
+        )
+        for scratch in (fp32_path, calibrated_path, trained_path):
+            scratch.unlink()
+        summary = result.summary()
+        summary.pop("history")
+        report["qat"] = {
+            "epochs": config.qat.epochs,
+            "distill": teacher is not None,
+            "fit": summary,
+            "val_accuracy_fake_quant_before": before,
+            "val_accuracy_fake_quant_after": after,
+            "learned_tensors": len(learned),
+            # tensors no torch module computes (e.g. a functional op's output inside
+            # forward): they keep ranges calibrated on the trained model
+            "calibrated_tensors": unmatched,
+            "scales": {
+                name: {"calibrated": qparams[name]["scale"], "learned": scale}
+                for name, (scale, _) in learned.items()
+            },
+        }
+        report["mode"] = "qat"
+        ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
+        details = {"quantization": {**report, **ops}}
+        return StageResult(model, ctx.spec, onnx_path=int8_path, details=details)
+
+    def _reduce_range(self) -> bool:
+        if self.config.reduce_range == "auto":
+            return int8_saturates()
+        return self.config.reduce_range
+
     def _calibration_x(self, ctx: RunContext):
         generator = torch.Generator().manual_seed(ctx.seed)
         train = ctx.data.train
@@ -115,6 +209,7 @@ class QuantizeStage(Stage):
             config.auto_val_accuracy_drop_max,
             per_channel=config.per_channel,
             calibration=config.calibration,
+            reduce_range=self._reduce_range(),
         )
 
     def _static(self, ctx: RunContext, fp32_path, int8_path) -> dict:
@@ -125,6 +220,7 @@ class QuantizeStage(Stage):
             "weight_type": config.weight_type,
             "per_channel": config.per_channel,
             "calibration": config.calibration,
+            "reduce_range": self._reduce_range(),
         }
         always_float: tuple[str, ...] = ()
         if config.exclude:  # node names or patterns, resolved against the graph ORT quantizes

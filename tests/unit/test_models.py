@@ -46,11 +46,12 @@ def _input(batch: int = 5, shape=(1, 8, 8)) -> torch.Tensor:
     [
         CNNConfig(widths=[8, 16]),
         CNNConfig(widths=[4, 8, 8], convs_per_block=2, batch_norm=False, hidden=12, dropout=0.1),
+        CNNConfig(widths=[4, 8], pool="flatten", hidden=12),
         ResNetConfig(widths=[4, 8]),
         ResNetConfig(widths=[4, 8, 8], blocks_per_stage=2, stem_stride=2),
         MLPConfig(hidden=[16, 8]),
     ],
-    ids=["cnn", "cnn-deep", "resnet", "resnet-strided", "mlp"],
+    ids=["cnn", "cnn-deep", "cnn-flatten", "resnet", "resnet-strided", "mlp"],
 )
 @pytest.mark.parametrize("input_shape", [(1, 8, 8), (3, 16, 16)], ids=["1x8x8", "3x16x16"])
 def test_builtin_architecture_forward_shape(config, input_shape):
