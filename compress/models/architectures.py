@@ -28,7 +28,7 @@ ARCHITECTURES: Registry[Builder] = Registry("architecture")
 
 
 class CNN(nn.Module):
-    """VGG-style conv blocks, global average pool (or flatten), optional hidden layer, classifier."""
+    """VGG-style conv blocks, average pool (or flatten), optional hidden layer, classifier."""
 
     def __init__(self, config: CNNConfig, input_shape: tuple[int, ...], num_classes: int):
         super().__init__()

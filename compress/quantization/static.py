@@ -116,7 +116,9 @@ def quantize_static_onnx(
         extra = {
             **extra,
             "TensorQuantOverrides": {
-                name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, zero_type)}]
+                name: [
+                    {"scale": np.array(scale, np.float32), "zero_point": np.array(zero, zero_type)}
+                ]
                 for name, (scale, zero) in fixed_qparams.items()
             },
         }

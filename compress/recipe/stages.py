@@ -232,9 +232,7 @@ class QuantizeStageConfig(_StageBase):
         "(see `qat`). int4: weight-only block-wise 4-bit MatMul (transformers' Linear "
         "layers).",
     )
-    qat: QATConfig = Field(
-        default_factory=QATConfig, description="mode 'qat': the training table."
-    )
+    qat: QATConfig = Field(default_factory=QATConfig, description="mode 'qat': the training table.")
     block_size: int = Field(
         32, ge=16, description="mode 'int4': input features sharing one scale (power of 2)."
     )

@@ -166,14 +166,16 @@ def test_detach_leaves_the_plain_float_model(trained):
     assert not model._forward_pre_hooks and not hasattr(model, "_qat_fake_quants")
 
 
-def test_qat_stage_writes_an_int8_model_as_fast_as_static(
-    tmp_path, digits_bundle, trained, fp32
-):
+def test_qat_stage_writes_an_int8_model_as_fast_as_static(tmp_path, digits_bundle, trained, fp32):
     ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
     before = copy.deepcopy(trained.state_dict())
     config = QuantizeStageConfig.model_validate(
-        {"type": "quantize", "mode": "qat", "calibration": {"samples": 64},
-         "qat": {"epochs": 1, "batch_size": 32}}  # fmt: skip
+        {
+            "type": "quantize",
+            "mode": "qat",
+            "calibration": {"samples": 64},
+            "qat": {"epochs": 1, "batch_size": 32},
+        }  # fmt: skip
     )
 
     result = QuantizeStage(config, "quantize").run(ctx)
@@ -205,8 +207,12 @@ def test_qat_on_a_residual_net_learns_every_add(digits_bundle, tmp_path):
     )
     (tmp_path / "fp32.onnx").unlink()
     config = QuantizeStageConfig.model_validate(
-        {"type": "quantize", "mode": "qat", "calibration": {"samples": 64},
-         "qat": {"epochs": 1, "batch_size": 32}}  # fmt: skip
+        {
+            "type": "quantize",
+            "mode": "qat",
+            "calibration": {"samples": 64},
+            "qat": {"epochs": 1, "batch_size": 32},
+        }  # fmt: skip
     )
 
     result = QuantizeStage(config, "quantize").run(ctx)
