@@ -2,10 +2,12 @@
 
 A torchvision-shaped ResNet-18 (7x7 stem, max-pool, 4 stages of 2 basic blocks,
 224x224 input) with random weights (latency does not depend on them) is exported,
-quantized with the stage's defaults (static, QDQ, u8 activations, s8 per-channel
-weights, min-max over 32 random images) and, for comparison, with signed
-activations (s8s8, ORT's own default). All three are timed interleaved on ONNX
-Runtime's CPU provider, 1 thread, batch 1.
+quantized static QDQ with u8 activations and s8 per-channel weights (min-max over
+32 random images), with 8-bit and with 7-bit weights (`reduce_range`, the stage's
+default where the CPU lacks VNNI), and, for comparison, with signed activations
+(s8s8, ORT's own default). All are timed interleaved on ONNX Runtime's CPU
+provider, 1 thread, batch 1. The CPU's int8-relevant ISA flags are printed first:
+the int8 speed-up depends on them (VNNI, AMX).
 
 Usage:
     python scripts/bench_resnet18_int8.py [--rounds 7 --repeats 20]
@@ -23,6 +25,7 @@ from torch import nn
 
 from compress.quantization.static import count_runtime_ops, quantize_static_onnx
 from compress.runtime.latency import measure_latency, speedup
+from compress.runtime.machine import int8_saturates, machine_info
 from compress.runtime.onnx_export import export_onnx
 
 
@@ -70,6 +73,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
+    info = machine_info()
+    print(f"CPU {info['cpu']}, int8-relevant ISA: {', '.join(info['isa']) or 'none'}; "
+          f"stage default reduce_range: {int8_saturates()}", flush=True)  # fmt: skip
     torch.manual_seed(0)
     model = ResNet18().eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics, as a trained model has
@@ -83,9 +89,16 @@ def main() -> None:
         scratch = Path(scratch)
         fp32 = export_onnx(model, shape, scratch / "fp32.onnx")
         paths, names = [fp32], ["fp32"]
-        for activation, name in (("uint8", "u8s8 (stage default)"), ("int8", "s8s8 (ORT default)")):
-            path = scratch / f"{activation}.onnx"
-            quantize_static_onnx(fp32, path, calibration, activation_type=activation)
+        variants = (
+            ("uint8", False, "u8s8, 8-bit weights"),
+            ("uint8", True, "u8s8, 7-bit weights"),
+            ("int8", False, "s8s8 (ORT default)"),
+        )
+        for activation, reduce_range, name in variants:
+            path = scratch / f"{activation}-{reduce_range}.onnx"
+            quantize_static_onnx(
+                fp32, path, calibration, activation_type=activation, reduce_range=reduce_range
+            )
             ops = count_runtime_ops(path)
             print(f"{name}: int8 compute nodes {ops['int8_compute_nodes']}, "
                   f"float compute nodes {ops['float_compute_nodes']}", flush=True)  # fmt: skip

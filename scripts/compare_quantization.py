@@ -1,8 +1,10 @@
 """Compare quantization methods on one trained model: accuracy, file size, latency.
 
-Variants: fp32, static int8 (u8s8 QDQ, the quantize stage's default), the same with
-the accuracy-aware fallback (validation drop <= 1 point), k-means
-weight sharing and power-of-two weights at the given bit widths. Accuracy is
+Variants: fp32; static int8 (u8s8 QDQ) with 8-bit and with 7-bit weights
+(`reduce_range`, the stage's default on CPUs without VNNI); 7-bit static with the
+accuracy-aware fallback (validation drop <= 1 point); QAT (the quantize stage's
+mode = "qat", distilling from the fp32 model); k-means weight sharing and
+power-of-two weights at the given bit widths. Accuracy is
 the test split on ONNX Runtime; latency is interleaved across all variants
 (A B C ... A B C ...) on one thread at batch 1, median of per-round p50.
 
@@ -25,10 +27,12 @@ from compress.quantization.codebook import encode_onnx
 from compress.quantization.fallback import restore_accuracy
 from compress.quantization.static import quantize_static_onnx
 from compress.recipe import load_recipe
-from compress.recipe.stages import CalibrationConfig
+from compress.recipe.stages import CalibrationConfig, QuantizeStageConfig
 from compress.runtime.evaluate import onnx_accuracy
 from compress.runtime.latency import measure_latency, speedup
 from compress.runtime.onnx_export import export_onnx
+from compress.stages.base import RunContext
+from compress.stages.quantize import QuantizeStage
 
 
 def main() -> None:
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="a stage folder (model.json)")
     parser.add_argument("--recipe", type=Path, required=True, help="for data")
     parser.add_argument("--bits", type=int, nargs="*", default=[4, 3])
+    parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("docs/quantization-comparison.md"))
@@ -50,24 +55,47 @@ def main() -> None:
         fp32 = export_onnx(model, spec.input_shape, scratch / "fp32.onnx")
         rows.append({"variant": "fp32", "path": fp32, "bits": 32.0})
         chosen = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
-        int8 = scratch / "int8.onnx"
-        quantize_static_onnx(
-            fp32, int8, data.train.x[chosen[:512]].numpy(), calibration=CalibrationConfig()
-        )
-        rows.append({"variant": "static int8 (u8s8 QDQ)", "path": int8, "bits": 8.0})
-        # the same, with the accuracy-aware fallback (validation drop <= 1 point)
+        calibration_x = data.train.x[chosen[:512]].numpy()
+        for reduce_range in (False, True):
+            path = scratch / f"int8-{'7' if reduce_range else '8'}bit.onnx"
+            quantize_static_onnx(fp32, path, calibration_x, reduce_range=reduce_range)
+            rows.append(
+                {"variant": f"static int8 (u8s8 QDQ, {7 if reduce_range else 8}-bit weights)",
+                 "path": path, "bits": 8.0}
+            )  # fmt: skip
+        # 7-bit static with the accuracy-aware fallback (validation drop <= 1 point)
         rescued = scratch / "int8-fallback.onnx"
-        rescued.write_bytes(int8.read_bytes())
+        rescued.write_bytes(path.read_bytes())
         settings = {"activation_type": "uint8", "weight_type": "int8", "per_channel": True,
-                    "calibration": CalibrationConfig()}  # fmt: skip
+                    "calibration": CalibrationConfig(), "reduce_range": True}  # fmt: skip
         fallback = restore_accuracy(
-            fp32, rescued, data.train.x[chosen[:512]].numpy(), data.val.x.numpy(),
+            fp32, rescued, calibration_x, data.val.x.numpy(),
             data.val.y.numpy(), settings, drop_max=0.01, max_layers=8,
         )  # fmt: skip
         print(f"fallback: float layers {fallback['float_layers']}", flush=True)
         rows.append(
-            {"variant": f"static int8 + fallback ({len(fallback['float_layers'])} float layers)",
-             "path": rescued, "bits": 8.0}
+            {"variant": f"static int8 7-bit + fallback ({len(fallback['float_layers'])} float "
+             "layers)", "path": rescued, "bits": 8.0}
+        )  # fmt: skip
+        qat_dir = scratch / "qat"
+        qat_dir.mkdir()
+        config = QuantizeStageConfig.model_validate(
+            {
+                "type": "quantize",
+                "mode": "qat",
+                "calibration": {"samples": 512},
+                "reduce_range": True,
+                "qat": {"epochs": args.qat_epochs, "batch_size": 128},
+            }  # fmt: skip
+        )
+        context = RunContext(recipe=recipe, data=data, model=model, spec=spec,
+                             workdir=qat_dir, seed=recipe.seed)  # fmt: skip
+        qat = QuantizeStage(config, "quantize").run(context).details["quantization"]["qat"]
+        print(f"qat: fake-quant val accuracy {qat['val_accuracy_fake_quant_before']:.2%} -> "
+              f"{qat['val_accuracy_fake_quant_after']:.2%}", flush=True)  # fmt: skip
+        rows.append(
+            {"variant": f"QAT ({args.qat_epochs} epochs, distilled, 7-bit weights)",
+             "path": qat_dir / "model.onnx", "bits": 8.0}
         )  # fmt: skip
         for method in ("kmeans", "pow2"):
             for bits in args.bits:
