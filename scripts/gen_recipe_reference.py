@@ -40,6 +40,7 @@ SECTIONS = [
     ('[[stages]] type = "quantize"', stages.QuantizeStageConfig),
     ("quantize.calibration", stages.CalibrationConfig),
     ("quantize.fallback", stages.FallbackConfig),
+    ("quantize.qat", stages.QATConfig),
     ('[[stages]] type = "export"', stages.ExportStageConfig),
     ("[tune]", tune.TuneConfig),
 ]
