@@ -159,3 +159,27 @@ def test_quantization_prints_nothing(fp32, calibration_x, tmp_path, capfd, metho
 
     captured = capfd.readouterr()
     assert (captured.out, captured.err) == ("", "")
+
+
+@pytest.mark.parametrize(("saturates", "setting", "expected"),
+                         [(True, "auto", True), (False, "auto", False), (True, False, False)])  # fmt: skip
+def test_reduce_range_auto_turns_on_7_bit_weights_where_int8_saturates(
+    tmp_path, digits_bundle, trained, monkeypatch, saturates, setting, expected
+):
+    from compress.stages import quantize as stage_module
+
+    monkeypatch.setattr(stage_module, "int8_saturates", lambda: saturates)
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
+    config = QuantizeStageConfig.model_validate(
+        {"type": "quantize", "calibration": {"samples": 32}, "reduce_range": setting}
+    )
+
+    result = QuantizeStage(config, "quantize").run(ctx)
+
+    assert result.details["quantization"]["reduce_range"] is expected
+    weights = [
+        numpy_helper.to_array(init)
+        for init in onnx.load(str(result.onnx_path)).graph.initializer
+        if init.name.endswith("weight_quantized")
+    ]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == (64 if expected else 127)
