@@ -161,8 +161,10 @@ def test_quantization_prints_nothing(fp32, calibration_x, tmp_path, capfd, metho
     assert (captured.out, captured.err) == ("", "")
 
 
-@pytest.mark.parametrize(("saturates", "setting", "expected"),
-                         [(True, "auto", True), (False, "auto", False), (True, False, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("saturates", "setting", "expected"),
+    [(True, "auto", True), (False, "auto", False), (True, False, False)],
+)
 def test_reduce_range_auto_turns_on_7_bit_weights_where_int8_saturates(
     tmp_path, digits_bundle, trained, monkeypatch, saturates, setting, expected
 ):
