@@ -211,6 +211,15 @@ class QATConfig(FinetuneConfig):
         default_factory=lambda: CosineSchedule(name="cosine"),
         description="Learning-rate schedule table.",
     )
+    keep_val_drop_max: float = Field(
+        0.002,
+        ge=0,
+        le=1,
+        description="The trained model ships unless its fake-quant validation accuracy is "
+        "more than this below the calibrated scales' (then static int8 ships). Catches a "
+        "QAT that went wrong (measured drops of 0.4-0.5 points) without picking between "
+        "equals on noise.",
+    )
     augment: Literal["none", "crop", "crop-flip"] | None = Field(
         "none",
         description="Augmentation while training (null: data.augment). 'none' by default: "

@@ -121,7 +121,7 @@ class QuantizeStage(Stage):
         fp32_path = ctx.workdir / "model.fp32.onnx"
         calibrated_path = ctx.workdir / "model.calibrated.onnx"
         export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
-        quantize_static_onnx(fp32_path, calibrated_path, calibration_x, **settings)
+        report = quantize_static_onnx(fp32_path, calibrated_path, calibration_x, **settings)
         qparams = activation_qparams(calibrated_path)
         match_x = calibration_x[: min(len(calibration_x), 16)]
         points, unmatched = match_points(ctx.model, fp32_path, list(qparams), match_x)
@@ -153,15 +153,24 @@ class QuantizeStage(Stage):
         fake.detach()
         model.eval()
 
-        trained_path = ctx.workdir / "model.trained.fp32.onnx"
-        export_onnx(model, ctx.spec.input_shape, trained_path, debug=ctx.debug)
         int8_path = ctx.workdir / "model.onnx"
-        fixed = {qparams[name]["tensor"]: value for name, value in learned.items()}
-        report = quantize_static_onnx(
-            trained_path, int8_path, calibration_x, **settings, fixed_qparams=fixed
-        )
-        for scratch in (fp32_path, calibrated_path, trained_path):
-            scratch.unlink()
+        # Training is kept unless the fake-quant model validates worse than with the
+        # calibrated scales it started from (beyond noise): a QAT that went wrong ships
+        # the static int8 model instead.
+        kept = "trained" if after >= before - config.qat.keep_val_drop_max else "calibrated"
+        if kept == "trained":
+            trained_path = ctx.workdir / "model.trained.fp32.onnx"
+            export_onnx(model, ctx.spec.input_shape, trained_path, debug=ctx.debug)
+            fixed = {qparams[name]["tensor"]: value for name, value in learned.items()}
+            report = quantize_static_onnx(
+                trained_path, int8_path, calibration_x, **settings, fixed_qparams=fixed
+            )
+            trained_path.unlink()
+            calibrated_path.unlink()
+        else:
+            model = ctx.model
+            calibrated_path.replace(int8_path)
+        fp32_path.unlink()
         summary = result.summary()
         summary.pop("history")
         report["qat"] = {
@@ -170,6 +179,7 @@ class QuantizeStage(Stage):
             "fit": summary,
             "val_accuracy_fake_quant_before": before,
             "val_accuracy_fake_quant_after": after,
+            "kept": kept,
             "learned_tensors": len(learned),
             # tensors no torch module computes (e.g. a functional op's output inside
             # forward): they keep ranges calibrated on the trained model

@@ -189,6 +189,7 @@ def test_qat_stage_writes_an_int8_model_as_fast_as_static(tmp_path, digits_bundl
     assert quantization["ops"]["QLinearConv"] == 2 and quantization["float_compute_nodes"] == 0
     qat = quantization["qat"]
     assert qat["learned_tensors"] == 7 and qat["calibrated_tensors"] == []
+    assert qat["kept"] == "trained"  # digits: QAT measured at or above calibrated
     assert qat["distill"] is True
     scales = qat["scales"].values()
     assert any(s["learned"] != pytest.approx(s["calibrated"], rel=1e-4) for s in scales)
@@ -221,6 +222,45 @@ def test_qat_on_a_residual_net_learns_every_add(digits_bundle, tmp_path):
     assert quantization["qat"]["calibrated_tensors"] == []  # the adds too (via the ReLU)
     assert quantization["ops"]["QLinearAdd"] == 2 and quantization["float_compute_nodes"] == 0
     assert onnx_accuracy(result.onnx_path, digits_bundle.test) >= fp32_accuracy - 0.04
+
+
+def test_qat_that_hurts_validation_ships_the_calibrated_model(
+    tmp_path, digits_bundle, trained, monkeypatch
+):
+    from compress.stages import quantize as stage_module
+
+    real_train_on = stage_module.train_on
+
+    def harmful_training(model, *args, **kwargs):
+        result = real_train_on(model, *args, **kwargs)
+        with torch.no_grad():  # stands in for a fine-tune that went wrong
+            model.classifier.parametrizations.weight.original.mul_(-1)
+        return result
+
+    monkeypatch.setattr(stage_module, "train_on", harmful_training)
+    ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
+    config = QuantizeStageConfig.model_validate(
+        {"type": "quantize", "mode": "qat", "calibration": {"samples": 64}}
+    )
+    static = tmp_path / "static.onnx"
+    chosen = torch.randperm(len(digits_bundle.train), generator=torch.Generator().manual_seed(0))
+    quantize_static_onnx(
+        export_onnx(trained, (1, 8, 8), tmp_path / "fp32.onnx"), static,
+        digits_bundle.train.x[chosen[:64]].numpy(), reduce_range=stage_module.int8_saturates(),
+    )  # fmt: skip
+
+    workdir = tmp_path / "stage"
+    workdir.mkdir()
+    ctx.workdir = workdir
+    result = QuantizeStage(config, "quantize").run(ctx)
+
+    qat = result.details["quantization"]["qat"]
+    assert qat["kept"] == "calibrated"
+    assert sorted(p.name for p in workdir.iterdir()) == ["model.onnx"]
+    assert qat["val_accuracy_fake_quant_after"] < qat["val_accuracy_fake_quant_before"]
+    assert result.model is trained
+    test_x = digits_bundle.test.x.numpy()
+    assert np.array_equal(_onnx_logits(result.onnx_path, test_x), _onnx_logits(static, test_x))
 
 
 @pytest.mark.parametrize(
