@@ -146,7 +146,7 @@ def _onnx_values(fp32_path: Path, names: list[str], x: np.ndarray) -> dict[str, 
         input_name = model.graph.input[0].name
         wanted = {}
         for name in names:
-            plain = name.removesuffix(_RENAMED_OUTPUT) if name.endswith(_RENAMED_OUTPUT) else name
+            plain = name.removesuffix(_RENAMED_OUTPUT)
             wanted[name] = plain
             if plain not in graph_outputs and plain != input_name:
                 model.graph.output.append(onnx.ValueInfoProto(name=plain))
@@ -163,6 +163,7 @@ def _onnx_values(fp32_path: Path, names: list[str], x: np.ndarray) -> dict[str, 
 def _torch_values(model: nn.Module, x: torch.Tensor) -> list[tuple[Key, np.ndarray]]:
     """Every module's output (and input), per call, in the order they were computed."""
     captured: list[tuple[Key, np.ndarray]] = [(INPUT_KEY, x.numpy())]
+    inputs_seen: list[tuple[Key, np.ndarray]] = []
     calls: dict[str, int] = defaultdict(int)
     handles = []
 
@@ -179,7 +180,6 @@ def _torch_values(model: nn.Module, x: torch.Tensor) -> list[tuple[Key, np.ndarr
 
         return run
 
-    inputs_seen: list[tuple[Key, np.ndarray]] = []
     for name, module in model.named_modules():
         if name:
             handles.append(module.register_forward_hook(hook(name)))
@@ -233,8 +233,7 @@ class QATModel:
     """Fake quantization attached to a model in place; `detach()` leaves float weights."""
 
     model: nn.Module
-    points: dict[str, Key]
-    quant_of: dict[str, ActivationFakeQuant]
+    quant_of: dict[str, ActivationFakeQuant]  # ONNX tensor name -> its fake quantizer
     handles: list = field(default_factory=list)
     weights: list[nn.Module] = field(default_factory=list)
     frozen_norms: list[nn.Module] = field(default_factory=list)
@@ -265,7 +264,7 @@ def attach(
 ) -> QATModel:
     """Put fake quantization where ORT will quantize, on `model` in place.
 
-    `ties` (output -> input tensor, from `shared_qparams`) share one learned scale.
+    Tensors in `ties` (from `shared_qparams`) share their source's learned scale.
     BatchNorm keeps its running statistics (the deployed model folds exactly those
     into the convolutions), so it stays in eval mode while the rest trains.
     """
@@ -284,7 +283,7 @@ def attach(
         by_key.setdefault(key, by_name[name])  # several ONNX names may be one torch value
     # registered as a submodule so the optimizer trains the scales
     model.add_module("_qat_fake_quants", fake_quants)
-    state = QATModel(model, points, by_name)
+    state = QATModel(model, by_name)
     calls: dict[str, int] = defaultdict(int)
     modules = dict(model.named_modules())
 
