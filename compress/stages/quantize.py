@@ -110,13 +110,7 @@ class QuantizeStage(Stage):
     def _qat(self, ctx: RunContext) -> StageResult:
         """Calibrate, train the scales and weights with fake quantization, re-quantize."""
         config = self.config
-        settings = {
-            "activation_type": config.activation_type,
-            "weight_type": config.weight_type,
-            "per_channel": True,
-            "calibration": config.calibration,
-            "reduce_range": self._reduce_range(),
-        }
+        settings = self._static_settings()  # per-channel: the config requires it for QAT
         calibration_x = self._calibration_x(ctx)
         fp32_path = ctx.workdir / "model.fp32.onnx"
         calibrated_path = ctx.workdir / "model.calibrated.onnx"
@@ -194,6 +188,17 @@ class QuantizeStage(Stage):
         details = {"quantization": {**report, **ops}}
         return StageResult(model, ctx.spec, onnx_path=int8_path, details=details)
 
+    def _static_settings(self) -> dict:
+        """The quantize_static_onnx settings of static and QAT quantization."""
+        config = self.config
+        return {
+            "activation_type": config.activation_type,
+            "weight_type": config.weight_type,
+            "per_channel": config.per_channel,
+            "calibration": config.calibration,
+            "reduce_range": self._reduce_range(),
+        }
+
     def _reduce_range(self) -> bool:
         if self.config.reduce_range == "auto":
             return int8_saturates()
@@ -225,13 +230,7 @@ class QuantizeStage(Stage):
     def _static(self, ctx: RunContext, fp32_path, int8_path) -> dict:
         config = self.config
         calibration_x = self._calibration_x(ctx)
-        settings = {
-            "activation_type": config.activation_type,
-            "weight_type": config.weight_type,
-            "per_channel": config.per_channel,
-            "calibration": config.calibration,
-            "reduce_range": self._reduce_range(),
-        }
+        settings = self._static_settings()
         always_float: tuple[str, ...] = ()
         if config.exclude:  # node names or patterns, resolved against the graph ORT quantizes
             nodes = quantizable_nodes(fp32_path)
