@@ -140,6 +140,36 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
+class TeacherLogits:
+    """A frozen teacher's logits over fixed training inputs, computed once per run.
+
+    Distillation, each pruning step's fine-tune and QAT distil from the same teacher
+    over the same un-augmented inputs; on Fashion-MNIST each recomputation was ~25 s of
+    teacher inference. Keyed by the teacher's structure and weights and by the input
+    tensor itself (held, so its id cannot be reused while the entry lives).
+    """
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self.entries: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        key = (fingerprint(teacher, repr(teacher)), id(x))
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] is x:
+            return entry[1]
+        if x.ndim == 4:  # a copy in NHWC: 1.2-1.7x faster convolutions, the teacher untouched
+            teacher = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
+        logits = predict_logits(teacher, x)
+        if len(self.entries) >= self.capacity:
+            self.entries.pop(next(iter(self.entries)))
+        self.entries[key] = (x, logits)
+        return logits
+
+
+teacher_logits_memo = TeacherLogits()
+
+
 def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
     """Accuracy and cross-entropy of `model` on a split (torch, eval mode)."""
     logits = predict_logits(model, split.x)
@@ -275,6 +305,16 @@ def train_on(
     generator = torch.Generator().manual_seed(seed)
     train = data.train
     steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
+    # oneDNN's convolutions are faster on NHWC than on NCHW, forward and backward. Only in
+    # one process: the parallel engines send activations between ranks, which needs them
+    # contiguous in the default layout.
+    layout = (
+        torch.channels_last
+        if config.channels_last and session is None and train.x.ndim == 4
+        else None
+    )
+    if layout is not None:
+        model.to(memory_format=layout)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     schedule = build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
     stopper = EarlyStopping(config.early_stopping)
@@ -282,7 +322,7 @@ def train_on(
     if teacher is not None:
         teacher.eval()  # frozen: only ever run under no_grad below
         if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
-            teacher_logits = predict_logits(teacher, train.x)
+            teacher_logits = teacher_logits_memo.get(teacher, train.x)
     is_driver = session is None or session.is_driver
 
     def loss_fn(logits, y, target):
@@ -317,6 +357,8 @@ def train_on(
                 if not engine.usable(len(index), config.batch_size) and len(order) > 1:
                     continue
                 x = augment_batch(train.x[index], augment, generator)
+                if layout is not None:
+                    x = x.contiguous(memory_format=layout)
                 y = train.y[index]
                 target = None
                 if teacher is not None and distill is not None:
@@ -372,6 +414,8 @@ def train_on(
                 break
     finally:
         engine.close()
+        if layout is not None:  # hand back the layout every exporter and pruner expects
+            model.to(memory_format=torch.contiguous_format)
 
     model.load_state_dict(best_state)
     model.eval()

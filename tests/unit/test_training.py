@@ -434,6 +434,33 @@ def test_fit_is_deterministic_for_a_seed():
     assert not _same_weights(first.state_dict(), other.state_dict())
 
 
+def test_channels_last_trains_in_nhwc_and_hands_back_the_default_layout():
+    data = tiny_bundle()
+    base = dict(epochs=2, batch_size=16, optimizer=AdamConfig(name="adam", lr=0.01))
+    layouts_seen = {}
+
+    def record(model):
+        def on_epoch_end(epoch, _metrics):
+            conv_weights = [p for p in model.parameters() if p.ndim == 4]
+            layouts_seen[id(model)] = all(
+                w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights
+            )
+
+        return on_epoch_end
+
+    nhwc, nchw = _model(), _model()
+    history_nhwc = fit(nhwc, data, TrainingConfig(**base), seed=0, on_epoch_end=record(nhwc))
+    history_nchw = fit(
+        nchw, data, TrainingConfig(**base, channels_last=False), seed=0,
+        on_epoch_end=record(nchw),
+    ).history  # fmt: skip
+
+    assert layouts_seen == {id(nhwc): True, id(nchw): False}
+    assert all(p.is_contiguous() for p in nhwc.parameters())  # exporters expect NCHW
+    for a, b in zip(history_nhwc.history, history_nchw):  # same maths, other summation order
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+
+
 def test_fit_learns_and_never_reads_the_test_split():
     class Untouchable:
         def __getattr__(self, name):
@@ -522,6 +549,37 @@ def test_fit_with_teacher_trains_on_the_distillation_loss(monkeypatch):
     with torch.no_grad():
         expected = teacher(data.train.x[order])
     assert torch.allclose(seen, expected, atol=1e-6)
+
+
+def test_teacher_logits_are_computed_once_per_teacher_weights_and_inputs(monkeypatch):
+    from compress.recipe.stages import DistillConfig
+
+    memo = loop.TeacherLogits()
+    monkeypatch.setattr(loop, "teacher_logits_memo", memo)
+    predictions = []
+    original = loop.predict_logits
+
+    def counting(model, x, batch_size=512):
+        predictions.append(len(x))
+        return original(model, x, batch_size)
+
+    monkeypatch.setattr(loop, "predict_logits", counting)
+    teacher, data = _model(seed=1).eval(), tiny_bundle()
+    config, distill = TrainingConfig(epochs=1, batch_size=16), DistillConfig()
+    n_train, n_val = len(data.train.x), len(data.val.x)
+
+    fit(_model(), data, config, seed=0, teacher=teacher, distill=distill)
+    fit(_model(), data, config, seed=1, teacher=copy.deepcopy(teacher), distill=distill)
+    assert predictions.count(n_train) == 1  # the second fit (same weights) reused them
+    assert predictions.count(n_val) == 2  # validation is never cached
+
+    with torch.no_grad():
+        next(teacher.parameters()).add_(0.5)  # other weights: other logits
+    fit(_model(), data, config, seed=0, teacher=teacher, distill=distill)
+    assert predictions.count(n_train) == 2
+    with torch.no_grad():
+        expected = teacher(data.train.x)
+    assert torch.allclose(memo.get(teacher, data.train.x), expected, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- epoch checkpoints
