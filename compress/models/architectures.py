@@ -34,8 +34,8 @@ class CNN(nn.Module):
         super().__init__()
         channels, height, width_px = input_shape
         layers: list[nn.Module] = []
-        for width in config.widths:
-            for _ in range(config.convs_per_block):
+        for width, convs in zip(config.widths, config.block_convs()):
+            for _ in range(convs):
                 layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=not config.batch_norm))
                 if config.batch_norm:
                     layers.append(nn.BatchNorm2d(width))

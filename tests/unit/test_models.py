@@ -47,11 +47,12 @@ def _input(batch: int = 5, shape=(1, 8, 8)) -> torch.Tensor:
         CNNConfig(widths=[8, 16]),
         CNNConfig(widths=[4, 8, 8], convs_per_block=2, batch_norm=False, hidden=12, dropout=0.1),
         CNNConfig(widths=[4, 8], pool="flatten", hidden=12),
+        CNNConfig(widths=[4, 8, 8], convs_per_block=[1, 2, 2]),
         ResNetConfig(widths=[4, 8]),
         ResNetConfig(widths=[4, 8, 8], blocks_per_stage=2, stem_stride=2),
         MLPConfig(hidden=[16, 8]),
     ],
-    ids=["cnn", "cnn-deep", "cnn-flatten", "resnet", "resnet-strided", "mlp"],
+    ids=["cnn", "cnn-deep", "cnn-flatten", "cnn-per-block", "resnet", "resnet-strided", "mlp"],
 )
 @pytest.mark.parametrize("input_shape", [(1, 8, 8), (3, 16, 16)], ids=["1x8x8", "3x16x16"])
 def test_builtin_architecture_forward_shape(config, input_shape):
@@ -68,6 +69,17 @@ def test_mlp_accepts_flat_features():
     model = build_model(MLPConfig(hidden=[8]), (64,), 4)
 
     assert model(torch.zeros(2, 64)).shape == (2, 4)
+
+
+def test_cnn_convs_per_block_list_sets_each_block():
+    model = build_model(CNNConfig(widths=[4, 8, 8], convs_per_block=[1, 2, 3]), (1, 8, 8), 3)
+
+    convs = [m.out_channels for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [4, 8, 8, 8, 8, 8]
+    with pytest.raises(ValueError, match="lists 2 counts for 3 widths"):
+        CNNConfig(widths=[4, 8, 8], convs_per_block=[1, 2])
+    with pytest.raises(ValueError):
+        CNNConfig(widths=[4], convs_per_block=0)
 
 
 def test_cnn_stops_pooling_at_2x2():
