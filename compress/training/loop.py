@@ -155,9 +155,8 @@ class TeacherLogits:
 
     def get(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
         key = (fingerprint(teacher, repr(teacher)), id(x))
-        entry = self.entries.get(key)
-        if entry is not None and entry[0] is x:
-            return entry[1]
+        if key in self.entries:  # the entry holds x, so no other tensor can have its id
+            return self.entries[key][1]
         if x.ndim == 4:  # a copy in NHWC: 1.2-1.7x faster convolutions, the teacher untouched
             teacher = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
         logits = predict_logits(teacher, x)
