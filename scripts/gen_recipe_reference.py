@@ -3,6 +3,7 @@ descriptions are the single source of truth). Run: python scripts/gen_recipe_ref
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 
@@ -48,6 +49,7 @@ SECTIONS = [
 
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "")
+    text = re.sub(r"compress\.recipe\.schema\.\w+\.", "", text)  # the schema package's modules
     if "Annotated[Union" in text or "Union[Annotated" in text:
         return "list of tables" if text.startswith("list") else "table (one of the kinds below)"
     for prefix in ("compress.recipe.schema.", "compress.recipe.stages.", "compress.recipe.tune."):

@@ -8,14 +8,14 @@ faster on dense runtimes. Attention layers lose whole heads.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from compress.errors import StageError
 from compress.pruning.schedule import pruning_schedule
+from compress.recipe.per_layer import match_names, resolve_per_layer
 
 
 def _importance_table() -> dict[str, Callable[[], object]]:
@@ -36,23 +36,18 @@ def _importance_table() -> dict[str, Callable[[], object]]:
 IMPORTANCE_NEEDS_GRADIENTS = {"taylor"}
 
 
-def _match(entry: str, names: Iterable[str]) -> list[str]:
-    if entry.startswith("re:"):
-        pattern = re.compile(entry[3:])
-        return [name for name in names if name and pattern.fullmatch(name)]
-    return [entry] if entry in names else []
+def _named_submodules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module but the root (whose name is ""), by name, in model order."""
+    return {name: module for name, module in model.named_modules() if name}
 
 
 def resolve_modules(model: nn.Module, entries: list[str]) -> list[nn.Module]:
-    """Modules by exact name or `re:` pattern; an entry matching nothing is an error."""
-    named = dict(model.named_modules())
-    found: list[nn.Module] = []
-    for entry in entries:
-        matches = _match(entry, named)
-        if not matches:
-            raise StageError(f"ignored_layers entry {entry!r} matches no module")
-        found.extend(named[name] for name in matches)
-    return found
+    """Modules by exact name or `re:` pattern (`ignored_layers`), in entry order.
+
+    An entry matching no module is a RecipeError; see `compress.recipe.per_layer`.
+    """
+    named = _named_submodules(model)
+    return [named[name] for name in match_names(entries, named, "ignored_layers", "module")]
 
 
 def resolve_layer_ratios(
@@ -60,33 +55,22 @@ def resolve_layer_ratios(
 ) -> tuple[dict[nn.Module, float], list[nn.Module]]:
     """Per-layer ratios and skips from `layer_ratios`.
 
-    Precedence: an exact module name beats a `re:` pattern, a pattern beats the
-    stage's `ratio`; among patterns the first listed that matches wins.
+    Precedence (`compress.recipe.per_layer`): an exact module name beats a `re:`
+    pattern, a pattern beats the stage's `ratio`; among patterns the first listed
+    that matches wins. Modules no entry selects are in neither result.
 
     Returns:
         ({module: ratio}, [modules to skip])
     """
-    named = dict(model.named_modules())
-    exact = {k: v for k, v in overrides.items() if not k.startswith("re:")}
-    patterns = [(re.compile(k[3:]), v) for k, v in overrides.items() if k.startswith("re:")]
-    for name in exact:
-        if name not in named:
-            raise StageError(f"layer_ratios names {name!r}, which the model does not have")
-    for pattern, _ in patterns:
-        if not any(pattern.fullmatch(name) for name in named if name):
-            raise StageError(f"layer_ratios pattern 're:{pattern.pattern}' matches no module")
+    named = _named_submodules(model)
+    settings = resolve_per_layer(named, overrides, None, "layer_ratios", "module")
     ratios: dict[nn.Module, float] = {}
     skipped: list[nn.Module] = []
-    for name, module in named.items():
-        if not name:
-            continue
-        value = exact.get(name)
-        if value is None:
-            value = next((v for pattern, v in patterns if pattern.fullmatch(name)), None)
+    for name, value in settings.items():
         if value == "skip":
-            skipped.append(module)
+            skipped.append(named[name])
         elif value is not None:
-            ratios[module] = float(value)
+            ratios[named[name]] = float(value)
     return ratios, skipped
 
 

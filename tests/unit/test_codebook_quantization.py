@@ -111,13 +111,13 @@ def test_quantize_stage_kmeans_reports_codebooks_and_ort_folding(tmp_path, digit
 def test_quantize_stage_rejects_layer_names_that_match_nothing(
     tmp_path, digits_bundle, trained, layers
 ):
-    from compress.errors import StageError
+    from compress.errors import RecipeError
 
     ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
     config = QuantizeStageConfig.model_validate(
         {"type": "quantize", "method": "pow2", "layers": layers}
     )
-    with pytest.raises(StageError, match="layers"):
+    with pytest.raises(RecipeError, match="layers"):
         QuantizeStage(config, "quantize").run(ctx)
 
 

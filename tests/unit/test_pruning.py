@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.errors import StageError
+from compress.errors import RecipeError
 from compress.models import ModelSpec, build_model, load_model, save_model
 from compress.models.stats import count_macs, count_params
 from compress.pruning.schedule import agp_schedule, linear_schedule, pruning_schedule
@@ -362,18 +362,30 @@ def test_skip_goes_to_skipped_not_ratios():
     assert _by_name(model, ratios) == {"features.4": 0.75}
 
 
+_CNN_MODULES = (
+    "features, features.0, features.1, features.2, features.3, features.4, features.5, "
+    "features.6, features.7, pool, head, head.0, classifier"
+)
+
+
 def test_unknown_exact_name_is_an_error():
-    with pytest.raises(StageError) as info:
+    with pytest.raises(RecipeError) as info:
         resolve_layer_ratios(_cnn(), {"features.9": 0.5})
 
-    assert str(info.value) == "layer_ratios names 'features.9', which the model does not have"
+    assert str(info.value) == (
+        "layer_ratios entry 'features.9' matches no module (no module has that exact name); "
+        f"allowed: {_CNN_MODULES}"
+    )
 
 
 def test_unmatched_pattern_is_an_error():
-    with pytest.raises(StageError) as info:
+    with pytest.raises(RecipeError) as info:
         resolve_layer_ratios(_cnn(), {"re:blocks\\..*": 0.5})
 
-    assert str(info.value) == "layer_ratios pattern 're:blocks\\..*' matches no module"
+    assert str(info.value) == (
+        "layer_ratios entry 're:blocks\\..*' matches no module (the pattern fully matches "
+        f"none of them); allowed: {_CNN_MODULES}"
+    )
 
 
 def test_ignored_layer_entries_resolve_or_fail():
@@ -384,7 +396,7 @@ def test_ignored_layer_entries_resolve_or_fail():
         "features.0",
         "features.4",
     ]
-    with pytest.raises(StageError, match="ignored_layers entry 'nope' matches no module"):
+    with pytest.raises(RecipeError, match="ignored_layers entry 'nope' matches no module"):
         resolve_modules(model, ["nope"])
 
 

@@ -140,7 +140,7 @@ def test_sensitivity_ranking_is_reproducible(fp32, digits_bundle):
 
 
 def test_exclude_takes_exact_node_names_and_patterns(fp32, sensitive, digits_bundle, tmp_path):
-    from compress.errors import StageError
+    from compress.errors import RecipeError
 
     writer, reader, classifier = quantizable_nodes(fp32)
     ctx = tiny_run_context(tmp_path / "a", digits_bundle, model=sensitive)
@@ -153,7 +153,7 @@ def test_exclude_takes_exact_node_names_and_patterns(fp32, sensitive, digits_bun
 
     ctx = tiny_run_context(tmp_path / "b", digits_bundle, model=sensitive)
     config = QuantizeStageConfig.model_validate({"type": "quantize", "exclude": ["no_such_node"]})
-    with pytest.raises(StageError, match="no_such_node"):
+    with pytest.raises(RecipeError, match="no_such_node"):
         QuantizeStage(config, "quantize").run(ctx)
 
 

@@ -1,0 +1,81 @@
+"""Validated configuration objects for everything a recipe can say, except stages.
+
+Every table forbids unknown keys, so a typo fails loudly with its key path.
+Fractions are fractions: `accuracy_min = 0.95` means 95 %.
+
+One module per table; every name is re-exported here, so import from
+`compress.recipe.schema`:
+
+- `base`: `StrictModel` (every table's base), `CALLABLE_PATTERN`, `Fraction`
+- `data`: `[data]`, `DataConfig`
+- `models`: `[model]`, the per-architecture configs, `BUILTIN_ARCHITECTURES`, `ModelConfig`
+- `runtime`: `[runtime]`, `RuntimeConfig`
+- `distributed`: `[distributed]`, `DistributedConfig`
+- `budgets`: `[budgets]` and `[stages.budgets]`, `Budgets`
+- `training`: the training keys, `TrainingConfig` with its optimizer, schedule and
+  early-stopping tables
+"""
+
+from compress.recipe.schema.base import CALLABLE_PATTERN, Fraction, StrictModel
+from compress.recipe.schema.budgets import Budgets
+from compress.recipe.schema.data import DataConfig
+from compress.recipe.schema.distributed import DistributedConfig
+from compress.recipe.schema.models import (
+    BUILTIN_ARCHITECTURES,
+    CallableModelConfig,
+    CNNConfig,
+    MLPConfig,
+    MobileNetConfig,
+    ModelConfig,
+    ResNetConfig,
+    TransformerConfig,
+)
+from compress.recipe.schema.runtime import RuntimeConfig
+from compress.recipe.schema.training import (
+    AdagradConfig,
+    AdamConfig,
+    ConstantSchedule,
+    CosineSchedule,
+    EarlyStoppingConfig,
+    ExponentialSchedule,
+    MultiStepSchedule,
+    OneCycleSchedule,
+    OptimizerConfig,
+    RMSPropConfig,
+    ScheduleConfig,
+    SGDConfig,
+    StepSchedule,
+    TrainingConfig,
+)
+
+__all__ = [
+    "BUILTIN_ARCHITECTURES",
+    "CALLABLE_PATTERN",
+    "AdagradConfig",
+    "AdamConfig",
+    "Budgets",
+    "CNNConfig",
+    "CallableModelConfig",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "DataConfig",
+    "DistributedConfig",
+    "EarlyStoppingConfig",
+    "ExponentialSchedule",
+    "Fraction",
+    "MLPConfig",
+    "MobileNetConfig",
+    "ModelConfig",
+    "MultiStepSchedule",
+    "OneCycleSchedule",
+    "OptimizerConfig",
+    "RMSPropConfig",
+    "ResNetConfig",
+    "RuntimeConfig",
+    "SGDConfig",
+    "ScheduleConfig",
+    "StepSchedule",
+    "StrictModel",
+    "TrainingConfig",
+    "TransformerConfig",
+]

@@ -1,0 +1,161 @@
+"""The `[model]` table: one config per built-in architecture, or a user callable.
+
+`ModelConfig` is the union of them all, told apart by `architecture`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from compress.recipe.schema.base import CALLABLE_PATTERN, StrictModel
+
+
+class _ModelBase(StrictModel):
+    weights: str | None = Field(
+        None, description="A model.safetensors written by compress to start from."
+    )
+
+
+class CNNConfig(_ModelBase):
+    """A VGG-style stack: per width, `convs_per_block` 3x3 convs, then 2x2 max-pool."""
+
+    architecture: Literal["cnn"] = "cnn"
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        [32, 64], min_length=1, description="Output channels of each conv block."
+    )
+    convs_per_block: int | list[Annotated[int, Field(gt=0)]] = Field(
+        1,
+        description="3x3 convolutions per block: one count for every block, or a list with "
+        "one count per width (e.g. [1, 2, 2]: one convolution at full resolution, where "
+        "each costs the most).",
+    )
+    batch_norm: bool = Field(True, description="BatchNorm after each convolution.")
+    pool: Literal["avg", "flatten"] = Field(
+        "avg",
+        description="Head input: 'avg' global-average-pools the last feature map; 'flatten' "
+        "keeps its spatial layout (more classifier weights, same conv MACs).",
+    )
+    hidden: int = Field(0, ge=0, description="Width of a hidden linear layer (0: none).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier.")
+
+    @model_validator(mode="after")
+    def _one_count_per_block(self) -> CNNConfig:
+        counts = self.convs_per_block
+        if isinstance(counts, int) and counts < 1:
+            raise ValueError("convs_per_block must be at least 1")
+        if isinstance(counts, list) and len(counts) != len(self.widths):
+            raise ValueError(
+                f"convs_per_block lists {len(counts)} counts for {len(self.widths)} widths"
+            )
+        return self
+
+    def block_convs(self) -> list[int]:
+        """How many convolutions each block has, in order."""
+        counts = self.convs_per_block
+        return list(counts) if isinstance(counts, list) else [counts] * len(self.widths)
+
+
+class ResNetConfig(_ModelBase):
+    """A small residual CNN of basic blocks; each stage after the first halves resolution."""
+
+    architecture: Literal["resnet"] = "resnet"
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        [16, 32, 64], min_length=1, description="Channels of each residual stage."
+    )
+    blocks_per_stage: int = Field(1, gt=0, description="Basic blocks per stage.")
+    stem_stride: int = Field(1, gt=0, le=4, description="Stride of the stem convolution.")
+
+
+class MLPConfig(_ModelBase):
+    """A multi-layer perceptron over the flattened input."""
+
+    architecture: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(
+        [128, 64], description="Widths of the hidden layers."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+
+
+class MobileNetConfig(_ModelBase):
+    """Depthwise-separable blocks (MobileNet v1 style): 3x3 depthwise + 1x1 pointwise."""
+
+    architecture: Literal["mobilenet"] = "mobilenet"
+    stem_width: int = Field(16, gt=0, description="Channels of the first full convolution.")
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        [32, 64, 128], min_length=1, description="Pointwise output channels of each block."
+    )
+    strides: list[Annotated[int, Field(gt=0, le=2)]] | None = Field(
+        None, description="Stride of each block's depthwise conv (default: 2 from the 2nd on)."
+    )
+
+    @model_validator(mode="after")
+    def _strides_match(self) -> MobileNetConfig:
+        if self.strides is not None and len(self.strides) != len(self.widths):
+            raise ValueError(f"strides has {len(self.strides)} items, widths {len(self.widths)}")
+        return self
+
+
+class TransformerConfig(_ModelBase):
+    """A small vision transformer: patch embedding, encoder blocks with multi-head attention."""
+
+    architecture: Literal["transformer"] = "transformer"
+    patch_size: int = Field(4, gt=0, description="Square patch side; must divide the image.")
+    embed_dim: int = Field(64, gt=0, description="Token width.")
+    num_heads: int = Field(4, gt=0, description="Attention heads; must divide embed_dim.")
+    depth: int = Field(2, gt=0, description="Encoder blocks.")
+    mlp_ratio: float = Field(2.0, gt=0, description="Hidden width of each MLP / embed_dim.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerConfig:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        return self
+
+
+class CallableModelConfig(_ModelBase):
+    """A user model: `architecture = "package.module:function"` returning an nn.Module."""
+
+    architecture: str = Field(description="'package.module:function'; called with kwargs.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments; num_classes and input_shape are added when accepted.",
+    )
+
+    @field_validator("architecture")
+    @classmethod
+    def _is_callable_path(cls, value: str) -> str:
+        if not CALLABLE_PATTERN.match(value):
+            raise ValueError(
+                f"unknown architecture {value!r}; allowed: {', '.join(BUILTIN_ARCHITECTURES)} "
+                "or 'package.module:function'"
+            )
+        return value
+
+
+BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp", "mobilenet", "transformer")
+
+
+def _architecture_tag(value: Any) -> str:
+    arch = (
+        value.get("architecture", "cnn")
+        if isinstance(value, dict)
+        else getattr(value, "architecture", "cnn")
+    )
+    return arch if arch in BUILTIN_ARCHITECTURES else "callable"
+
+
+ModelConfig = Annotated[
+    Union[
+        Annotated[CNNConfig, Tag("cnn")],
+        Annotated[ResNetConfig, Tag("resnet")],
+        Annotated[MLPConfig, Tag("mlp")],
+        Annotated[MobileNetConfig, Tag("mobilenet")],
+        Annotated[TransformerConfig, Tag("transformer")],
+        Annotated[CallableModelConfig, Tag("callable")],
+    ],
+    Discriminator(_architecture_tag),
+]
