@@ -1,7 +1,8 @@
 """The `compress` command: parse, call the API, map errors to exit codes.
 
 Exit codes: 0 every budget met; 1 a budget was missed (report and final model
-still written); 2 bad recipe or usage; 3 a stage failed.
+still written); 2 bad recipe, data or usage; 3 a stage failed; 4 an internal error
+(a bug in compress: please report it with the traceback `--debug` prints).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from compress import __version__
-from compress.errors import CompressError
+from compress.errors import EXIT_INTERNAL, INTERNAL_ERRORS, CompressError
 
 EXIT_OK, EXIT_BUDGET, EXIT_USAGE, EXIT_STAGE = 0, 1, 2, 3
 
@@ -35,7 +36,23 @@ def _fail(exc: CompressError, debug: bool) -> None:
     sys.exit(exc.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Our own bugs surface as what they are: exit 4, never a stage or recipe error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except INTERNAL_ERRORS as exc:
+            if "--debug" in sys.argv:
+                _console.print_exception()
+            _console.print(
+                f"[red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}; this is "
+                "a bug in compress, please report it (--debug shows the traceback)"
+            )
+            sys.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="compress")
 def main() -> None:
     """compress: train -> distill -> prune -> quantize -> export, checked against budgets."""
@@ -51,11 +68,10 @@ _set_option = click.option(
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and exporter output.")
 
 
-def _launch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, loaded) -> None:
+def _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc) -> None:
     """Re-run this command in N processes under torchrun; exit with the run's code."""
-    from compress.distributed.launch import launch
+    from compress.distributed.process import relaunch
 
-    nproc = nproc or loaded.distributed.nproc
     argv = ["run", str(recipe), "--out", str(out_dir)]
     for assignment in overrides:
         argv += ["--set", assignment]
@@ -63,48 +79,19 @@ def _launch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, lo
         argv += ["--junit", str(junit)]
     argv += [flag for flag, on in (("--no-cache", no_cache), ("--quiet", quiet)) if on]
     argv += ["--debug"] if debug else []
-    code, message = launch(argv, nproc, out_dir / "report.json")
+    code, message = relaunch(argv, nproc, out_dir)
     if message:
         _console.print(f"[red]error:[/] {escape(message)}")
     sys.exit(code)
 
 
-def _serve_as_worker(session, loaded, debug: bool) -> None:
-    """Ranks > 0: train what rank 0 sends; any error ends this process (and, through
-    torchrun, the job) with one line naming the rank."""
-    import os
-
-    from compress.distributed import session as distributed
-    from compress.distributed.worker import serve_recipe
-
-    try:
-        serve_recipe(session, loaded)
-    except CompressError as exc:
+def _rank_error(debug: bool):
+    def report(rank: int, exc: CompressError) -> None:
         if debug:
             _console.print_exception()
-        _console.print(f"[red]error:[/] rank {session.rank}: {escape(str(exc))}")
-        sys.stdout.flush()
-        os._exit(exc.exit_code)  # peers may be mid-collective: do not wait on teardown
-    distributed.stop()
-    sys.exit(0)
+        _console.print(f"[red]error:[/] rank {rank}: {escape(str(exc))}")
 
-
-def _finish_driver(session, exit_code: int) -> None:
-    """Rank 0 after the run: release the other ranks, leave the group, and exit with
-    the run's code (0 when our own launcher reads the code from the report)."""
-    import os
-
-    from compress.distributed import session as distributed
-    from compress.distributed.jobs import send_shutdown
-    from compress.distributed.launch import LAUNCHED_ENV
-
-    if session.failed:  # ranks disagree about where they are: end without talking
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(exit_code or 3)
-    send_shutdown(session)
-    distributed.stop()
-    sys.exit(0 if os.environ.get(LAUNCHED_ENV) else exit_code)
+    return report
 
 
 @main.command()
@@ -168,24 +155,27 @@ def run(
     pass a hash check) and reported as cached.
 
     Exits 0 when every budget is met, 1 when one is missed, 2 on a bad recipe,
-    3 when a stage fails.
+    3 when a stage fails, 4 on an internal error.
     """
     from compress.callbacks import ConsoleReporter, JUnitWriter
     from compress.distributed import session as distributed
     from compress.recipe import load_recipe
     from compress.runner import Runner
 
-    session = None
+    strategy = None
     try:
         loaded = load_recipe(recipe, overrides)
         out_dir = out or Path("runs") / loaded.name
         if distributed.launched_by_torchrun():
-            session = distributed.start(loaded.distributed, where=str(recipe))
-            if not session.is_driver:
-                _serve_as_worker(session, loaded, debug)
+            from compress.distributed import process
+
+            strategy = process.join(loaded, where=str(recipe))
+            if not strategy.is_driver:
+                process.serve_and_exit(strategy, loaded, _rank_error(debug))
         elif (nproc or loaded.distributed.nproc) > 1:
             distributed.resolve(loaded.distributed, where=str(recipe))
-            _launch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, loaded)
+            nproc = nproc or loaded.distributed.nproc
+            _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc)
         callbacks = [ConsoleReporter(_stdout_console(), quiet=quiet)]
         if junit is not None:
             callbacks.append(JUnitWriter(junit))
@@ -196,11 +186,12 @@ def run(
             callbacks=callbacks,
             debug=debug,
             use_cache=not no_cache,
+            strategy=strategy,
         )
         outcome = runner.run()
     except CompressError as exc:
-        if session is not None:
-            session.failed = True  # the other ranks never got a shutdown: let torchrun end them
+        if strategy is not None:
+            strategy.abort()  # the other ranks never got a shutdown: let torchrun end them
         _fail(exc, debug)
     if outcome.exit_code != EXIT_OK:
         for failure in outcome.report["failures"]:
@@ -209,8 +200,10 @@ def run(
         error = outcome.report.get("error") or {}
         if debug and error.get("traceback"):
             _console.print(escape(error["traceback"]))
-    if session is not None:
-        _finish_driver(session, outcome.exit_code)
+    if strategy is not None:
+        from compress.distributed.process import finish_driver
+
+        finish_driver(strategy, outcome.exit_code)
     sys.exit(outcome.exit_code)
 
 
@@ -230,18 +223,15 @@ def bench(models, provider, threads, batch_size, warmup, repeats, rounds, json_o
     """Time ONNX MODELS interleaved (A B A B ...); ratios are vs the first model."""
     import json
 
-    from rich.table import Table
-
-    from compress.runtime.latency import measure_latency, model_input_shape, speedup
-    from compress.runtime.machine import machine_info
+    from compress.report.bench import print_bench
+    from compress.runtime.latency import measure_latency, model_signature
     from compress.runtime.sessions import check_providers
 
     try:
         check_providers([provider])
-        shape = model_input_shape(models[0])
         stats = measure_latency(
             models,
-            shape,
+            model_signature(models[0]),
             provider=provider,
             threads=threads,
             batch_size=batch_size,
@@ -251,50 +241,7 @@ def bench(models, provider, threads, batch_size, warmup, repeats, rounds, json_o
         )
     except CompressError as exc:
         _fail(exc, debug)
-    table = Table(
-        title=f"{provider}, {threads} thread(s), batch {batch_size}, "
-        f"{rounds} interleaved rounds x {repeats} runs"
-    )
-    for column in ("model", "bytes", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "n"):
-        table.add_column(column)
-    table.add_column("speed-up vs first (min-max)")
-    rows = []
-    for path, stat in zip(models, stats):
-        ratio = speedup(stats[0], stat)
-        rows.append(
-            {
-                "model": str(path),
-                "bytes": path.stat().st_size,
-                **stat.to_dict(),
-                "speedup_vs_first": ratio,
-            }
-        )
-        table.add_row(
-            str(path),
-            f"{path.stat().st_size:,}",
-            f"{stat.p50_ms:.4g}",
-            f"{stat.p90_ms:.4g}",
-            f"{stat.p99_ms:.4g}",
-            f"{stat.mean_ms:.4g}",
-            f"{stat.std_ms:.3g}",
-            str(stat.n),
-            f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})",
-        )
-    console = _stdout_console()
-    machine = machine_info()
-    console.print(
-        f"CPU {machine['cpu']} ({machine['cpu_count']} cores; {' '.join(machine['isa'])}), "
-        f"onnxruntime {machine['onnxruntime']}",
-        markup=False,
-    )
-    console.print(table)
-    loads = stats[0].other_load
-    finite = [load for load in loads if load == load]
-    console.print(
-        f"other processes' CPU during rounds: max {max(finite, default=0):.2f} cores; "
-        f"{stats[0].disturbed_rounds} of {len(loads)} rounds disturbed after retries",
-        markup=False,
-    )
+    rows, machine = print_bench(_stdout_console(), models, stats, provider, threads, repeats)
     if stats[0].disturbed_rounds:
         _console.print("[yellow]warning:[/] some rounds ran under load; ratios may be off")
     if json_out:
@@ -328,13 +275,13 @@ def report(
 
     from compress.artifacts import atomic_write_json, atomic_write_text
     from compress.errors import ArtifactError
+    from compress.report.assemble import write_human_reports
     from compress.report.compare import (
         RegressionLimits,
         compare_runs,
         comparison_dicts,
         comparison_markdown,
     )
-    from compress.runner import write_human_reports
 
     def read(directory: Path) -> dict:
         try:

@@ -1,8 +1,14 @@
 """Errors a user can cause, each mapped to the CLI exit code it produces.
 
-Programming errors (TypeError, AttributeError, ImportError, ...) are never
-wrapped in these: they surface as tracebacks because they are our bugs.
+Programming errors (`INTERNAL_ERRORS`) are never wrapped in these: they are our
+bugs, and the CLI reports them as such (exit 4, traceback under --debug).
 """
+
+# Exceptions that mean a bug in compress, never a user's mistake (Olive keeps the same
+# list as EXCEPTIONS_TO_RAISE). ValueError and RuntimeError are not among them: torch
+# raises those for a user model's shape mismatch.
+INTERNAL_ERRORS = (AssertionError, AttributeError, ImportError, NameError, TypeError)
+EXIT_INTERNAL = 4
 
 
 class CompressError(Exception):
@@ -54,3 +60,17 @@ class BudgetError(CompressError):
 class AgreedStop(StageError):
     """A training job stopped on a decision every rank made together (a non-finite
     loss they all saw): the ranks are still in step and can take the next job."""
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """(one-line message, exit code) for an exception that ended a stage.
+
+    Our errors keep their code; programming errors are our bugs (exit 4, never passed
+    off as a failed stage); anything else comes from the user's model or data code or
+    a library (a shape mismatch is a RuntimeError): exit 3.
+    """
+    if isinstance(exc, CompressError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, INTERNAL_ERRORS):
+        return f"internal error, please report: {type(exc).__name__}: {exc}", EXIT_INTERNAL
+    return f"{type(exc).__name__}: {exc}", 3

@@ -14,9 +14,7 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
-from compress.runtime.latency import measure_latency, model_input_shape
+from compress.runtime.latency import measure_latency, model_signature
 from compress.runtime.sessions import make_session
 
 
@@ -35,15 +33,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args()
-    shape = model_input_shape(args.model)
+    signature = model_signature(args.model)
     session = make_session(args.model, "cpu", threads=1)
-    x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
-    feed = {session.get_inputs()[0].name: x}
+    feed = signature.random_feed(signature.sizes(1), seed=0)
     for _ in range(50):
         session.run(None, feed)
     ours, bare = [], []
     for _ in range(args.rounds):  # A B A B ...: drift hits both equally
-        (stats,) = measure_latency([args.model], shape, warmup=5, repeats=args.repeats, rounds=1)
+        (stats,) = measure_latency(
+            [args.model], signature, warmup=5, repeats=args.repeats, rounds=1
+        )
         ours.append(stats.p50_ms)
         bare.append(bare_p50(session, feed, args.repeats))
     ratio = statistics.median(o / b for o, b in zip(ours, bare))

@@ -9,16 +9,31 @@ from typing import Any
 import numpy as np
 import torch
 
+from compress.models.signature import InputSignature
+
 
 @dataclass
 class Split:
-    """One split: normalised float32 inputs and int64 labels."""
+    """One split: the model's inputs and int64 labels.
 
-    x: torch.Tensor
+    `x` is one tensor (normalised float32 images or features) or, for a model with
+    several inputs, a tuple of tensors in `forward` order (token ids and mask).
+    """
+
+    x: torch.Tensor | tuple[torch.Tensor, ...]
     y: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        """The inputs as a tuple, whatever their count."""
+        return self.x if isinstance(self.x, tuple) else (self.x,)
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Rows `index` of every input."""
+        return tuple(x[index] for x in self.inputs)
 
 
 @dataclass
@@ -55,13 +70,24 @@ class DataBundle:
     std: list[float]
     description: str = ""
     identity: str = field(default="")
+    inputs: InputSignature | None = None  # set by sources whose samples are not one tensor
 
-    def input_contract(self, input_name: str = "input") -> dict[str, Any]:
-        """The `final.input` entry of report.json: enough to feed the model without us."""
+    @property
+    def signature(self) -> InputSignature:
+        """What a model fed from this data takes (one image tensor unless set)."""
+        return self.inputs or InputSignature.image(self.input_shape)
+
+    def input_contract(self, signature: InputSignature | None = None) -> dict[str, Any]:
+        """The `final.input` entry of report.json: enough to feed the model without us.
+
+        A one-input model keeps the flat keys (name, shape, dtype); every model also
+        lists `inputs`, one entry per named input.
+        """
+        signature = signature or self.signature
+        first = signature.contract()[0]
         return {
-            "name": input_name,
-            "shape": ["batch", *self.input_shape],
-            "dtype": "float32",
+            **first,
+            "inputs": signature.contract(),
             "layout": "NCHW" if len(self.input_shape) == 3 else "NF",
             "preprocessing": {
                 "formula": "(raw * scale - mean[c]) / std[c]",
@@ -69,7 +95,7 @@ class DataBundle:
                 "mean": self.mean,
                 "std": self.std,
             },
-            "output": {"name": "logits", "shape": ["batch", self.num_classes]},
+            "output": {"name": signature.output, "shape": ["batch", self.num_classes]},
         }
 
 

@@ -25,9 +25,10 @@ from torch import nn
 
 from compress.distributed.session import Session
 from compress.errors import StageError
-from compress.models.checkpoint import ModelSpec, describe_model, rebuild_model
+from compress.models.checkpoint import describe_model, rebuild_model, spec_of
 from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import DistillConfig
+from compress.training.strategy import TrainingJob
 
 _TRAIN, _SHUTDOWN = "train", "shutdown"
 
@@ -74,39 +75,37 @@ def _training_fields(config: TrainingConfig) -> dict[str, Any]:
     return {key: dumped[key] for key in TrainingConfig.model_fields}
 
 
-def send_job(
-    session: Session,
-    *,
-    model: nn.Module,
-    spec: ModelSpec | None,
-    config: TrainingConfig,
-    seed: int,
-    augment: str,
-    teacher: nn.Module | None,
-    teacher_spec: ModelSpec | None,
-    distill: DistillConfig | None,
-) -> None:
+def _described(model: nn.Module, role: str) -> dict[str, Any]:
+    spec = spec_of(model)
+    if spec is None:  # every model compress builds or loads carries its spec
+        raise StageError(
+            f"distributed training: the {role} ({type(model).__name__}) was not built by "
+            "compress.models (no spec to rebuild it on the other ranks)"
+        )
+    return describe_model(model, spec)
+
+
+def send_job(session: Session, job: TrainingJob) -> None:
     """Rank 0: hand the other ranks everything they need to join this `fit`."""
-    if spec is None or (teacher is not None and teacher_spec is None):
-        raise StageError("distributed training needs the model's spec (internal: pass spec=)")
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    job: dict[str, Any] = {
-        "model": describe_model(model, spec),
-        "config": _training_fields(config),
-        "seed": seed,
-        "augment": augment,
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in job.model.state_dict().items()}
+    message: dict[str, Any] = {
+        "model": _described(job.model, "model"),
+        "config": _training_fields(job.config),
+        "seed": job.seed,
+        "augment": job.augment,
         "distill": None,
         "teacher": None,
     }
+    teacher, distill = job.teacher, job.distill
     if teacher is not None and distill is not None:
-        job["distill"] = {"temperature": distill.temperature, "alpha": distill.alpha}
-        job["teacher"] = describe_model(teacher, teacher_spec)
+        message["distill"] = {"temperature": distill.temperature, "alpha": distill.alpha}
+        message["teacher"] = _described(teacher, "teacher")
         tensors |= {
             f"teacher.{k}": v.detach().contiguous() for k, v in teacher.state_dict().items()
         }
     mailbox = _mailbox(session)
     mailbox.post(_TRAIN)
-    mailbox.broadcast_bytes(json.dumps(job).encode())
+    mailbox.broadcast_bytes(json.dumps(message).encode())
     mailbox.broadcast_bytes(save_tensors({k: v.clone() for k, v in tensors.items()}))
 
 
@@ -119,9 +118,8 @@ def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def receive_job(session: Session) -> dict[str, Any] | None:
-    """Other ranks: block until rank 0 sends a job (returned as fit's arguments) or
-    shuts down (None)."""
+def receive_job(session: Session) -> TrainingJob | None:
+    """Other ranks: block until rank 0 sends a job or shuts down (None)."""
     mailbox = _mailbox(session)
     if mailbox.wait() == _SHUTDOWN:
         return None
@@ -129,15 +127,10 @@ def receive_job(session: Session) -> dict[str, Any] | None:
     tensors = load_tensors(mailbox.broadcast_bytes(None))
     origin = f"rank {session.rank}: training job from rank 0"
     model = rebuild_model(job["model"], _prefixed(tensors, "model."), origin)
-    arguments: dict[str, Any] = {
-        "model": model,
-        "config": TrainingConfig.model_validate(job["config"]),
-        "seed": job["seed"],
-        "augment": job["augment"],
-        "teacher": None,
-        "distill": None,
-    }
+    received = TrainingJob(
+        model, TrainingConfig.model_validate(job["config"]), job["seed"], job["augment"]
+    )
     if job["teacher"] is not None:
-        arguments["teacher"] = rebuild_model(job["teacher"], _prefixed(tensors, "teacher."), origin)
-        arguments["distill"] = DistillConfig.model_validate(job["distill"])
-    return arguments
+        received.teacher = rebuild_model(job["teacher"], _prefixed(tensors, "teacher."), origin)
+        received.distill = DistillConfig.model_validate(job["distill"])
+    return received

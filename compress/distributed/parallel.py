@@ -102,11 +102,11 @@ class DataParallelEngine:
     def usable(self, batch: int, batch_size: int) -> bool:
         return batch >= 2 * self.world  # every shard >= 2 samples: BatchNorm needs 2
 
-    def forward_backward(self, x, y, target, loss_fn: LossFn) -> float:
-        n = len(x)
+    def forward_backward(self, inputs, y, target, loss_fn: LossFn) -> float:
+        n = len(y)
         rows = torch.tensor_split(torch.arange(n), self.world)[self.rank]
         shard_target = target[rows] if target is not None else None
-        loss = loss_fn(self.wrapped(x[rows]), y[rows], shard_target)
+        loss = loss_fn(self.wrapped(*(x[rows] for x in inputs)), y[rows], shard_target)
         total = loss.detach().double() * len(rows)
         dist.all_reduce(total)
         value = total.item() / n
@@ -217,7 +217,13 @@ class PipelineEngine:
         target = packed[:, 1:] if packed.shape[1] > 1 else None
         return self.loss_fn(output, packed[:, 0].long(), target)
 
-    def forward_backward(self, x, y, target, loss_fn: LossFn) -> float:
+    def forward_backward(self, inputs, y, target, loss_fn: LossFn) -> float:
+        if len(inputs) != 1:
+            raise AgreedStop(
+                "distributed.strategy 'pipeline' splits one-input models; this one takes "
+                f"{len(inputs)} inputs: use strategy 'ddp'"
+            )
+        (x,) = inputs
         self.loss_fn = loss_fn
         # Labels and teacher logits travel as one tensor so GPipe splits them together.
         extra = target if target is not None else torch.empty(len(y), 0)
@@ -271,17 +277,3 @@ def _stage_io(stages: list[nn.Module], micro_batch_shape: tuple[int, ...]) -> li
             stage.train(was_training)
             shapes.append(tuple(x.shape))
     return shapes
-
-
-def make_engine(model: nn.Module, session: Session, input_shape: tuple[int, ...], batch_size: int):
-    """The engine for the session's strategy."""
-    if session.strategy == "pipeline":
-        return PipelineEngine(model, session, input_shape, batch_size)
-    return DataParallelEngine(model, session)
-
-
-def share_from_driver(values: list[float]) -> list[float]:
-    """Rank 0's `values` on every rank (the others pass placeholders of the same length)."""
-    tensor = torch.tensor(values, dtype=torch.float64)
-    dist.broadcast(tensor, 0)
-    return tensor.tolist()

@@ -1,14 +1,25 @@
 """Architectures (a registry) and pickle-free model checkpoints."""
 
 from compress.models.architectures import ARCHITECTURES, build_model, find_classifier
-from compress.models.checkpoint import ModelSpec, load_model, load_weights_, save_model
+from compress.models.checkpoint import (
+    ModelSpec,
+    load_model,
+    load_weights_,
+    new_model,
+    save_model,
+    spec_of,
+)
+from compress.models.signature import InputSignature
 
 __all__ = [
     "ARCHITECTURES",
+    "InputSignature",
     "ModelSpec",
     "build_model",
     "find_classifier",
     "load_model",
     "load_weights_",
+    "new_model",
     "save_model",
+    "spec_of",
 ]

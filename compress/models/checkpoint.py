@@ -22,6 +22,7 @@ from torch import nn
 from compress.artifacts import atomic_path, atomic_write_json, sha256_file
 from compress.errors import ArtifactError
 from compress.models.architectures import build_model
+from compress.models.signature import InputSignature
 from compress.recipe.schema import ModelConfig
 
 FORMAT = "compress-model/1"
@@ -49,11 +50,55 @@ _MODEL_CONFIG = TypeAdapter(ModelConfig)
 
 @dataclass
 class ModelSpec:
-    """What is needed to rebuild a model: its architecture and the data's shape."""
+    """What is needed to rebuild a model: its architecture, inputs and classes.
 
-    config: Any  # one of the ModelConfig classes
+    Attributes:
+        config: one of the ModelConfig classes.
+        input_shape: the per-sample shape an image family's builder takes.
+        num_classes: width of the logits.
+        inputs: the model's input signature when it is not one image tensor of
+            `input_shape` (read it through `signature`).
+    """
+
+    config: Any
     input_shape: tuple[int, ...]
     num_classes: int
+    inputs: InputSignature | None = None
+
+    @property
+    def signature(self) -> InputSignature:
+        """The inputs every consumer reads (export, parity, latency, calibration...)."""
+        return self.inputs or InputSignature.image(self.input_shape)
+
+
+SPEC_ATTRIBUTE = "compress_spec"
+
+
+def spec_of(model: nn.Module) -> ModelSpec | None:
+    """The spec a model was built or rebuilt from (kept through pruning and deepcopy),
+    so a training strategy can rebuild it elsewhere without every caller passing it."""
+    return model.__dict__.get(SPEC_ATTRIBUTE)
+
+
+def tag_spec_(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """Record `spec` on `model` (a plain attribute: not a parameter, not exported)."""
+    model.__dict__[SPEC_ATTRIBUTE] = spec
+    return model
+
+
+def new_model(
+    config: Any,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    inputs: InputSignature | None = None,
+) -> tuple[nn.Module, ModelSpec]:
+    """Build the architecture `config` names, tagged with its spec (see `spec_of`).
+
+    Example:
+        >>> model, spec = new_model(CNNConfig(widths=[8]), (1, 8, 8), 10)  # doctest: +SKIP
+    """
+    spec = ModelSpec(config, tuple(input_shape), num_classes, inputs)
+    return tag_spec_(build_model(config, spec.input_shape, num_classes), spec), spec
 
 
 def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -95,6 +140,7 @@ def describe_model(model: nn.Module, spec: ModelSpec) -> dict[str, Any]:
         "architecture": spec.config.model_dump(mode="json"),
         "input_shape": list(spec.input_shape),
         "num_classes": spec.num_classes,
+        "inputs": spec.signature.to_dict(),
         "structure": structure_of(model),
     }
 
@@ -104,18 +150,27 @@ def rebuild_model(meta: dict[str, Any], state: dict[str, torch.Tensor], where: s
 
     Raises ArtifactError naming `where` (a file, or a message's origin) on a mismatch.
     """
-    try:
-        config = _MODEL_CONFIG.validate_python(meta["architecture"])
-        spec = ModelSpec(config, tuple(meta["input_shape"]), int(meta["num_classes"]))
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise ArtifactError(f"{where}: invalid model spec ({exc})") from None
-    model = build_model(config, spec.input_shape, spec.num_classes)
+    spec = spec_from_meta(meta, where)
+    model = build_model(spec.config, spec.input_shape, spec.num_classes)
     _resize_(model, meta.get("structure", {}), state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{where}: does not fit the stored structure ({exc})") from None
-    return model
+    return tag_spec_(model, spec)
+
+
+def spec_from_meta(meta: dict[str, Any], where: str) -> ModelSpec:
+    """The ModelSpec a `describe_model` dict records; ArtifactError naming `where`."""
+    try:
+        config = _MODEL_CONFIG.validate_python(meta["architecture"])
+        input_shape = tuple(meta["input_shape"])
+        inputs = InputSignature.from_dict(meta["inputs"]) if meta.get("inputs") else None
+        if inputs == InputSignature.image(input_shape):
+            inputs = None  # the default a ModelSpec derives itself: keep specs comparable
+        return ModelSpec(config, input_shape, int(meta["num_classes"]), inputs)
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ArtifactError(f"{where}: invalid model spec ({exc})") from None
 
 
 def _resize_(model: nn.Module, structure: dict[str, dict[str, Any]], state: dict) -> None:
@@ -161,11 +216,7 @@ def load_model(folder: str | Path) -> tuple[nn.Module, ModelSpec]:
         raise ArtifactError(f"{weights_path}: missing")
     if sha256_file(weights_path) != meta.get("weights_sha256"):
         raise ArtifactError(f"{weights_path}: content does not match its recorded hash")
-    try:
-        config = _MODEL_CONFIG.validate_python(meta["architecture"])
-        spec = ModelSpec(config, tuple(meta["input_shape"]), int(meta["num_classes"]))
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise ArtifactError(f"{spec_path}: invalid model spec ({exc})") from None
+    spec = spec_from_meta(meta, str(spec_path))
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:

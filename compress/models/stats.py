@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from compress.models.architectures import Attention
+from compress.models.signature import InputSignature, as_signature
 
 
 def count_params(model: nn.Module) -> int:
@@ -53,9 +54,22 @@ _MAC_RULES = {
 }
 
 
+def _zeros(signature: InputSignature) -> tuple[torch.Tensor, ...]:
+    """One sample of zeros (ones for integer inputs: a mask of zeros masks everything)."""
+    sizes = signature.sizes(1)
+    return tuple(
+        torch.zeros(spec.concrete(sizes))
+        if spec.dtype == "float32"
+        else torch.ones(spec.concrete(sizes), dtype=torch.int64)
+        for spec in signature.inputs
+    )
+
+
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+def count_macs(model: nn.Module, signature: InputSignature | tuple[int, ...]) -> int:
     """Multiply-accumulates of one sample's forward pass (convs, linears, attention).
+
+    A model with a sequence axis is counted at the signature's default length.
 
     Example:
         >>> count_macs(nn.Linear(4, 2), (4,))
@@ -75,7 +89,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(1, *input_shape))
+        model(*_zeros(as_signature(signature)))
     finally:
         for handle in handles:
             handle.remove()

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from compress.errors import CompressError
+from compress.models.signature import InputSignature, Samples
 from compress.quantization.dynamic import quantize_dynamic_onnx
 from compress.quantization.static import quantize_static_onnx
 from compress.runtime.evaluate import onnx_predictions
@@ -25,8 +27,18 @@ from compress.runtime.latency import measure_with_runtime, speedup
 FP32 = "fp32 (kept)"
 
 
+def _format_errors() -> tuple[type[BaseException], ...]:
+    """What a quantizer raises for a format it cannot build for a model: our own
+    StageError (pre-processing), ONNX Runtime's errors (RuntimeError subclasses, and
+    ValueError from its Python tooling) and onnx's checker. Anything else is a bug and
+    propagates."""
+    import onnx
+
+    return (CompressError, RuntimeError, ValueError, onnx.checker.ValidationError)
+
+
 def candidates(
-    calibration_x: np.ndarray, per_channel: bool, calibration, reduce_range: bool = False
+    calibration_x: Samples, per_channel: bool, calibration, reduce_range: bool = False
 ) -> dict[str, Callable]:
     """Name -> function(fp32_path, out_path) for every format tried."""
 
@@ -69,11 +81,11 @@ def choose(rows: list[dict[str, Any]], drop_max: float) -> tuple[str, str]:
 def search(
     fp32_path: Path,
     out_path: Path,
-    calibration_x: np.ndarray,
-    val_x: np.ndarray,
+    calibration_x: Samples,
+    val_x: Samples,
     val_y: np.ndarray,
     runtime,
-    input_shape: tuple[int, ...],
+    signature: InputSignature | tuple[int, ...],
     drop_max: float,
     per_channel: bool = True,
     calibration=None,
@@ -85,6 +97,7 @@ def search(
         return float((onnx_predictions(path, val_x).argmax(1) == val_y).mean())
 
     base_accuracy = accuracy(fp32_path)
+    format_errors = _format_errors()
     with tempfile.TemporaryDirectory(prefix="compress-auto-") as scratch:
         built: dict[str, Path] = {}
         failures: dict[str, str] = {}
@@ -94,11 +107,11 @@ def search(
             path = Path(scratch) / f"{name.replace(' ', '-')}.onnx"
             try:
                 build(fp32_path, path)
-            except Exception as exc:  # a format ORT cannot produce for this model
+            except format_errors as exc:  # a format ORT cannot produce for this model
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 continue
             built[name] = path
-        stats = measure_with_runtime([fp32_path, *built.values()], input_shape, runtime)
+        stats = measure_with_runtime([fp32_path, *built.values()], signature, runtime)
         rows = []
         for (name, path), stat in zip(built.items(), stats[1:]):
             value = accuracy(path)

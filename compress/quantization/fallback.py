@@ -16,16 +16,17 @@ from typing import Any
 import numpy as np
 
 from compress.artifacts import atomic_write_bytes
+from compress.models.signature import Samples, slice_samples
 from compress.quantization.static import quantizable_nodes, quantize_static_onnx
 from compress.runtime.evaluate import onnx_predictions
 
 
-def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+def _accuracy(path: Path, x: Samples, y: np.ndarray) -> float:
     return float((onnx_predictions(path, x).argmax(1) == y).mean())
 
 
 def rank_layers(
-    fp32_path: Path, calibration_x: np.ndarray, x: np.ndarray, settings: dict[str, Any]
+    fp32_path: Path, calibration_x: Samples, x: Samples, settings: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Every quantizable layer with the logit error it causes when quantized alone,
     worst first."""
@@ -43,8 +44,8 @@ def rank_layers(
 def restore_accuracy(
     fp32_path: Path,
     int8_path: Path,
-    calibration_x: np.ndarray,
-    val_x: np.ndarray,
+    calibration_x: Samples,
+    val_x: Samples,
     val_y: np.ndarray,
     settings: dict[str, Any],
     drop_max: float,
@@ -69,7 +70,7 @@ def restore_accuracy(
     report["needed"] = True
     ranking = [
         row
-        for row in rank_layers(fp32_path, calibration_x, val_x[:1000], settings)
+        for row in rank_layers(fp32_path, calibration_x, slice_samples(val_x, 0, 1000), settings)
         if row["node"] not in always_float
     ]
     report["sensitivity"] = ranking

@@ -21,6 +21,7 @@ import numpy as np
 
 from compress.artifacts import atomic_path
 from compress.errors import StageError
+from compress.models.signature import Samples, as_feeds, sample_count, slice_samples
 from compress.recipe.stages import CalibrationConfig
 
 # Ops that compute in integer arithmetic once ORT has fused Q/DQ pairs.
@@ -47,11 +48,18 @@ _SHORT = {"uint8": "u8", "int8": "s8"}
 
 
 class ArrayCalibrationReader:
-    """Feeds calibration batches from an array to ORT's calibrator."""
+    """Feeds calibration batches to ORT's calibrator, every input of the graph.
 
-    def __init__(self, input_name: str, samples: np.ndarray, batch_size: int = 32):
+    Args:
+        names: the graph's input names.
+        samples: one array (a one-input model) or arrays keyed by input name.
+    """
+
+    def __init__(self, names: list[str], samples: Samples, batch_size: int = 32):
+        feeds = as_feeds(samples, names)
+        total = sample_count(feeds)
         self._batches = iter(
-            [{input_name: samples[i : i + batch_size]} for i in range(0, len(samples), batch_size)]
+            [slice_samples(feeds, i, i + batch_size) for i in range(0, total, batch_size)]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -74,7 +82,7 @@ def _calibration_options(config: CalibrationConfig) -> tuple[Any, dict[str, Any]
 def quantize_static_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
-    calibration_x: np.ndarray,
+    calibration_x: Samples,
     *,
     activation_type: str = "uint8",
     weight_type: str = "int8",
@@ -90,7 +98,8 @@ def quantize_static_onnx(
     Args:
         fp32_path: the float model (dynamic batch axis).
         out_path: the int8 model, written atomically.
-        calibration_x: float32 inputs (already normalised) for range calibration.
+        calibration_x: real inputs (already normalised) for range calibration: one
+            array, or arrays keyed by input name for a model with several inputs.
         activation_type, weight_type: "uint8" / "int8".
         per_channel: per-output-channel weight scales.
         calibration: method and its parameters.
@@ -127,8 +136,8 @@ def quantize_static_onnx(
         preprocess(fp32_path, prepared)
         import onnx
 
-        input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
-        reader = ArrayCalibrationReader(input_name, calibration_x.astype(np.float32))
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+        reader = ArrayCalibrationReader([value.name for value in graph.input], calibration_x)
         # the calibrators print progress lines: keep them out of the user's terminal
         with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -153,7 +162,7 @@ def quantize_static_onnx(
         "per_channel": per_channel,
         "reduce_range": reduce_range,
         "calibration": calibration.model_dump(),
-        "calibration_samples": int(len(calibration_x)),
+        "calibration_samples": sample_count(calibration_x),
         "preprocessed": True,
         "float_nodes": list(exclude),
     }

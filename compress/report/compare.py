@@ -40,7 +40,7 @@ def compare_runs(
     repeats: int = 100,
 ) -> list[Comparison]:
     """Compare the final models of two runs; latency re-measured interleaved."""
-    from compress.runtime.latency import measure_latency, model_input_shape, speedup
+    from compress.runtime.latency import measure_latency, model_signature, speedup
 
     new, old = current["final"], baseline["final"]
     rows = []
@@ -70,7 +70,7 @@ def compare_runs(
     old_path, new_path = baseline_dir / old["path"], current_dir / new["path"]
     old_stats, new_stats = measure_latency(
         [old_path, new_path],
-        model_input_shape(new_path),
+        model_signature(new_path),
         threads=runtime["threads"],
         batch_size=runtime["batch_size"],
         warmup=runtime["warmup"],

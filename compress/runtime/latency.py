@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.models.signature import InputSignature, Samples, as_feeds, as_signature
 from compress.runtime.machine import LoadMeter
 from compress.runtime.sessions import make_session
 
@@ -60,7 +61,7 @@ def _stats(samples_ns: list[int], round_p50: list[float], provider: str, threads
 
 def measure_latency(
     paths: Sequence[str | Path],
-    input_shape: tuple[int, ...],
+    signature: InputSignature | tuple[int, ...],
     *,
     provider: str = "cpu",
     threads: int = 1,
@@ -71,13 +72,16 @@ def measure_latency(
     seed: int = 0,
     max_other_load: float = 0.25,
     retries: int = 2,
+    samples: Samples | None = None,
 ) -> list[LatencyStats]:
     """Time each model `repeats` times per round, interleaved over `rounds` rounds.
 
     Args:
         paths: ONNX files, measured in this order within each round.
-        input_shape: per-sample input shape; the batch axis is prepended.
+        signature: the models' inputs (a per-sample shape stands for one image
+            input); random inputs of `batch_size` rows are drawn from it.
         provider, threads, batch_size: the session and input under test.
+        samples: real inputs to time on instead (their first `batch_size` rows).
         warmup: untimed runs per model before the first round.
         repeats, rounds: timed runs per model per round, and the number of rounds.
         max_other_load: a round during which other processes used more than this
@@ -88,10 +92,13 @@ def measure_latency(
         >>> teacher, student = measure_latency(["t.onnx", "s.onnx"], (1, 28, 28))  # doctest: +SKIP
         >>> speedup(teacher, student)["median"]  # doctest: +SKIP
     """
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
+    signature = as_signature(signature)
+    if samples is None:
+        feed = signature.random_feed(signature.sizes(batch_size), seed)
+    else:
+        feed = {k: v[:batch_size] for k, v in as_feeds(samples, signature.names).items()}
     sessions = [make_session(path, provider, threads) for path in paths]
-    feeds = [{session.get_inputs()[0].name: x} for session in sessions]
+    feeds = [_feed_for(session, feed) for session in sessions]
     for session, feed in zip(sessions, feeds):
         for _ in range(warmup):
             session.run(None, feed)
@@ -127,9 +134,20 @@ def measure_latency(
     return results
 
 
+def _feed_for(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feed under this session's input names (a quantized file keeps the names;
+    a renamed single input still takes the one array)."""
+    names = [i.name for i in session.get_inputs()]
+    if set(names) == set(feed):
+        return feed
+    if len(names) == len(feed) == 1:
+        return {names[0]: next(iter(feed.values()))}
+    raise ValueError(f"model inputs {names} do not match the signature's {sorted(feed)}")
+
+
 def measure_with_runtime(
     paths: Sequence[str | Path],
-    input_shape: tuple[int, ...],
+    signature: InputSignature | tuple[int, ...],
     runtime,
     provider: str | None = None,
     seed: int = 0,
@@ -138,7 +156,7 @@ def measure_with_runtime(
     a recipe's `[runtime]` table (provider: its first one unless given)."""
     return measure_latency(
         paths,
-        input_shape,
+        signature,
         provider=provider or runtime.providers[0],
         threads=runtime.threads,
         batch_size=runtime.batch_size,
@@ -149,15 +167,9 @@ def measure_with_runtime(
     )
 
 
-def model_input_shape(path: str | Path) -> tuple[int, ...]:
-    """The per-sample input shape of an ONNX model (its first input, batch axis dropped)."""
-    from compress.errors import UsageError
-
-    session = make_session(path, "cpu", threads=1)
-    dims = session.get_inputs()[0].shape[1:]
-    if not all(isinstance(d, int) for d in dims):
-        raise UsageError(f"{path}: input has symbolic non-batch dimensions {dims}")
-    return tuple(dims)
+def model_signature(path: str | Path) -> InputSignature:
+    """An ONNX model's inputs as its file declares them (for `compress bench`)."""
+    return InputSignature.from_onnx(path)
 
 
 def speedup(baseline: LatencyStats, candidate: LatencyStats) -> dict[str, float]:

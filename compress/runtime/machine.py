@@ -105,3 +105,23 @@ class LoadMeter:
         wall = max(time.monotonic() - self._wall, 1e-9)
         other = (busy - self._busy) - (self._own_seconds() - self._own)
         return max(other, 0.0) / wall
+
+
+def run_environment() -> dict[str, Any]:
+    """What report.json records about the machine and the libraries of a run."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    machine = machine_info()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": machine["cpu"],
+        "isa": machine["isa"],
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }

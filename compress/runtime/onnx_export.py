@@ -21,9 +21,9 @@ from torch import nn
 
 from compress.artifacts import atomic_path
 from compress.errors import StageError
+from compress.models.signature import INPUT_NAME, OUTPUT_NAME, InputSignature, as_signature
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "check_parity", "export_onnx", "shape_label"]
 
 
 @contextlib.contextmanager
@@ -85,16 +85,17 @@ def strip_debug_info_(model) -> None:
 
 def export_onnx(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    signature: InputSignature | tuple[int, ...],
     path: str | Path,
     opset: int | None = None,
     debug: bool = False,
 ) -> Path:
-    """Export `model` (eval mode) to a single ONNX file with a dynamic batch axis.
+    """Export `model` (eval mode) to a single ONNX file, every dynamic axis named.
 
     Args:
-        model: a float32 torch model taking one NCHW (or NF) tensor.
-        input_shape: the per-sample shape, e.g. (1, 28, 28).
+        model: a float32 torch model.
+        signature: its inputs (names, dtypes, dynamic axes); a per-sample shape such
+            as (1, 28, 28) stands for one image input.
         path: destination; written atomically and checked with onnx.checker.
         opset: ONNX opset; None takes the exporter's default.
         debug: let the exporter's own output through.
@@ -106,11 +107,13 @@ def export_onnx(
 
     path = Path(path)
     model = model.eval()
-    example = torch.randn(2, *input_shape)
+    signature = as_signature(signature)
+    # batch 2: a batch of 1 lets the exporter specialise the axis to a constant
+    example = signature.random_example(signature.sizes(2))
     kwargs = {
-        "input_names": [INPUT_NAME],
-        "output_names": [OUTPUT_NAME],
-        "dynamic_shapes": ({0: torch.export.Dim("batch")},),
+        "input_names": signature.names,
+        "output_names": [signature.output],
+        "dynamic_shapes": signature.dynamic_shapes(),
         "external_data": False,
         "dynamo": True,
     }
@@ -119,7 +122,7 @@ def export_onnx(
     quiet = contextlib.nullcontext(io.StringIO()) if debug else _quiet_exporter()
     with atomic_path(path) as tmp, quiet:
         try:
-            torch.onnx.export(model, (example,), str(tmp), **kwargs)
+            torch.onnx.export(model, example, str(tmp), **kwargs)
         except Exception as exc:  # the exporter raises many types; keep its message
             detail = exporter_error_summary(exc)
             raise StageError(
@@ -138,7 +141,7 @@ def export_onnx(
 def check_parity(
     model: nn.Module,
     onnx_path: str | Path,
-    input_shape: tuple[int, ...],
+    signature: InputSignature | tuple[int, ...],
     batch_sizes: list[int],
     atol: float,
     rtol: float,
@@ -146,33 +149,44 @@ def check_parity(
 ) -> dict[str, float]:
     """Compare ONNX Runtime's logits with torch's at each batch size.
 
-    Returns the largest absolute difference per batch size; raises StageError
-    naming the batch size, the difference and the tolerance on a mismatch, or
-    when the graph rejects a batch size (a static batch axis).
+    Where the model has another dynamic axis (a sequence), each batch size runs at a
+    different length too (`InputSignature.parity_sizes`). Returns the largest
+    absolute difference per shape; raises StageError naming the shape, the
+    difference and the tolerance on a mismatch, or when the graph rejects a shape
+    (a static batch or sequence axis).
     """
     from compress.runtime.sessions import make_session
 
+    signature = as_signature(signature)
     session = make_session(onnx_path, "cpu", threads=1)
     generator = torch.Generator().manual_seed(seed)
     report = {}
     model = model.eval()
-    for batch in batch_sizes:
-        x = torch.randn(batch, *input_shape, generator=generator)
+    for sizes in signature.parity_sizes(batch_sizes):
+        label = shape_label(sizes)
+        inputs = signature.random_example(sizes, generator)
         with torch.no_grad():
-            expected = model(x).numpy()
+            expected = model(*inputs).numpy()
         try:
-            got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+            got = session.run(None, signature.feed(inputs))[0]
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
-            raise StageError(f"ONNX model fails at batch size {batch}: {exc}") from exc
+            raise StageError(f"ONNX model fails at {label}: {exc}") from exc
         if got.shape != expected.shape:
-            raise StageError(
-                f"ONNX output shape {got.shape} != torch {expected.shape} at batch size {batch}"
-            )
+            raise StageError(f"ONNX output shape {got.shape} != torch {expected.shape} at {label}")
         diff = float(np.max(np.abs(got - expected)))
-        report[f"batch_{batch}_max_abs_diff"] = diff
+        key = "_".join(f"{name}_{size}" for name, size in sizes.items())
+        report[f"{key}_max_abs_diff"] = diff
         if not np.allclose(got, expected, atol=atol, rtol=rtol):
             raise StageError(
-                f"ONNX/torch parity failed at batch size {batch}: max |diff| = {diff:.3g} "
+                f"ONNX/torch parity failed at {label}: max |diff| = {diff:.3g} "
                 f"exceeds atol {atol} + rtol {rtol}"
             )
     return report
+
+
+def shape_label(sizes: dict[str, int]) -> str:
+    """'batch size 7' for an image model (the key every report had), else
+    'batch 3 sequence 41'."""
+    if list(sizes) == ["batch"]:
+        return f"batch size {sizes['batch']}"
+    return " ".join(f"{name} {size}" for name, size in sizes.items())

@@ -1,6 +1,12 @@
 """Stages, one module per recipe `type`; importing this package registers them all."""
 
-from compress.stages import distill, export, prune, quantize, train  # noqa: F401  (registers them)
+from compress.stages import (  # noqa: F401  (registers them)
+    distill,
+    export,
+    prune,
+    quantize,
+    train,
+)
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import STAGES, register_stage
 

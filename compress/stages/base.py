@@ -18,6 +18,7 @@ from torch import nn
 from compress.data.bundle import DataBundle
 from compress.models.checkpoint import ModelSpec
 from compress.recipe.loader import Recipe
+from compress.training.strategy import SingleProcess, Strategy
 
 
 @dataclass
@@ -26,9 +27,12 @@ class RunContext:
 
     Attributes:
         model: the current float torch model (input of the next stage).
-        spec: how to rebuild `model` (architecture, input shape, classes).
+        spec: how to rebuild `model` (architecture, input signature, classes).
+        strategy: where and how training runs (one process, DDP ranks, ...); stages
+            hand it to `fit`.
         onnx_path: set once a stage's output exists only as ONNX (e.g. int8).
         teacher: the first stage's model, the baseline for drops and speed-ups.
+        baseline_metrics, baseline_onnx: the first stage's measurement and file.
         workdir: the running stage's folder inside the run directory.
     """
 
@@ -38,8 +42,11 @@ class RunContext:
     spec: ModelSpec
     workdir: Path
     seed: int
+    strategy: Strategy = field(default_factory=SingleProcess)
     teacher: nn.Module | None = None
     teacher_spec: ModelSpec | None = None
+    baseline_metrics: dict[str, Any] | None = None
+    baseline_onnx: Path | None = None
     onnx_path: Path | None = None
     debug: bool = False
     on_epoch_end: Any = None
@@ -53,24 +60,31 @@ class RunContext:
         Numbered per stage: a prune stage fine-tunes once per step, and on a resumed
         run step k finds step k's checkpoint (checked against its starting weights).
         """
-        from compress.distributed import session as distributed
         from compress.training.checkpoint import EpochCheckpoint
 
         self.fits_started += 1
-        if self.resume_dir is None or distributed.current() is not None:
-            return None  # other ranks hold no checkpoint to resume from
+        if self.resume_dir is None or not self.strategy.keeps_epoch_checkpoints:
+            return None
         return EpochCheckpoint(self.resume_dir / f"fit-{self.fits_started}")
 
-    def accept(self, result: StageResult) -> None:
+    def accept(
+        self,
+        result: StageResult,
+        metrics: dict[str, Any] | None = None,
+        onnx_path: Path | None = None,
+    ) -> None:
         """Make a stage's output the input of the next stage.
 
-        The first accepted model becomes the teacher (the baseline of later stages).
+        The first accepted result is the baseline: its model the teacher, its
+        measurement (`metrics`, `onnx_path`, when measured) what later stages are
+        compared with. This is the one place that decides it.
         """
         import copy
 
         if self.teacher is None:
             self.teacher = copy.deepcopy(result.model).eval()
             self.teacher_spec = result.spec
+            self.baseline_metrics, self.baseline_onnx = metrics, onnx_path
         self.model, self.spec = result.model, result.spec
         if result.onnx_path is not None:
             self.onnx_path = result.onnx_path

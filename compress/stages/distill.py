@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compress.models import ModelSpec, build_model, load_weights_
+from compress.models import load_weights_, new_model
 from compress.models.stats import count_params
 from compress.recipe.stages import DistillStageConfig
 from compress.stages.base import RunContext, Stage, StageResult
@@ -23,10 +23,11 @@ class DistillStage(Stage):
     def _run(self, ctx: RunContext) -> StageResult:
         teacher = ctx.model.eval()
         student_config = self.config.student
-        student = build_model(student_config, ctx.spec.input_shape, ctx.spec.num_classes)
+        student, spec = new_model(
+            student_config, ctx.spec.input_shape, ctx.spec.num_classes, ctx.spec.inputs
+        )
         if student_config.weights:
             load_weights_(student, student_config.weights)
-        spec = ModelSpec(student_config, ctx.spec.input_shape, ctx.spec.num_classes)
         result = fit(
             student,
             ctx.data,
@@ -36,8 +37,7 @@ class DistillStage(Stage):
             teacher=teacher,
             distill=self.config,
             on_epoch_end=ctx.on_epoch_end,
-            spec=spec,
-            teacher_spec=ctx.spec,  # the teacher is the current model
+            strategy=ctx.strategy,
             checkpoint=ctx.epoch_checkpoint(),
         )
         details = {

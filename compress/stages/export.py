@@ -8,8 +8,8 @@ import torch
 from compress.artifacts import atomic_write_bytes
 from compress.errors import StageError
 from compress.recipe.stages import ExportStageConfig
-from compress.runtime.evaluate import onnx_predictions
-from compress.runtime.onnx_export import check_parity, export_onnx
+from compress.runtime.evaluate import onnx_predictions, split_samples
+from compress.runtime.onnx_export import check_parity, export_onnx, shape_label
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
 from compress.training import predict_logits
@@ -29,11 +29,12 @@ class ExportStage(Stage):
     def _run(self, ctx: RunContext) -> StageResult:
         target = ctx.workdir / "model.onnx"
         if ctx.onnx_path is None:
-            export_onnx(ctx.model, ctx.spec.input_shape, target, self.config.opset, ctx.debug)
+            signature = ctx.spec.signature
+            export_onnx(ctx.model, signature, target, self.config.opset, ctx.debug)
             parity = check_parity(
                 ctx.model,
                 target,
-                ctx.spec.input_shape,
+                signature,
                 self.config.parity_batch_sizes,
                 self.config.parity_atol,
                 self.config.parity_rtol,
@@ -45,17 +46,19 @@ class ExportStage(Stage):
 
     def _check_int8(self, ctx: RunContext, path) -> dict[str, float]:
         generator = torch.Generator().manual_seed(ctx.seed)
-        for batch in self.config.parity_batch_sizes:
-            x = torch.randn(batch, *ctx.spec.input_shape, generator=generator).numpy()
+        signature = ctx.spec.signature
+        for sizes in signature.parity_sizes(self.config.parity_batch_sizes):
+            batch = sizes["batch"]
+            x = signature.feed(signature.random_example(sizes, generator))
             try:
                 out = onnx_predictions(path, x, batch_size=batch)
             except Exception as exc:  # onnxruntime's own exception types
-                raise StageError(f"int8 model fails at batch size {batch}: {exc}") from exc
+                raise StageError(f"int8 model fails at {shape_label(sizes)}: {exc}") from exc
             if out.shape[0] != batch:
                 raise StageError(f"int8 model returned {out.shape[0]} rows for batch {batch}")
         val = ctx.data.val
-        quantized = onnx_predictions(path, val.x.numpy()).argmax(1)
-        reference = predict_logits(ctx.model, val.x).argmax(1).numpy()
+        quantized = onnx_predictions(path, split_samples(val, signature)).argmax(1)
+        reference = predict_logits(ctx.model, val.inputs).argmax(1).numpy()
         agreement = float(np.mean(quantized == reference))
         if agreement < self.config.agreement_min:
             raise StageError(

@@ -36,6 +36,12 @@ from compress.stages.registry import register_stage
 from compress.training import evaluate, fit
 
 
+def example_input(signature) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """One random sample to trace the dependency graph with (a tuple for several inputs)."""
+    inputs = signature.random_example(signature.sizes(1))
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
 class TargetProbe:
     """Measures a pruned model against the stage's target, relative to the teacher."""
 
@@ -43,26 +49,26 @@ class TargetProbe:
         self.ctx, self.target, self.scratch = ctx, target, scratch
         # no teacher yet (prune is the first stage of a trial, say): the input model is it
         self.reference = ctx.teacher if ctx.teacher is not None else copy.deepcopy(ctx.model)
-        self.teacher_macs = count_macs(self.reference, ctx.spec.input_shape)
+        self.teacher_macs = count_macs(self.reference, ctx.spec.signature)
         self.teacher_onnx = None
         if target.speedup or target.latency_p50_ms:
             from compress.runtime.onnx_export import export_onnx
 
             self.teacher_onnx = export_onnx(
-                self.reference, ctx.spec.input_shape, scratch / "teacher.onnx"
+                self.reference, ctx.spec.signature, scratch / "teacher.onnx"
             )
 
     def measure(self, model, step: int) -> dict:
         """The target's metric for this model, and whether the target is met."""
-        macs_ratio = count_macs(model, self.ctx.spec.input_shape) / self.teacher_macs
+        macs_ratio = count_macs(model, self.ctx.spec.signature) / self.teacher_macs
         result = {"macs_ratio": macs_ratio}
         if self.teacher_onnx is not None:
             from compress.runtime.latency import measure_with_runtime, speedup
             from compress.runtime.onnx_export import export_onnx
 
-            path = export_onnx(model, self.ctx.spec.input_shape, self.scratch / f"step{step}.onnx")
+            path = export_onnx(model, self.ctx.spec.signature, self.scratch / f"step{step}.onnx")
             teacher, pruned = measure_with_runtime(
-                [self.teacher_onnx, path], self.ctx.spec.input_shape, self.ctx.recipe.runtime
+                [self.teacher_onnx, path], self.ctx.spec.signature, self.ctx.recipe.runtime
             )
             result["latency_p50_ms"] = pruned.p50_ms
             result["speedup"] = speedup(teacher, pruned)["median"]
@@ -110,11 +116,8 @@ class PruneStage(Stage):
         config = self.config
         model = ctx.model
         unpruned = None  # the fine-tune's distillation teacher, if any
-        self.unpruned_spec = ctx.spec
         if config.finetune.distill:
             use_teacher = config.finetune.distill_from == "teacher" and ctx.teacher is not None
-            if use_teacher:
-                self.unpruned_spec = ctx.teacher_spec or ctx.spec
             unpruned = copy.deepcopy(ctx.teacher if use_teacher else model).eval()
         ignored = resolve_modules(model, config.ignored_layers)
         classifier = find_classifier(model, ctx.spec.num_classes)
@@ -149,7 +152,7 @@ class PruneStage(Stage):
         config = self.config
         pruner = StructuredPruner(
             model,
-            torch.randn(1, *ctx.spec.input_shape),
+            example_input(ctx.spec.signature),
             config.ratio,
             config.steps,
             config.schedule,
@@ -258,8 +261,7 @@ class PruneStage(Stage):
             teacher=unpruned,
             distill=finetune if unpruned is not None else None,
             on_epoch_end=ctx.on_epoch_end,
-            spec=ctx.spec,
-            teacher_spec=self.unpruned_spec,
+            strategy=ctx.strategy,
             checkpoint=ctx.epoch_checkpoint(),
         )
         summary = result.summary()
@@ -272,7 +274,7 @@ class PruneStage(Stage):
             "step": step,
             "ratio": ratio,
             "params": count_params(model),
-            "macs": count_macs(model, ctx.spec.input_shape),
+            "macs": count_macs(model, ctx.spec.signature),
             "val_accuracy": evaluate(model, ctx.data.val)["accuracy"],
             "finetune": fit_summary,
         }

@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from compress.models.signature import Samples, slice_samples
 from compress.quantization.auto import search
 from compress.quantization.codebook import encode_onnx
 from compress.quantization.dynamic import quantize_dynamic_onnx
@@ -30,11 +31,12 @@ from compress.quantization.static import (
     quantize_static_onnx,
 )
 from compress.recipe.stages import QuantizeStageConfig
+from compress.runtime.evaluate import split_samples
 from compress.runtime.machine import int8_saturates
 from compress.runtime.onnx_export import export_onnx
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
-from compress.training.loop import evaluate, train_on
+from compress.training import SingleProcess, evaluate, fit
 
 REBUILD_OPS = {"Gather", "BitShift", "BitwiseAnd"}  # what the codebook subgraph runs
 
@@ -67,7 +69,7 @@ class QuantizeStage(Stage):
         ]
         per_layer = resolve_per_layer(weighted, config.layers, config.bits, "layers")
         fp32_path = ctx.workdir / "model.fp32.onnx"
-        export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
+        export_onnx(ctx.model, ctx.spec.signature, fp32_path, debug=ctx.debug)
         out_path = ctx.workdir / "model.onnx"
         encoded = encode_onnx(fp32_path, out_path, config.method, config.bits, per_layer)
         fp32_path.unlink()
@@ -90,7 +92,7 @@ class QuantizeStage(Stage):
     def _uniform(self, ctx: RunContext) -> StageResult:
         config = self.config
         fp32_path = ctx.workdir / "model.fp32.onnx"
-        export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
+        export_onnx(ctx.model, ctx.spec.signature, fp32_path, debug=ctx.debug)
         int8_path = ctx.workdir / "model.onnx"
         if config.format == "auto":
             settings = self._auto(ctx, fp32_path, int8_path)
@@ -114,10 +116,10 @@ class QuantizeStage(Stage):
         calibration_x = self._calibration_x(ctx)
         fp32_path = ctx.workdir / "model.fp32.onnx"
         calibrated_path = ctx.workdir / "model.calibrated.onnx"
-        export_onnx(ctx.model, ctx.spec.input_shape, fp32_path, debug=ctx.debug)
+        export_onnx(ctx.model, ctx.spec.signature, fp32_path, debug=ctx.debug)
         report = quantize_static_onnx(fp32_path, calibrated_path, calibration_x, **settings)
         qparams = activation_qparams(calibrated_path)
-        match_x = calibration_x[: min(len(calibration_x), 16)]
+        match_x = slice_samples(calibration_x, 0, 16)
         points, unmatched = match_points(ctx.model, fp32_path, list(qparams), match_x)
 
         model = copy.deepcopy(ctx.model)
@@ -131,11 +133,12 @@ class QuantizeStage(Stage):
         before = evaluate(model, ctx.data.val)["accuracy"]
         # Fake-quant hooks cannot travel in a training job to other ranks (a job is a
         # structure and weights), so QAT trains in this process even in a distributed run.
-        result = train_on(
+        result = fit(
             model,
             ctx.data,
             config.qat,
-            ctx.seed,
+            seed=ctx.seed,
+            strategy=SingleProcess(),
             augment=ctx.recipe.data.augment,
             teacher=teacher,
             distill=config.qat if teacher is not None else None,
@@ -154,7 +157,7 @@ class QuantizeStage(Stage):
         kept = "trained" if after >= before - config.qat.keep_val_drop_max else "calibrated"
         if kept == "trained":
             trained_path = ctx.workdir / "model.trained.fp32.onnx"
-            export_onnx(model, ctx.spec.input_shape, trained_path, debug=ctx.debug)
+            export_onnx(model, ctx.spec.signature, trained_path, debug=ctx.debug)
             fixed = {qparams[name]["tensor"]: value for name, value in learned.items()}
             report = quantize_static_onnx(
                 trained_path, int8_path, calibration_x, **settings, fixed_qparams=fixed
@@ -204,12 +207,15 @@ class QuantizeStage(Stage):
             return int8_saturates()
         return self.config.reduce_range
 
-    def _calibration_x(self, ctx: RunContext):
+    def _calibration_x(self, ctx: RunContext) -> Samples:
+        """Real training samples for range calibration: one array for a one-input
+        model, arrays keyed by input name otherwise."""
         generator = torch.Generator().manual_seed(ctx.seed)
         train = ctx.data.train
         count = min(self.config.calibration.samples, len(train))
         chosen = torch.randperm(len(train), generator=generator)[:count]
-        return train.x[chosen].numpy()
+        rows = train.take(chosen)
+        return rows[0].numpy() if len(rows) == 1 else ctx.spec.signature.feed(rows)
 
     def _auto(self, ctx: RunContext, fp32_path, out_path) -> dict:
         config = self.config
@@ -217,10 +223,10 @@ class QuantizeStage(Stage):
             fp32_path,
             out_path,
             self._calibration_x(ctx),
-            ctx.data.val.x.numpy(),
+            split_samples(ctx.data.val, ctx.spec.signature),
             ctx.data.val.y.numpy(),
             ctx.recipe.runtime,
-            ctx.spec.input_shape,
+            ctx.spec.signature,
             config.auto_val_accuracy_drop_max,
             per_channel=config.per_channel,
             calibration=config.calibration,
@@ -245,7 +251,7 @@ class QuantizeStage(Stage):
                 fp32_path,
                 int8_path,
                 calibration_x,
-                ctx.data.val.x.numpy(),
+                split_samples(ctx.data.val, ctx.spec.signature),
                 ctx.data.val.y.numpy(),
                 settings,
                 config.fallback.val_accuracy_drop_max,

@@ -22,7 +22,7 @@ class TrainStage(Stage):
             seed=ctx.seed,
             augment=ctx.recipe.data.augment,
             on_epoch_end=ctx.on_epoch_end,
-            spec=ctx.spec,
+            strategy=ctx.strategy,
             checkpoint=ctx.epoch_checkpoint(),
         )
         return StageResult(ctx.model, ctx.spec, details={"training": result.summary()})

@@ -1,12 +1,24 @@
-"""The shared training loop, its optimizers, schedules, early stopping and losses."""
+"""The one training loop and what it is made of.
 
-from compress.training.loop import EarlyStopping, FitResult, evaluate, fit, predict_logits
+`loop` (fit), `strategy` (where a job runs), `stopping` (early stopping),
+`inference` (logits, validation, cached teacher logits), `augment`, `optim`
+(optimizers and schedules), `losses` (distillation), `checkpoint` (epoch resume).
+Nothing here imports `compress.distributed`: distributed strategies build on this.
+"""
+
+from compress.training.inference import evaluate, predict_logits
+from compress.training.loop import FitResult, fit
 from compress.training.losses import distillation_loss
 from compress.training.optim import build_optimizer, build_schedule
+from compress.training.stopping import EarlyStopping
+from compress.training.strategy import SingleProcess, Strategy, TrainingJob
 
 __all__ = [
     "EarlyStopping",
     "FitResult",
+    "SingleProcess",
+    "Strategy",
+    "TrainingJob",
     "build_optimizer",
     "build_schedule",
     "distillation_loss",

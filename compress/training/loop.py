@@ -17,15 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.data.bundle import DataBundle, Split
-from compress.distributed.session import Session
+from compress.data.bundle import DataBundle
 from compress.errors import AgreedStop, StageError
-from compress.models.checkpoint import ModelSpec
-from compress.recipe.schema import EarlyStoppingConfig, TrainingConfig
+from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import DistillConfig
+from compress.training.augment import augment_batch
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
+from compress.training.inference import evaluate, teacher_logits_memo
 from compress.training.losses import distillation_loss
 from compress.training.optim import build_optimizer, build_schedule
+from compress.training.stopping import EarlyStopping
+from compress.training.strategy import SingleProcess, Strategy, TrainingJob
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -52,194 +54,37 @@ class FitResult:
         }
 
 
-class EarlyStopping:
-    """Tracks the monitored metric: improvement, patience and divergence (Lightning-style).
-
-    Args:
-        config: the recipe's early_stopping table; None keeps the best epoch by
-            val_accuracy and never stops early.
-    """
-
-    def __init__(self, config: EarlyStoppingConfig | None):
-        self.config = config
-        self.monitor = config.monitor if config else "val_accuracy"
-        self.mode = config.resolved_mode if config else "max"
-        self.best: float | None = None
-        self.best_loss = math.inf
-        self.bad_epochs = 0
-
-    def improved(self, value: float, val_loss: float | None = None) -> bool:
-        """Record `value`; True if it beats the best so far by more than min_delta.
-
-        When accuracy is monitored, an equal accuracy with a lower validation
-        loss also counts: on small validation sets accuracy ties are common and
-        the loss is the better tie-breaker.
-        """
-        min_delta = self.config.min_delta if self.config else 0.0
-        if self.best is None:
-            better = True
-        elif self.mode == "max":
-            better = value > self.best + min_delta
-            if not better and self.monitor == "val_accuracy" and value >= self.best:
-                better = val_loss is not None and val_loss < self.best_loss
-        else:
-            better = value < self.best - min_delta
-        if better:
-            self.best, self.bad_epochs = value, 0
-            self.best_loss = val_loss if val_loss is not None else math.inf
-        else:
-            self.bad_epochs += 1
-        return better
-
-    def stop_reason(self, value: float) -> str | None:
-        """Why to stop after this epoch, or None to go on."""
-        if not math.isfinite(value):
-            return f"{self.monitor} is {value}"
-        if self.config is None:
-            return None
-        threshold = self.config.divergence_threshold
-        if threshold is not None:
-            diverged = value < threshold if self.mode == "max" else value > threshold
-            if diverged:
-                return f"{self.monitor} = {value:.4g} crossed divergence threshold {threshold}"
-        if self.bad_epochs >= max(self.config.patience, 1):
-            return (
-                f"no {self.monitor} improvement > {self.config.min_delta} "
-                f"for {self.bad_epochs} epochs (patience {self.config.patience})"
-            )
-        return None
-
-
-def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Random shifts of up to 2 pixels (zero padded) and, for crop-flip, h-flips."""
-    if kind == "none" or x.ndim != 4:
-        return x
-    pad = 2
-    padded = F.pad(x, (pad, pad, pad, pad))
-    height, width = x.shape[2], x.shape[3]
-    offsets = torch.randint(0, 2 * pad + 1, (x.shape[0], 2), generator=generator)
-    out = torch.empty_like(x)
-    for dy in range(2 * pad + 1):  # group samples by offset: 25 slices, not one per sample
-        for dx in range(2 * pad + 1):
-            rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().flatten()
-            if len(rows):
-                out[rows] = padded[rows, :, dy : dy + height, dx : dx + width]
-    if kind == "crop-flip":
-        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).nonzero().flatten()
-        out[flip] = out[flip].flip(-1)
-    return out
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of `model` in eval mode over `x`, batched."""
-    was_training = model.training
-    model.eval()
-    outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0)
-
-
-class TeacherLogits:
-    """A frozen teacher's logits over fixed training inputs, computed once per run.
-
-    Distillation, each pruning step's fine-tune and QAT distil from the same teacher
-    over the same un-augmented inputs; on Fashion-MNIST each recomputation was ~25 s of
-    teacher inference. Keyed by the teacher's structure and weights and by the input
-    tensor itself (held, so its id cannot be reused while the entry lives).
-    """
-
-    def __init__(self, capacity: int = 2):
-        self.capacity = capacity
-        self.entries: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def get(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        key = (fingerprint(teacher, repr(teacher)), id(x))
-        if key in self.entries:  # the entry holds x, so no other tensor can have its id
-            return self.entries[key][1]
-        if x.ndim == 4:  # a copy in NHWC: 1.2-1.7x faster convolutions, the teacher untouched
-            teacher = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
-        logits = predict_logits(teacher, x)
-        if len(self.entries) >= self.capacity:
-            self.entries.pop(next(iter(self.entries)))
-        self.entries[key] = (x, logits)
-        return logits
-
-
-teacher_logits_memo = TeacherLogits()
-
-
-def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
-    """Accuracy and cross-entropy of `model` on a split (torch, eval mode)."""
-    logits = predict_logits(model, split.x)
-    return {
-        "accuracy": float((logits.argmax(1) == split.y).float().mean()),
-        "loss": float(F.cross_entropy(logits, split.y)),
-    }
-
-
-class LocalEngine:
-    """One process: the plain forward/backward every single-process run uses."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def usable(self, batch: int, batch_size: int) -> bool:
-        return batch >= 2  # BatchNorm cannot train on one sample
-
-    def forward_backward(self, x, y, target, loss_fn) -> float:
-        loss = loss_fn(self.model(x), y, target)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise StageError(
-                f"training loss became {value} (non-finite); lower the learning rate "
-                "or add grad_clip"
-            )
-        loss.backward()
-        return value
-
-    def clip_grads(self, max_norm: float) -> None:
-        nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-
-    def end_epoch(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def fit(
     model: nn.Module,
     data: DataBundle,
     config: TrainingConfig,
     *,
     seed: int,
+    strategy: Strategy | None = None,
     augment: str = "none",
     teacher: nn.Module | None = None,
     distill: DistillConfig | None = None,
     on_epoch_end: EpochCallback | None = None,
-    spec: ModelSpec | None = None,
-    teacher_spec: ModelSpec | None = None,
     checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
     """Train `model` in place on `data.train`, validating on `data.val` each epoch.
 
-    In a distributed run (`compress run --nproc N`, or under torchrun) rank 0 first
-    sends the other ranks this job, then every rank trains together.
+    The strategy decides where the job runs: in this process (the default), or on
+    every rank of a distributed run, where the driver first hands the job to the
+    other ranks and every rank then trains together.
 
     Args:
         model: trained in place; holds the best epoch's weights on return.
         data: the splits; `data.test` is never touched.
         config: epochs, batch size, optimizer, schedule, early stopping, clipping.
         seed: seeds batch order, augmentation and dropout.
+        strategy: where and how to train (`SingleProcess` when None).
         augment: the recipe-wide augmentation; `config.augment` overrides it.
         teacher: a frozen teacher for distillation (`distill` must be given too).
         distill: temperature and alpha of the distillation loss.
-        on_epoch_end: called with (epoch, metrics) after each epoch.
-        spec, teacher_spec: how to rebuild model and teacher on the other ranks
-            (needed only in a distributed run).
+        on_epoch_end: called with (epoch, metrics) after each epoch, on the driver.
         checkpoint: where to keep per-epoch state, so a killed run resumes from its
-            last epoch (single-process runs only).
+            last epoch (where the strategy keeps epoch checkpoints).
 
     Raises:
         StageError: when the training loss becomes NaN or infinite.
@@ -247,70 +92,53 @@ def fit(
     Example:
         >>> result = fit(model, data, TrainingConfig(epochs=2), seed=0)  # doctest: +SKIP
     """
-    from compress.distributed import session as distributed
-
-    session = distributed.current()
-    if session is None or session.world_size == 1:
-        return train_on(
-            model, data, config, seed, augment, teacher, distill, on_epoch_end,
-            checkpoint=checkpoint,
-        )  # fmt: skip
-    from compress.distributed.jobs import send_job
-
-    send_job(
-        session,
-        model=model,
-        spec=spec,
-        config=config,
-        seed=seed,
-        augment=augment,
-        teacher=teacher,
-        teacher_spec=teacher_spec,
-        distill=distill,
-    )
+    strategy = strategy or SingleProcess()
+    strategy.launch(TrainingJob(model, config, seed, augment, teacher, distill))
     try:
-        return train_on(model, data, config, seed, augment, teacher, distill, on_epoch_end, session)
+        return _train(
+            model, data, config, seed, strategy, augment, teacher, distill, on_epoch_end,
+            checkpoint,
+        )  # fmt: skip
     except AgreedStop:
         raise  # every rank stopped at the same step: they can take the next job
     except BaseException:
-        session.failed = True  # the other ranks may be mid-collective: never talk again
+        strategy.abort()  # the other ranks may be mid-collective: never talk again
         raise
 
 
-def train_on(
+def _train(
     model: nn.Module,
     data: DataBundle,
     config: TrainingConfig,
     seed: int,
-    augment: str = "none",
-    teacher: nn.Module | None = None,
-    distill: DistillConfig | None = None,
-    on_epoch_end: EpochCallback | None = None,
-    session: Session | None = None,
-    checkpoint: EpochCheckpoint | None = None,
+    strategy: Strategy,
+    augment: str,
+    teacher: nn.Module | None,
+    distill: DistillConfig | None,
+    on_epoch_end: EpochCallback | None,
+    checkpoint: EpochCheckpoint | None,
 ) -> FitResult:
     """The loop `fit` runs on every rank (see `fit` for the arguments).
 
     Every rank draws the same global batches from the same seeded generator; the
     engine decides which part of each batch (or of the model) this rank computes.
-    Rank 0 evaluates and shares the validation metrics, so early stopping and the
-    best-epoch choice are the same decision on every rank.
+    The driver evaluates and the strategy shares its validation metrics, so early
+    stopping and the best-epoch choice are the same decision on every rank.
     """
     augment = config.augment or augment
+    if not strategy.keeps_epoch_checkpoints:
+        checkpoint = None
     identity = (
         fingerprint(model, config.model_dump(mode="json"), seed, augment) if checkpoint else ""
     )
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     train = data.train
+    images = len(train.inputs) == 1 and train.inputs[0].ndim == 4
     steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
-    # oneDNN's convolutions are faster on NHWC than on NCHW, forward and backward. Only in
-    # one process: the parallel engines send activations between ranks, which needs them
-    # contiguous in the default layout.
+    # oneDNN's convolutions are faster on NHWC than on NCHW, forward and backward.
     layout = (
-        torch.channels_last
-        if config.channels_last and session is None and train.x.ndim == 4
-        else None
+        torch.channels_last if config.channels_last and strategy.channels_last and images else None
     )
     if layout is not None:
         model.to(memory_format=layout)
@@ -321,8 +149,8 @@ def train_on(
     if teacher is not None:
         teacher.eval()  # frozen: only ever run under no_grad below
         if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
-            teacher_logits = teacher_logits_memo.get(teacher, train.x)
-    is_driver = session is None or session.is_driver
+            teacher_logits = teacher_logits_memo.get(teacher, train.inputs)
+    is_driver = strategy.is_driver
 
     def loss_fn(logits, y, target):
         if target is not None and distill is not None:
@@ -340,12 +168,7 @@ def train_on(
         )  # fmt: skip
         if result.stop_reason.startswith("stopped early"):
             first_epoch = config.epochs + 1  # it had already stopped: nothing left to run
-    if session is None:
-        engine = LocalEngine(model)
-    else:
-        from compress.distributed.parallel import make_engine
-
-        engine = make_engine(model, session, tuple(train.x.shape[1:]), config.batch_size)
+    engine = strategy.engine(model, tuple(train.inputs[0].shape[1:]), config.batch_size)
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             model.train()
@@ -355,9 +178,11 @@ def train_on(
                 index = order[start : start + config.batch_size]
                 if not engine.usable(len(index), config.batch_size) and len(order) > 1:
                     continue
-                x = augment_batch(train.x[index], augment, generator)
-                if layout is not None:
-                    x = x.contiguous(memory_format=layout)
+                inputs = train.take(index)
+                if images:
+                    inputs = (augment_batch(inputs[0], augment, generator),)
+                    if layout is not None:
+                        inputs = (inputs[0].contiguous(memory_format=layout),)
                 y = train.y[index]
                 target = None
                 if teacher is not None and distill is not None:
@@ -365,10 +190,10 @@ def train_on(
                         target = teacher_logits[index]
                     else:
                         with torch.no_grad():
-                            target = teacher(x)
+                            target = teacher(*inputs)
                 optimizer.zero_grad(set_to_none=True)
                 try:
-                    loss = engine.forward_backward(x, y, target, loss_fn)
+                    loss = engine.forward_backward(inputs, y, target, loss_fn)
                 except StageError as exc:
                     raise type(exc)(f"epoch {epoch}: {exc}") from None
                 if config.grad_clip is not None:
@@ -382,10 +207,8 @@ def train_on(
             engine.end_epoch()
 
             val = evaluate(model, data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
-            if session is not None:  # one decision for all ranks: rank 0's numbers
-                from compress.distributed.parallel import share_from_driver
-
-                val["loss"], val["accuracy"] = share_from_driver([val["loss"], val["accuracy"]])
+            # one decision for all ranks: the driver's numbers
+            val["loss"], val["accuracy"] = strategy.share([val["loss"], val["accuracy"]])
             metrics = {
                 "epoch": epoch,
                 "train_loss": total_loss / max(seen, 1),

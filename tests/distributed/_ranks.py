@@ -12,10 +12,10 @@ from safetensors.torch import save_file
 
 from compress.data import load_data
 from compress.distributed import session as distributed
-from compress.distributed.jobs import send_shutdown
 from compress.distributed.parallel import PipelineEngine
+from compress.distributed.strategy import DistributedStrategy
 from compress.distributed.worker import serve
-from compress.models import ModelSpec, build_model
+from compress.models import new_model
 from compress.recipe.schema import (
     CNNConfig,
     DataConfig,
@@ -35,8 +35,7 @@ def model_and_spec(kind: str, data):
         CNNConfig(widths=[8, 16], batch_norm=True) if kind == "cnn" else MLPConfig(hidden=[32, 16])
     )
     torch.manual_seed(0)
-    shape = tuple(data.train.x.shape[1:])
-    return build_model(config, shape, data.num_classes), ModelSpec(config, shape, 10)
+    return new_model(config, tuple(data.train.x.shape[1:]), data.num_classes)
 
 
 def training_config() -> TrainingConfig:
@@ -50,15 +49,16 @@ def training_config() -> TrainingConfig:
 
 def train(strategy: str, kind: str, out: Path) -> None:
     """fit() through the real job protocol: rank 0 drives, rank 1 serves."""
-    session = distributed.start(DistributedConfig(strategy=strategy, micro_batches=2))
+    config = DistributedConfig(strategy=strategy, micro_batches=2)
+    ranks = DistributedStrategy(distributed.start(config))
     data = tiny_data()
-    if session.is_driver:
-        model, spec = model_and_spec(kind, data)
-        fit(model, data, training_config(), seed=3, spec=spec)
-        send_shutdown(session)
+    if ranks.is_driver:
+        model, _ = model_and_spec(kind, data)
+        fit(model, data, training_config(), seed=3, strategy=ranks)
+        ranks.shutdown()
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
     else:
-        serve(session, data)
+        serve(ranks, data)
     distributed.stop()
 
 
@@ -75,7 +75,7 @@ def pipeline_step(out: Path) -> None:
         return F.cross_entropy(logits, y)
 
     x, y = data.train.x[:32], data.train.y[:32]
-    loss = engine.forward_backward(x, y, None, loss_fn)
+    loss = engine.forward_backward((x,), y, None, loss_fn)
     result = {f"grad.{name}": p.grad for name, p in model.named_parameters() if p.grad is not None}
     if outputs:
         result["outputs"] = torch.cat(outputs)

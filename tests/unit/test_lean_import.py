@@ -20,9 +20,10 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(%r))))
 """
 
 
-def _heavy_modules_after_importing(*modules: str) -> list[str]:
+def _probe(code: str, *args: str) -> list[str]:
+    """What `code` prints (JSON) when run in a fresh interpreter with `args`."""
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE % (HEAVY,), *modules],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -30,6 +31,10 @@ def _heavy_modules_after_importing(*modules: str) -> list[str]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def _heavy_modules_after_importing(*modules: str) -> list[str]:
+    return _probe(_PROBE % (HEAVY,), *modules)
 
 
 def test_importing_the_package_cli_and_recipe_loads_no_heavy_library():
@@ -46,3 +51,27 @@ def test_importing_stages_and_runner_loads_no_heavy_library(module):
 def test_the_probe_sees_a_heavy_import():
     # The checks above can fail: a heavy module that is imported is reported.
     assert _heavy_modules_after_importing("compress", "onnx") == ["onnx"]
+
+
+_LAYER_PROBE = """
+import json, sys
+__import__(sys.argv[1])
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(sys.argv[2]))))
+"""
+
+
+def _loaded_under(module: str, prefix: str) -> list[str]:
+    return _probe(_LAYER_PROBE, module, prefix)
+
+
+@pytest.mark.parametrize("module", ["compress.training", "compress.stages"])
+def test_training_and_stages_do_not_import_the_distributed_package(module):
+    # The training loop knows strategies, not launchers: compress.distributed builds on
+    # compress.training, never the other way round (docs/architecture.md).
+    assert _loaded_under(module, "compress.distributed") == []
+
+
+def test_the_layer_probe_sees_the_distributed_package():
+    assert "compress.distributed.strategy" in _loaded_under(
+        "compress.distributed.strategy", "compress.distributed"
+    )

@@ -222,15 +222,15 @@ def test_qat_that_hurts_validation_ships_the_calibrated_model(
 ):
     from compress.stages import quantize as stage_module
 
-    real_train_on = stage_module.train_on
+    real_fit = stage_module.fit
 
     def harmful_training(model, *args, **kwargs):
-        result = real_train_on(model, *args, **kwargs)
+        result = real_fit(model, *args, **kwargs)
         with torch.no_grad():  # stands in for a fine-tune that went wrong
             model.classifier.parametrizations.weight.original.mul_(-1)
         return result
 
-    monkeypatch.setattr(stage_module, "train_on", harmful_training)
+    monkeypatch.setattr(stage_module, "fit", harmful_training)
     ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)
     config = QuantizeStageConfig.model_validate(
         {"type": "quantize", "mode": "qat", "calibration": {"samples": 64}}

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim import lr_scheduler
 
+import compress.training.inference as inference
 import compress.training.loop as loop
 from compress.errors import StageError
 from compress.recipe.schema import (
@@ -554,16 +555,16 @@ def test_fit_with_teacher_trains_on_the_distillation_loss(monkeypatch):
 def test_teacher_logits_are_computed_once_per_teacher_weights_and_inputs(monkeypatch):
     from compress.recipe.stages import DistillConfig
 
-    memo = loop.TeacherLogits()
+    memo = inference.TeacherLogits()
     monkeypatch.setattr(loop, "teacher_logits_memo", memo)
     predictions = []
-    original = loop.predict_logits
+    original = inference.predict_logits
 
     def counting(model, x, batch_size=512):
-        predictions.append(len(x))
+        predictions.append(len(inference.as_inputs(x)[0]))
         return original(model, x, batch_size)
 
-    monkeypatch.setattr(loop, "predict_logits", counting)
+    monkeypatch.setattr(inference, "predict_logits", counting)
     teacher, data = _model(seed=1).eval(), tiny_bundle()
     config, distill = TrainingConfig(epochs=1, batch_size=16), DistillConfig()
     n_train, n_val = len(data.train.x), len(data.val.x)

@@ -1,0 +1,74 @@
+"""One run setup and one stage plan, shared by `compress run`, the distributed
+worker and `compress tune`'s trials.
+
+The order matters for reproducibility: threads, then the seed, then the data, then
+the model's initial weights (seeded again, so a trial builds the same model as a run
+whatever the data loading drew).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.artifacts import atomic_write_text
+from compress.data import DataBundle, load_data
+from compress.models import ModelSpec, load_weights_, new_model
+from compress.recipe.loader import Recipe
+from compress.stages import STAGES, RunContext, StageResult
+from compress.stages.base import seed_everything
+from compress.stages.start import StartConfig, StartStage
+
+
+def prepare_run_dir(out_dir: Path, recipe: Recipe) -> None:
+    """Create the run directory and write the resolved recipe into it.
+
+    A kill during an atomic write leaves its temporary sibling behind; it never
+    passes for an artifact (hidden, *.tmp), but it is litter: clear it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.rglob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    atomic_write_text(out_dir / "recipe.resolved.toml", recipe.to_toml())
+
+
+def prepare_process(recipe: Recipe) -> None:
+    """Training threads (when the recipe sets them) and every random generator."""
+    if recipe.runtime.train_threads:
+        torch.set_num_threads(recipe.runtime.train_threads)
+    seed_everything(recipe.seed)
+
+
+def load_run_data(recipe: Recipe) -> DataBundle:
+    """`prepare_process`, then the recipe's data, split by its seed."""
+    prepare_process(recipe)
+    return load_data(recipe.data, recipe.seed)
+
+
+def initial_model(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, ModelSpec]:
+    """The recipe's `[model]`, built (seeded) for the data's inputs, with its `weights`."""
+    seed_everything(recipe.seed)
+    model, spec = new_model(recipe.model, data.input_shape, data.num_classes, data.inputs)
+    if recipe.model.weights:
+        load_weights_(model, recipe.model.weights)
+    return model, spec
+
+
+def stage_plan(recipe: Recipe) -> list[tuple[Any, str]]:
+    """(config, folder name) of every stage to run, in order: the starting model
+    first when the recipe brings trained weights (it is then the baseline)."""
+    plan = list(zip(recipe.stages, recipe.stage_names()))
+    if recipe.model.weights:
+        plan.insert(0, (StartConfig(weights=recipe.model.weights), "input"))
+    return plan
+
+
+def run_stage(ctx: RunContext, config: Any, name: str, workdir: Path) -> StageResult:
+    """Run one stage of the plan in `workdir` (the stage registry picks the class of
+    every stage a recipe names; the starting point is not one of them)."""
+    ctx.workdir = workdir
+    stage_class = StartStage if isinstance(config, StartConfig) else STAGES.get(config.type)
+    return stage_class(config, name).run(ctx)

@@ -1,0 +1,120 @@
+"""Where and how a training job runs: one object handed to `fit`.
+
+The loop reads the same with one process or eight: the strategy gives it the
+engine that runs a step, tells it which rank is the driver (evaluates, reports,
+checkpoints), shares the driver's validation numbers, starts the job on the other
+ranks and aborts it when this rank fails. `SingleProcess` is the plain case;
+`compress.distributed.strategy` adds the ranks (Lightning's `Strategy`,
+llm-compressor's `State.hardware`). A new way to run is one subclass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import StageError
+from compress.recipe.schema import TrainingConfig
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass
+class TrainingJob:
+    """One `fit` call as the other ranks need it: the model, its config and teacher.
+
+    The model and teacher carry their `ModelSpec` (`compress.models.spec_of`), which
+    is how a strategy rebuilds them elsewhere; no caller passes a spec.
+    """
+
+    model: nn.Module
+    config: TrainingConfig
+    seed: int
+    augment: str
+    teacher: nn.Module | None = None
+    distill: Any = None  # DistillConfig: temperature and alpha
+
+
+class LocalEngine:
+    """One process: the plain forward/backward of a single-process run."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def usable(self, batch: int, batch_size: int) -> bool:
+        return batch >= 2  # BatchNorm cannot train on one sample
+
+    def forward_backward(self, inputs: tuple[torch.Tensor, ...], y, target, loss_fn) -> float:
+        loss = loss_fn(self.model(*inputs), y, target)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise StageError(
+                f"training loss became {value} (non-finite); lower the learning rate "
+                "or add grad_clip"
+            )
+        loss.backward()
+        return value
+
+    def clip_grads(self, max_norm: float) -> None:
+        nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def end_epoch(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Strategy:
+    """Base of every strategy; its defaults are one process on this machine.
+
+    Attributes:
+        name: recorded in reports and the stage cache key.
+        world_size: processes taking part in each job.
+    """
+
+    name = "single"
+    world_size = 1
+
+    @property
+    def is_driver(self) -> bool:
+        """This process evaluates, reports and keeps checkpoints."""
+        return True
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether image models may train in NHWC (oneDNN's faster layout). The
+        parallel engines send activations between ranks and need the default one."""
+        return True
+
+    @property
+    def keeps_epoch_checkpoints(self) -> bool:
+        """Whether a killed job can resume from its last epoch under this strategy."""
+        return True
+
+    def launch(self, job: TrainingJob) -> None:
+        """Driver: hand `job` to the other ranks before training it here."""
+
+    def engine(self, model: nn.Module, sample_shape: tuple[int, ...], batch_size: int):
+        """What runs a step: forward, backward, gradient clipping."""
+        return LocalEngine(model)
+
+    def share(self, values: list[float]) -> list[float]:
+        """The driver's `values` on every rank (others pass placeholders)."""
+        return values
+
+    def abort(self) -> None:
+        """This rank failed mid-job: never talk to the others again."""
+
+    def identity(self) -> dict[str, Any] | None:
+        """What changes the trained weights (cache key, report); None for one process."""
+        return None
+
+
+class SingleProcess(Strategy):
+    """Train in this process, on this machine's CPU threads."""
