@@ -30,9 +30,10 @@ class UsageError(CompressError):
 
 
 class DataError(CompressError):
-    """A data source is missing, corrupt or returned something unusable."""
+    """A data source is missing, corrupt or returned something unusable. Exit code 2:
+    the data is the user's input, and it is checked before anything trains."""
 
-    exit_code = 3
+    exit_code = 2
 
 
 class StageError(CompressError):

@@ -50,6 +50,7 @@ class RawData:
     y_test: np.ndarray | None = None
     scale: float = 1.0
     description: str = ""
+    origin: str = ""  # where the arrays came from, first in every data error ("npz x.npz")
 
 
 @dataclass
@@ -71,6 +72,7 @@ class DataBundle:
     description: str = ""
     identity: str = field(default="")
     inputs: InputSignature | None = None  # set by sources whose samples are not one tensor
+    warnings: list[str] = field(default_factory=list)  # found at load time, for the report
 
     @property
     def signature(self) -> InputSignature:

@@ -8,12 +8,15 @@ optionally `scale` (float).
 from __future__ import annotations
 
 import gzip
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from compress.data.bundle import RawData
+from compress.data.checks import check_arrays, check_scale
 from compress.errors import DataError
 from compress.recipe.schema import DataConfig
 from compress.registry import Registry, import_callable
@@ -35,6 +38,7 @@ def load_sklearn_digits(config: DataConfig) -> RawData:
         y_train=digits.target.astype(np.int64),
         scale=1.0 / 16.0,
         description="scikit-learn digits, 1x8x8, 10 classes",
+        origin="sklearn-digits",
     )
 
 
@@ -87,6 +91,7 @@ def load_fashion_mnist(config: DataConfig) -> RawData:
         y_test=y_test.astype(np.int64),
         scale=1.0 / 255.0,
         description="Fashion-MNIST, 1x28x28, 10 classes, official t10k test split",
+        origin=f"fashion-mnist {folder}",
     )
 
 
@@ -99,16 +104,16 @@ def _raw_from_mapping(mapping: object, where: str) -> RawData:
         raise DataError(f"{where}: missing {', '.join(sorted(missing))} (has {sorted(keys)})")
     if ("x_test" in keys) != ("y_test" in keys):
         raise DataError(f"{where}: x_test and y_test must come together")
-    arrays = {
-        k: np.asarray(mapping[k]) for k in ("x_train", "y_train", "x_test", "y_test") if k in keys
-    }
-    for name in ("y_train", "y_test"):
-        if name in arrays and not np.issubdtype(arrays[name].dtype, np.integer):
-            raise DataError(f"{where}: {name} must hold integer class labels")
-    for x_name, y_name in (("x_train", "y_train"), ("x_test", "y_test")):
-        if x_name in arrays and len(arrays[x_name]) != len(arrays[y_name]):
-            raise DataError(f"{where}: {x_name} and {y_name} differ in length")
-    scale = float(mapping["scale"]) if "scale" in keys else 1.0
+    arrays = {}
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        if key not in keys:
+            continue
+        try:
+            arrays[key] = np.asarray(mapping[key])
+        except (ValueError, TypeError) as exc:  # ragged lists, say
+            raise DataError(f"{where}: {key} is not an array ({exc})") from None
+    check_arrays(arrays, where)
+    scale = check_scale(mapping["scale"], where) if "scale" in keys else 1.0
     return RawData(
         x_train=arrays["x_train"].astype(np.float32),
         y_train=arrays["y_train"].astype(np.int64),
@@ -116,7 +121,16 @@ def _raw_from_mapping(mapping: object, where: str) -> RawData:
         y_test=arrays["y_test"].astype(np.int64) if "y_test" in arrays else None,
         scale=scale,
         description=where,
+        origin=where,
     )
+
+
+# What numpy and zipfile raise on a file that is not a whole .npz (fuzzed: truncations
+# and bit flips of real archives); a header that claims a huge array is a MemoryError.
+_UNREADABLE = (
+    ValueError, OSError, EOFError, MemoryError, NotImplementedError, zipfile.BadZipFile,
+    zlib.error,
+)  # fmt: skip
 
 
 @DATA_SOURCES.register("npz")
@@ -127,11 +141,26 @@ def load_npz(config: DataConfig) -> RawData:
     path = Path(config.path)
     if not path.is_file():
         raise DataError(f"npz: {path} not found")
+    where = f"npz {path}"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return _raw_from_mapping({k: archive[k] for k in archive.files}, f"npz {path}")
-    except ValueError as exc:
-        raise DataError(f"npz {path}: unreadable ({exc})") from None
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{where}: one .npy array, not an .npz archive of named arrays")
+        with archive:
+            arrays = {}
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as exc:  # an object array: reading it would unpickle
+                    raise DataError(
+                        f"{where}: unreadable: {key}: {exc} (compress never unpickles data: "
+                        "save numeric arrays)"
+                    ) from None
+    except DataError:
+        raise
+    except _UNREADABLE as exc:  # not a zip, a truncated or flipped one, a failed CRC
+        raise DataError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
+    return _raw_from_mapping(arrays, where)
 
 
 def load_user_source(config: DataConfig) -> RawData:

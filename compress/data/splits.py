@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from compress.data.bundle import DataBundle, RawData, Split, content_identity
+from compress.data.checks import check_arrays, check_finite, check_labels, check_train_split
 from compress.errors import DataError
 from compress.recipe.schema import DataConfig
 
@@ -46,19 +47,15 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
     The test split is the source's official one when it has one; validation is
     always carved from the training arrays, so test data never guides training.
     """
-    if raw.x_train.ndim not in (2, 4):
-        raise DataError(
-            f"data: x_train must be (N, C, H, W) or (N, features), got shape {raw.x_train.shape}"
-        )
-    if raw.x_test is not None and raw.x_test.shape[1:] != raw.x_train.shape[1:]:
-        raise DataError(
-            f"data: x_test shape {raw.x_test.shape[1:]} differs from "
-            f"x_train {raw.x_train.shape[1:]}"
-        )
-    if raw.y_train.min() < 0:
-        raise DataError("data: labels must be >= 0")
-    if not np.isfinite(raw.x_train).all():
-        raise DataError("data: x_train holds NaN or infinite values")
+    where = raw.origin or raw.description or "data"
+    arrays = {"x_train": raw.x_train, "y_train": raw.y_train}
+    if raw.x_test is not None:
+        arrays |= {"x_test": raw.x_test, "y_test": raw.y_test}
+    check_arrays(arrays, where)
+    for name in ("x_train", "x_test"):
+        if name in arrays:
+            check_finite(arrays[name], name, where)
+    warnings = check_labels(raw.y_train, raw.y_test, config, where)
 
     x_all, y_all = raw.x_train, raw.y_train
     if raw.x_test is None:
@@ -68,8 +65,10 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
     else:
         x_test, y_test = raw.x_test, raw.y_test
     train_idx, val_idx = stratified_split(y_all, config.val_fraction, seed + 1)
+    num_classes = int(max(y_all.max(), y_test.max())) + 1
     if config.max_train_samples is not None:
         train_idx = train_idx[_subsample(y_all[train_idx], config.max_train_samples, seed + 2)]
+        check_train_split(y_all[train_idx], num_classes, config, where)
 
     x_train = x_all[train_idx] * raw.scale
     axes = (0, 2, 3) if x_train.ndim == 4 else (0,)
@@ -83,11 +82,11 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
     mean_b, std_b = mean.reshape(stat_shape), std.reshape(stat_shape)
 
     def to_split(x: np.ndarray, y: np.ndarray) -> Split:
-        normalised = ((x * raw.scale - mean_b) / std_b).astype(np.float32)
+        with np.errstate(over="ignore"):  # an overflow is refused below, by name
+            normalised = ((x * raw.scale - mean_b) / std_b).astype(np.float32)
         return Split(torch.from_numpy(normalised), torch.from_numpy(y.astype(np.int64)))
 
-    num_classes = int(max(y_all.max(), y_test.max())) + 1
-    return DataBundle(
+    bundle = DataBundle(
         train=to_split(x_all[train_idx], y_all[train_idx]),
         val=to_split(x_all[val_idx], y_all[val_idx]),
         test=to_split(x_test, y_test),
@@ -100,4 +99,12 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
         identity=content_identity(
             raw.x_train, raw.y_train, *([raw.x_test, raw.y_test] if raw.x_test is not None else [])
         ),
+        warnings=warnings,
     )
+    for name in ("train", "val", "test"):  # finite raw values can still overflow float32
+        if not torch.isfinite(getattr(bundle, name).x).all():
+            raise DataError(
+                f"{where}: the {name} split overflows float32 once scaled and normalised "
+                f"(|x| up to {float(np.abs(raw.x_train).max()):.3g} in x_train); rescale the data"
+            )
+    return bundle

@@ -1,10 +1,11 @@
-"""Early stopping: improvement, patience and divergence of a monitored metric."""
+"""Early stopping (improvement, patience and divergence of a monitored metric) and the
+guard that fails a fit whose loss diverges or whose accuracy stays at chance."""
 
 from __future__ import annotations
 
 import math
 
-from compress.recipe.schema import EarlyStoppingConfig
+from compress.recipe.schema import EarlyStoppingConfig, TrainingConfig
 
 
 class EarlyStopping:
@@ -61,5 +62,95 @@ class EarlyStopping:
             return (
                 f"no {self.monitor} improvement > {self.config.min_delta} "
                 f"for {self.bad_epochs} epochs (patience {self.config.patience})"
+            )
+        return None
+
+
+CHANCE_MARGIN = 0.02
+"""Validation accuracy up to 1/num_classes + this is "at chance": no better than guessing."""
+
+
+class DivergenceGuard:
+    """Fails a fit that is not learning, before the stages after it spend their time.
+
+    Two rules, each set in the training table and each off at 0:
+    - `divergence_factor`: an epoch's mean training loss over that multiple of the
+      starting loss. The starting loss is the first batch's, but at least
+      ln(num_classes) (a uniform guess), so a fine-tune starting from a trained model
+      (loss near 0) is not stopped by ordinary noise.
+    - `chance_patience_epochs`: validation accuracy at chance level
+      (1/num_classes + CHANCE_MARGIN) that many epochs in a row.
+
+    Non-finite losses are caught per batch by the engine, before this sees them.
+
+    Args:
+        config: the fit's training settings.
+        num_classes: the data's class count (both rules are off below 2).
+
+    Example:
+        >>> guard = DivergenceGuard(TrainingConfig(), num_classes=10)
+        >>> guard.start(2.3)
+        >>> guard.check(1, train_loss=1.1, val_accuracy=0.6) is None
+        True
+    """
+
+    def __init__(self, config: TrainingConfig, num_classes: int):
+        usable = num_classes >= 2
+        self.factor = config.divergence_factor if usable else 0.0
+        self.patience = config.chance_patience_epochs if usable else 0
+        self.num_classes = num_classes
+        self.floor = math.log(num_classes) if usable else 0.0
+        self.start_loss: float | None = None
+        self.chance_epochs = 0
+
+    @property
+    def chance(self) -> float:
+        """The accuracy of guessing: 1/num_classes."""
+        return 1.0 / max(self.num_classes, 1)
+
+    def start(self, loss: float) -> None:
+        """Record the first batch's loss (later calls are ignored)."""
+        if self.start_loss is None:
+            self.start_loss = loss
+
+    def resume(self, history: list[dict[str, float]]) -> None:
+        """Pick up after an epoch checkpoint: the epochs at chance at the end of
+        `history` and, standing in for the starting loss (the first batch's is not in
+        the checkpoint), the largest epoch loss so far: near it in a fit that learns,
+        and the ln(num_classes) floor still applies."""
+        for metrics in history:
+            self._count_chance(metrics["val_accuracy"])
+        if history:
+            self.start(max(metrics["train_loss"] for metrics in history))
+
+    def _count_chance(self, accuracy: float) -> None:
+        at_chance = accuracy <= self.chance + CHANCE_MARGIN
+        self.chance_epochs = self.chance_epochs + 1 if at_chance else 0
+
+    def check(self, epoch: int, train_loss: float, val_accuracy: float) -> str | None:
+        """Why this fit must fail after `epoch`, or None to go on."""
+        self._count_chance(val_accuracy)
+        if self.factor and self.start_loss is not None:
+            reference = max(self.start_loss, self.floor)
+            if train_loss > self.factor * reference:
+                start = (
+                    f"its starting value {reference:.4g}"
+                    if reference == self.start_loss
+                    else f"ln({self.num_classes}) = {reference:.4g}, a uniform guess's loss "
+                    f"(it started at {self.start_loss:.4g})"
+                )
+                return (
+                    f"epoch {epoch}: training loss {train_loss:.4g} is over "
+                    f"{self.factor:g}x {start}: training diverged; lower the learning rate "
+                    f"or add grad_clip (divergence_factor = {self.factor:g}; 0 turns this "
+                    "check off)"
+                )
+        if self.patience and self.chance_epochs >= self.patience:
+            return (
+                f"epoch {epoch}: validation accuracy {val_accuracy:.2%} has been at chance "
+                f"level (1/{self.num_classes} = {self.chance:.2%}, +{CHANCE_MARGIN * 100:g} "
+                f"points) for {self.chance_epochs} epochs in a row: the model is not "
+                "learning; check the labels and the learning rate "
+                f"(chance_patience_epochs = {self.patience}; 0 turns this check off)"
             )
         return None

@@ -101,7 +101,7 @@ def test_report_has_the_documented_fields(good):
     report = good.report
     train, export = report["stages"]
 
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert {
         "schema_version", "compress_version", "status", "exit_code", "recipe", "seed",
         "started_at", "finished_at", "duration_s", "environment", "runtime", "distributed",
@@ -315,14 +315,15 @@ def test_unavailable_provider_exits_2_before_training(tmp_path):
     assert not (run.out / "train").exists()
 
 
-def test_data_error_exits_3_with_one_clear_line(tmp_path):
+def test_data_error_exits_2_with_one_clear_line(tmp_path):
+    # the data is the user's input: exit 2 (issue 21), as a bad recipe is
     missing = tmp_path / "absent.npz"
     recipe = tiny_recipe_dict(data={"source": "npz", "path": str(missing)})
     path = write_recipe(tmp_path / "t.toml", recipe)
 
     run = run_cli("run", path, "--out", tmp_path / "run", cwd=tmp_path, out=tmp_path / "run")
 
-    assert run.returncode == 3
+    assert run.returncode == 2
     assert f"npz: {missing} not found" in run.stderr
     assert "Traceback" not in run.output
     assert run.report["error"]["type"] == "DataError"

@@ -462,11 +462,12 @@ def test_user_source_that_raises_is_named_with_its_error(user_module):
         ("return {'x_train': np.ones((2, 2))}", "missing y_train (has ['x_train'])"),
         (
             "return {'x_train': np.ones((2, 2)), 'y_train': np.array([0.5, 1.5])}",
-            "y_train must hold integer class labels",
+            "y_train must hold integer class labels 0..n-1, got dtype float64 "
+            "(convert them with y.astype(int))",
         ),
         (
             "return {'x_train': np.ones((3, 2)), 'y_train': np.array([0, 1])}",
-            "x_train and y_train differ in length",
+            "x_train has 3 samples but y_train 2 labels",
         ),
         (
             "return {'x_train': np.ones((2, 2)), 'y_train': np.array([0, 1]), "
@@ -489,3 +490,327 @@ def test_user_source_returning_the_wrong_thing(user_module, body, expected):
         load_raw(DataConfig(source=f"{name}:load"))
 
     assert str(info.value) == f"data.source {name}:load: {expected}"
+
+
+# --------------------------------------------------------------------------- load-time checks
+
+
+def _raw(x=None, y=None, **fields) -> RawData:
+    """Three classes of 10 flat samples, as a source would return them."""
+    x = np.arange(60, dtype=np.float32).reshape(30, 2) if x is None else x
+    y = np.arange(30) % 3 if y is None else y
+    return RawData(x, y, origin="npz d.npz", **fields)
+
+
+def _data_error(raw: RawData, config: DataConfig | None = None) -> str:
+    with pytest.raises(DataError) as info:
+        build_bundle(raw, config or DataConfig(), 0)
+    assert info.value.exit_code == 2  # the user's input, not a failed stage
+    return str(info.value)
+
+
+def test_a_nan_is_named_by_its_index_and_counted():
+    x = np.ones((30, 1, 2, 2), np.float32)
+    x[4, 0, 1, 0] = np.nan
+    x[9, 0, 0, 0] = np.inf
+
+    message = _data_error(_raw(x))
+
+    assert message == (
+        "npz d.npz: x_train holds NaN or infinite values: x_train[4, 0, 1, 0] is nan "
+        "(2 values in 2 samples)"
+    )
+
+
+def test_a_non_finite_official_test_split_is_named():
+    x_test = np.ones((6, 2), np.float32)
+    x_test[5, 1] = -np.inf
+
+    message = _data_error(_raw(x_test=x_test, y_test=np.arange(6) % 3))
+
+    assert "x_test[5, 1] is -inf (1 value in 1 sample)" in message
+
+
+def test_a_negative_label_is_named_by_its_row():
+    y = np.arange(30) % 3
+    y[7] = -1
+
+    assert _data_error(_raw(y=y)) == (
+        "npz d.npz: y_train[7] = -1: labels must be >= 0 (class indices 0..n-1)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "expected"),
+    [
+        (
+            np.zeros(30, np.float32),
+            None,
+            "x_train must be (N, C, H, W) images or (N, features) rows, got shape (30,)",
+        ),
+        (
+            np.zeros((30, 8, 8), np.float32),
+            None,
+            "got shape (30, 8, 8) (add a channel axis: x[:, None])",
+        ),
+        (np.zeros((30, 0), np.float32), None, "x_train samples are empty, shape (30, 0)"),
+        (
+            None,
+            np.eye(3, dtype=np.int64)[np.arange(30) % 3],
+            "y_train must be 1-D, one class index per sample, got shape (30, 3) "
+            "(one-hot? take y.argmax(1))",
+        ),
+        (
+            None,
+            (np.arange(30) % 3).astype(np.float64),
+            "y_train must hold integer class labels 0..n-1, got dtype float64",
+        ),
+        (None, np.arange(30) % 3 == 0, "y_train must hold integer class labels 0..n-1"),
+        (np.array(["a"] * 30)[:, None], None, "x_train must hold numbers, got dtype <U1"),
+        (None, np.arange(29) % 3, "x_train has 30 samples but y_train 29 labels"),
+        (np.zeros((0, 2), np.float32), np.zeros(0, np.int64), "x_train holds no samples"),
+    ],
+    ids=[
+        "1d-x",
+        "3d-x",
+        "empty-samples",
+        "one-hot-y",
+        "float-y",
+        "bool-y",
+        "string-x",
+        "length",
+        "no-samples",
+    ],
+)
+def test_arrays_of_the_wrong_shape_or_dtype_are_named(x, y, expected):
+    message = _data_error(_raw(x, y))
+
+    assert message.startswith("npz d.npz: ")
+    assert expected in message
+
+
+def test_an_object_array_from_a_user_source_is_refused_not_converted(user_module):
+    name = user_module(
+        """
+        import numpy as np
+        def load():
+            x = np.empty(4, dtype=object)
+            x[:] = [1.0, "two", None, 4.0]
+            return {"x_train": x, "y_train": [0, 1, 0, 1]}
+        """
+    )
+
+    with pytest.raises(DataError) as info:
+        load_raw(DataConfig(source=f"{name}:load"))
+
+    assert str(info.value) == (
+        f"data.source {name}:load: x_train holds Python objects, not numbers; save numeric "
+        "arrays (compress never unpickles data)"
+    )
+
+
+def test_ragged_lists_from_a_user_source_are_not_an_array(user_module):
+    name = user_module(
+        """
+        def load():
+            return {"x_train": [[1.0, 2.0], [3.0]], "y_train": [0, 1]}
+        """
+    )
+
+    with pytest.raises(DataError) as info:
+        load_raw(DataConfig(source=f"{name}:load"))
+
+    assert str(info.value).startswith(f"data.source {name}:load: x_train is not an array (")
+
+
+@pytest.mark.parametrize(
+    ("scale", "expected"),
+    [
+        (np.array([0.5, 0.5]), "scale must be one number, got float64 of shape (2,)"),
+        (np.array("x"), "scale must be one number, got <U1 of shape ()"),
+        (np.float32(0.0), "scale must be a finite number > 0, got 0.0"),
+        (np.float64(np.nan), "scale must be a finite number > 0, got nan"),
+    ],
+    ids=["array", "string", "zero", "nan"],
+)
+def test_a_bad_scale_is_named(tmp_path, scale, expected):
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=np.ones((30, 2), np.float32), y_train=np.arange(30) % 3, scale=scale)
+
+    with pytest.raises(DataError) as info:
+        load_raw(DataConfig(source="npz", path=str(path)))
+
+    assert str(info.value) == f"npz {path}: {expected}"
+
+
+def test_a_single_class_is_an_error_that_says_how_to_allow_it():
+    message = _data_error(_raw(y=np.zeros(30, np.int64)))
+
+    assert message.startswith("npz d.npz: every label in y_train is 0: one class is not")
+    assert "set data.allow_single_class = true" in message
+
+
+def test_a_single_class_the_recipe_allows_is_a_warning_on_the_bundle():
+    bundle = build_bundle(_raw(y=np.zeros(30, np.int64)), DataConfig(allow_single_class=True), 0)
+
+    assert bundle.num_classes == 1
+    assert bundle.warnings == [
+        "npz d.npz: every label in y_train is 0: a one-class model is right by construction "
+        "(accepted by data.allow_single_class)"
+    ]
+    assert build_bundle(_raw(), DataConfig(), 0).warnings == []
+
+
+def test_one_based_labels_say_to_number_classes_from_zero():
+    message = _data_error(_raw(y=np.arange(30) % 3 + 1))
+
+    assert message == (
+        "npz d.npz: labels must be 0..n-1 with samples of every class: y_train has no "
+        "class 0 (labels run 1..3: number the classes from 0)"
+    )
+
+
+def test_gaps_in_the_labels_are_listed_and_counted():
+    y = np.where(np.arange(30) % 2 == 0, 0, 1000)
+
+    message = _data_error(_raw(y=y))
+
+    assert message.endswith(
+        "y_train has no class 1, 2, 3, 4, 5, 6 and 993 more (labels go up to 1000)"
+    )
+
+
+def test_a_test_class_without_training_samples_is_named():
+    y_test = np.array([0, 1, 2, 5, 1])
+
+    message = _data_error(_raw(x_test=np.ones((5, 2), np.float32), y_test=y_test))
+
+    assert message == (
+        "npz d.npz: y_test[3] = 5: class 5 has no sample in y_train, so no model can learn it"
+    )
+
+
+def test_too_few_samples_says_what_each_class_needs_and_has():
+    message = _data_error(_raw(np.ones((3, 1, 8, 8), np.float32), np.array([0, 1, 2])))
+
+    assert message == (
+        "npz d.npz: too few samples for val_fraction 0.15 and test_fraction 0.2: each class "
+        "needs at least 3 (1 each for train, validation and test); class 0 has 1, class 1 "
+        "has 1, class 2 has 1 (3 samples in all)"
+    )
+
+
+def test_with_an_official_test_split_two_per_class_are_enough():
+    y = np.array([0, 0, 1, 1, 2])
+    raw = _raw(np.ones((5, 2), np.float32), y, x_test=np.ones((3, 2), np.float32))
+    raw.y_test = np.array([0, 1, 2])
+
+    message = _data_error(raw)
+    raw.y_train, raw.x_train = np.array([0, 0, 1, 1, 2, 2]), np.ones((6, 2), np.float32)
+    bundle = build_bundle(raw, DataConfig(), 0)
+
+    assert "each class needs at least 2 (1 each for train and validation); class 2 has 1" in (
+        message
+    )
+    assert "test_fraction" not in message
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (3, 3, 3)
+
+
+def test_max_train_samples_that_drops_a_class_is_named():
+    y = np.array([0] * 3 + [1] * 100)
+    raw = _raw(np.ones((103, 2), np.float32), y)
+
+    message = _data_error(raw, DataConfig(max_train_samples=5))
+
+    assert message.startswith(
+        "npz d.npz: data.max_train_samples = 5 leaves class 0 without a training sample"
+    )
+
+
+def test_values_that_overflow_float32_once_normalised_are_refused():
+    x = np.zeros((30, 2), np.float32)
+    x_test = np.full((6, 2), 3e38, np.float32)
+
+    message = _data_error(_raw(x, x_test=x_test, y_test=np.arange(6) % 3))
+
+    assert "the test split overflows float32 once scaled and normalised" in message
+
+
+def test_an_official_test_split_of_another_shape_is_named():
+    message = _data_error(_raw(x_test=np.ones((6, 3), np.float32), y_test=np.arange(6) % 3))
+
+    assert message == (
+        "npz d.npz: x_test samples are (3,), x_train samples (2,): both splits must share one shape"
+    )
+
+
+@settings(database=None, max_examples=80, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    official_test=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_every_bundle_has_every_class_in_every_split_or_is_a_data_error(
+    counts, official_test, seed
+):
+    y = np.repeat(np.arange(len(counts)), counts)
+    x = np.arange(2 * len(y), dtype=np.float32).reshape(-1, 2)
+    extra = {}
+    if official_test:
+        extra = {"x_test": np.ones((len(counts), 2), np.float32), "y_test": np.arange(len(counts))}
+
+    # the classes are 0..last non-empty one (an official test split names all of them);
+    # each needs 3 samples (2 beside an official test split), and there must be two
+    last = max((i for i, c in enumerate(counts) if c), default=-1)
+    classes = len(counts) if official_test else last + 1
+    need = 2 if official_test else 3
+    usable = sum(1 for c in counts if c) >= 2 and min(counts[:classes]) >= need
+
+    try:
+        bundle = build_bundle(RawData(x, y, origin="npz d.npz", **extra), DataConfig(), seed)
+    except DataError as exc:
+        assert str(exc).startswith("npz d.npz: ")
+        assert not usable, str(exc)
+        return
+
+    assert usable
+    assert bundle.num_classes == classes
+    for split in (bundle.train, bundle.val, bundle.test):
+        assert set(split.y.tolist()) == set(range(classes))
+
+
+# --------------------------------------------------------------------------- hostile .npz files
+
+
+def test_a_truncated_npz_is_unreadable_not_a_crash(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=np.ones((30, 2), np.float32), y_train=np.arange(30) % 3)
+    path.write_bytes(path.read_bytes()[:200])
+
+    with pytest.raises(DataError) as info:
+        load_raw(DataConfig(source="npz", path=str(path)))
+
+    assert str(info.value).startswith(f"npz {path}: unreadable (")
+
+
+def test_a_npy_file_named_npz_is_named(tmp_path):
+    path = tmp_path / "d.npz"
+    with open(path, "wb") as handle:
+        np.save(handle, np.ones((30, 2), np.float32))
+
+    with pytest.raises(DataError) as info:
+        load_raw(DataConfig(source="npz", path=str(path)))
+
+    assert str(info.value) == f"npz {path}: one .npy array, not an .npz archive of named arrays"
+
+
+def test_an_object_array_in_an_npz_names_its_key(tmp_path):
+    path = tmp_path / "d.npz"
+    objects = np.empty(30, dtype=object)
+    np.savez(path, x_train=np.ones((30, 2), np.float32), y_train=objects)
+
+    with pytest.raises(DataError) as info:
+        load_raw(DataConfig(source="npz", path=str(path)))
+
+    assert str(info.value).startswith(f"npz {path}: unreadable: y_train: Object arrays cannot")
+    assert str(info.value).endswith("(compress never unpickles data: save numeric arrays)")

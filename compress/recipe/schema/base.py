@@ -8,7 +8,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 CALLABLE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-"""A user callable is written "package.module:function"; a recipe is code you trust."""
+"""A user callable is written "package.module:function"; a recipe that names one runs
+that code when it runs (`--no-user-code` refuses it: `recipe.loader.USER_CODE_KEYS`)."""
 
 
 class StrictModel(BaseModel):

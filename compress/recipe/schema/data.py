@@ -35,6 +35,13 @@ class DataConfig(StrictModel):
     augment: Literal["none", "crop", "crop-flip"] = Field(
         "none", description="Training-time augmentation: random 2-pixel shift crops, h-flips."
     )
+    allow_single_class: bool = Field(
+        False,
+        description=(
+            "Accept labels of one class only (a warning in report.json's data entry "
+            "instead of an error): such a classifier is right by construction."
+        ),
+    )
 
     @field_validator("source")
     @classmethod

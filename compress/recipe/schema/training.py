@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from compress.recipe.schema.base import StrictModel
 
@@ -169,6 +169,26 @@ class TrainingConfig(StrictModel):
         None, description="Early stopping; absent means train all epochs, keep the best."
     )
     grad_clip: float | None = Field(None, gt=0, description="Clip gradient norm to this.")
+    divergence_factor: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "Fail the stage when an epoch's mean training loss exceeds this multiple of "
+            "its starting value (the first batch's loss, at least ln(num_classes)): the "
+            "loss diverged. 0 turns the check off."
+        ),
+    )
+    # 5, not 3: Adam at lr 1e-4 on digits (tune-digits' lowest lr) learns, yet sat at
+    # 9.7-12.0% validation accuracy for its first two epochs (measured).
+    chance_patience_epochs: int = Field(
+        5,
+        ge=0,
+        description=(
+            "Fail the stage when validation accuracy stays at chance level (at most "
+            "1/num_classes + 0.02) this many epochs in a row: the model is not learning. "
+            "0 turns the check off."
+        ),
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy smoothing.")
     augment: Literal["none", "crop", "crop-flip"] | None = Field(
         None,
@@ -185,3 +205,10 @@ class TrainingConfig(StrictModel):
             "(scripts/bench_training_layout.py). Saved weights are the same either way."
         ),
     )
+
+    @field_validator("divergence_factor")
+    @classmethod
+    def _factor_above_one(cls, value: float) -> float:
+        if 0 < value <= 1:
+            raise ValueError("must be > 1 (a multiple of the starting loss), or 0 for no check")
+        return value
