@@ -263,7 +263,18 @@ class Transformer(nn.Module):
 ARCHITECTURES.register("cnn")(CNN)
 ARCHITECTURES.register("mobilenet")(MobileNet)
 ARCHITECTURES.register("transformer")(Transformer)
-ARCHITECTURES.register("resnet")(ResNet)
+
+
+@ARCHITECTURES.register("resnet")
+def build_resnet(config: ResNetConfig, input_shape: tuple[int, ...], num_classes: int):
+    """The compact ResNet, or torchvision's layout when the config sets `depth`."""
+    if config.depth is not None:
+        from compress.models.torchvision_resnet import TorchvisionResNet
+
+        return TorchvisionResNet(config.depth, input_shape, num_classes)
+    return ResNet(config, input_shape, num_classes)
+
+
 ARCHITECTURES.register("mlp")(MLP)
 
 

@@ -222,18 +222,3 @@ def load_model(folder: str | Path) -> tuple[nn.Module, ModelSpec]:
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{weights_path}: unreadable ({exc})") from None
     return rebuild_model(meta, state, str(weights_path)).eval(), spec
-
-
-def load_weights_(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a safetensors file into `model` in place (the `weights` recipe key)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{path}: weights file not found")
-    try:
-        state = load_file(str(path))
-        model.load_state_dict(state, strict=True)
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise ArtifactError(f"{path}: cannot load into the model ({exc})") from None
-    return model

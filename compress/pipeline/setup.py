@@ -16,6 +16,7 @@ from torch import nn
 
 from compress.artifacts import atomic_write_text
 from compress.data import DataBundle, load_data
+from compress.errors import RecipeError
 from compress.models import ModelSpec, load_weights_, new_model
 from compress.recipe.loader import Recipe
 from compress.stages import STAGES, RunContext, StageResult
@@ -51,9 +52,16 @@ def load_run_data(recipe: Recipe) -> DataBundle:
 def initial_model(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, ModelSpec]:
     """The recipe's `[model]`, built (seeded) for the data's inputs, with its `weights`."""
     seed_everything(recipe.seed)
-    model, spec = new_model(recipe.model, data.input_shape, data.num_classes, data.inputs)
+    try:
+        model, spec = new_model(recipe.model, data.input_shape, data.num_classes, data.inputs)
+    except (ValueError, RuntimeError, IndexError) as exc:  # the builder could not take the data
+        raise RecipeError(
+            f"model.architecture {recipe.model.architecture!r} cannot be built for the data's "
+            f"input shape {tuple(data.input_shape)} and {data.num_classes} classes "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     if recipe.model.weights:
-        load_weights_(model, recipe.model.weights)
+        load_weights_(model, recipe.model.weights, recipe.model.weights_prefix)
     return model, spec
 
 

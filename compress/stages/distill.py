@@ -27,7 +27,12 @@ class DistillStage(Stage):
             student_config, ctx.spec.input_shape, ctx.spec.num_classes, ctx.spec.inputs
         )
         if student_config.weights:
-            load_weights_(student, student_config.weights)
+            load_weights_(
+                student,
+                student_config.weights,
+                student_config.weights_prefix,
+                where=f"stages.{self.name}.student.weights",
+            )
         result = fit(
             student,
             ctx.data,

@@ -14,7 +14,15 @@ from compress.recipe.schema.base import CALLABLE_PATTERN, StrictModel
 
 class _ModelBase(StrictModel):
     weights: str | None = Field(
-        None, description="A model.safetensors written by compress to start from."
+        None,
+        description="Trained weights to start from: a state dict as .safetensors (any "
+        "producer; a compress stage folder works too) or .pt/.pth (read with "
+        "torch.load(weights_only=True): tensors only, never a pickled module).",
+    )
+    weights_prefix: str | None = Field(
+        None,
+        description="A prefix to strip from every key of `weights` (e.g. 'module.' from "
+        "DataParallel, 'model.' from a Lightning checkpoint).",
     )
 
 
@@ -66,6 +74,21 @@ class ResNetConfig(_ModelBase):
     )
     blocks_per_stage: int = Field(1, gt=0, description="Basic blocks per stage.")
     stem_stride: int = Field(1, gt=0, le=4, description="Stride of the stem convolution.")
+    depth: Literal[18, 34, 50] | None = Field(
+        None,
+        description="torchvision's ImageNet ResNet-18/34/50 instead (7x7 stem, max-pool, "
+        "torchvision's module names: its state dicts load as they are); widths, "
+        "blocks_per_stage and stem_stride then do not apply.",
+    )
+
+    @model_validator(mode="after")
+    def _depth_or_compact(self) -> ResNetConfig:
+        compact = {"widths", "blocks_per_stage", "stem_stride"} & self.model_fields_set
+        if self.depth is not None and compact:
+            raise ValueError(
+                f"depth = {self.depth} is torchvision's fixed layout: drop {sorted(compact)}"
+            )
+        return self
 
 
 class MLPConfig(_ModelBase):
