@@ -117,8 +117,11 @@ class DataParallelEngine:
         (loss * (len(rows) * self.world / n)).backward()
         return value
 
-    def clip_grads(self, max_norm: float) -> None:
+    def clip_grads(self, max_norm: float, optimizer=None) -> None:
         nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)  # grads already equal
+
+    def step(self, optimizer) -> None:
+        optimizer.step()
 
     def end_epoch(self) -> None:
         pass  # weights, gradients and BatchNorm statistics are the same on every rank
@@ -244,7 +247,10 @@ class PipelineEngine:
             raise _non_finite(value.item())
         return value.item()
 
-    def clip_grads(self, max_norm: float) -> None:
+    def step(self, optimizer) -> None:
+        optimizer.step()
+
+    def clip_grads(self, max_norm: float, optimizer=None) -> None:
         grads = [p.grad for p in self.own.parameters() if p.grad is not None]
         squared = torch.zeros(1, dtype=torch.float64)
         for grad in grads:

@@ -70,15 +70,18 @@ def resolve(config: DistributedConfig, where: str = "recipe") -> DistributedConf
     """
     strategy = "ddp" if config.strategy == "none" else config.strategy
     backend = "gloo" if config.backend == "auto" else config.backend
+    gpus = torch.cuda.device_count()
     if backend == "nccl":
         raise RecipeError(
-            f"{where}: distributed.backend: 'nccl' needs CUDA; compress trains on CPU in "
-            "this version, use 'gloo' (or 'auto')"
+            f"{where}: distributed.backend: 'nccl' (one process per GPU) is not built in this "
+            f"version (this machine's torch sees {gpus} GPU(s)); one GPU trains with "
+            "[training] device = 'cuda', several processes with backend 'gloo' (or 'auto')"
         )
     if strategy not in CPU_STRATEGIES:
         raise RecipeError(
-            f"{where}: distributed.strategy: {strategy!r} needs CUDA GPUs and nccl; "
-            f"on CPU/gloo use one of {', '.join(CPU_STRATEGIES)}"
+            f"{where}: distributed.strategy: {strategy!r} needs CUDA GPUs and nccl, not "
+            f"built in this version (torch sees {gpus} GPU(s)); on CPU/gloo use one of "
+            f"{', '.join(CPU_STRATEGIES)}"
         )
     return config.model_copy(update={"strategy": strategy, "backend": backend})
 

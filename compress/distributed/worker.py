@@ -14,7 +14,9 @@ def serve_recipe(strategy: DistributedStrategy, recipe) -> None:
     """Set the process up and load the data exactly as rank 0 does (one shared
     function), then `serve`."""
     from compress.pipeline.setup import load_run_data
+    from compress.training.device import resolve_placement
 
+    strategy.placement = resolve_placement(recipe.training)
     serve(strategy, load_run_data(recipe))
 
 

@@ -27,7 +27,11 @@ def predict_logits(model: nn.Module, x: Inputs, batch_size: int = 512) -> torch.
     was_training = model.training
     model.eval()
     count = len(inputs[0])
-    outputs = [model(*(t[i : i + batch_size] for t in inputs)) for i in range(0, count, batch_size)]
+    device = next(model.parameters(), torch.empty(0)).device  # batches go where the model is
+    outputs = [
+        model(*(t[i : i + batch_size].to(device) for t in inputs)).cpu()
+        for i in range(0, count, batch_size)
+    ]
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)
 

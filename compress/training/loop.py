@@ -2,7 +2,8 @@
 
 It validates after every epoch, keeps the best epoch's weights (restored at the
 end, whether or not early stopping is configured), stops at once on a
-non-finite loss, and distils from a frozen teacher when given one.
+non-finite loss, fails a fit whose loss diverges or whose validation accuracy stays
+at chance (`DivergenceGuard`), and distils from a frozen teacher when given one.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.inference import evaluate, teacher_logits_memo
 from compress.training.losses import distillation_loss
 from compress.training.optim import build_optimizer, build_schedule
-from compress.training.stopping import EarlyStopping
+from compress.training.stopping import DivergenceGuard, EarlyStopping
 from compress.training.strategy import SingleProcess, Strategy, TrainingJob
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -87,7 +88,9 @@ def fit(
             last epoch (where the strategy keeps epoch checkpoints).
 
     Raises:
-        StageError: when the training loss becomes NaN or infinite.
+        StageError: when the training loss becomes NaN or infinite, exceeds
+            `config.divergence_factor` times its starting value, or validation accuracy
+            stays at chance for `config.chance_patience_epochs` epochs.
 
     Example:
         >>> result = fit(model, data, TrainingConfig(epochs=2), seed=0)  # doctest: +SKIP
@@ -142,12 +145,15 @@ def _train(
     )
     if layout is not None:
         model.to(memory_format=layout)
+    device = strategy.placement.device  # the CPU unless the recipe's [training] says cuda
+    model.to(device)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     schedule = build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
     stopper = EarlyStopping(config.early_stopping)
+    guard = DivergenceGuard(config, data.num_classes)
     teacher_logits = None
     if teacher is not None:
-        teacher.eval()  # frozen: only ever run under no_grad below
+        teacher.to(device).eval()  # frozen: only ever run under no_grad below
         if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
             teacher_logits = teacher_logits_memo.get(teacher, train.inputs)
     is_driver = strategy.is_driver
@@ -168,6 +174,7 @@ def _train(
         )  # fmt: skip
         if result.stop_reason.startswith("stopped early"):
             first_epoch = config.epochs + 1  # it had already stopped: nothing left to run
+        guard.resume(result.history)
     engine = strategy.engine(model, tuple(train.inputs[0].shape[1:]), config.batch_size)
     try:
         for epoch in range(first_epoch, config.epochs + 1):
@@ -183,11 +190,12 @@ def _train(
                     inputs = (augment_batch(inputs[0], augment, generator),)
                     if layout is not None:
                         inputs = (inputs[0].contiguous(memory_format=layout),)
-                y = train.y[index]
+                inputs = tuple(t.to(device) for t in inputs)
+                y = train.y[index].to(device)
                 target = None
                 if teacher is not None and distill is not None:
                     if teacher_logits is not None:
-                        target = teacher_logits[index]
+                        target = teacher_logits[index].to(device)
                     else:
                         with torch.no_grad():
                             target = teacher(*inputs)
@@ -197,9 +205,10 @@ def _train(
                 except StageError as exc:
                     raise type(exc)(f"epoch {epoch}: {exc}") from None
                 if config.grad_clip is not None:
-                    engine.clip_grads(config.grad_clip)
-                optimizer.step()
+                    engine.clip_grads(config.grad_clip, optimizer)
+                engine.step(optimizer)
                 schedule.step_batch()
+                guard.start(loss)
                 total_loss += loss * len(index)
                 seen += len(index)
             lr = optimizer.param_groups[0]["lr"]
@@ -224,6 +233,9 @@ def _train(
                 best_state = copy.deepcopy(model.state_dict())
             if on_epoch_end is not None and is_driver:
                 on_epoch_end(epoch, metrics)
+            failure = guard.check(epoch, metrics["train_loss"], metrics["val_accuracy"])
+            if failure is not None:  # every rank sees the same global loss and shared accuracy
+                raise AgreedStop(failure)
             reason = stopper.stop_reason(monitored)
             if reason is not None:
                 result.stop_reason = f"stopped early at epoch {epoch}: {reason}"
@@ -238,6 +250,10 @@ def _train(
         engine.close()
         if layout is not None:  # hand back the layout every exporter and pruner expects
             model.to(memory_format=torch.contiguous_format)
+        if device.type != "cpu":  # export, ONNX evaluation and checkpoints read CPU weights
+            model.to("cpu")
+            if teacher is not None:
+                teacher.to("cpu")
 
     model.load_state_dict(best_state)
     model.eval()

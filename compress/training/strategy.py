@@ -20,6 +20,7 @@ from torch import nn
 
 from compress.errors import StageError
 from compress.recipe.schema import TrainingConfig
+from compress.training.device import CPU, Placement
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -41,27 +42,41 @@ class TrainingJob:
 
 
 class LocalEngine:
-    """One process: the plain forward/backward of a single-process run."""
+    """One process: the plain forward/backward of a single-process run, on the
+    placement's device, under autocast when its precision is bf16 or fp16."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, placement: Placement = CPU):
         self.model = model
+        self.placement = placement
+        self.scaler = placement.grad_scaler()
 
     def usable(self, batch: int, batch_size: int) -> bool:
         return batch >= 2  # BatchNorm cannot train on one sample
 
     def forward_backward(self, inputs: tuple[torch.Tensor, ...], y, target, loss_fn) -> float:
-        loss = loss_fn(self.model(*inputs), y, target)
+        with self.placement.autocast():
+            loss = loss_fn(self.model(*inputs), y, target)
         value = loss.item()
         if not math.isfinite(value):
             raise StageError(
                 f"training loss became {value} (non-finite); lower the learning rate "
                 "or add grad_clip"
             )
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         return value
 
-    def clip_grads(self, max_norm: float) -> None:
+    def clip_grads(self, max_norm: float, optimizer=None) -> None:
+        if self.scaler is not None and optimizer is not None:
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
         nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def step(self, optimizer) -> None:
+        """The optimizer step (through the gradient scaler in fp16)."""
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
 
     def end_epoch(self) -> None:
         pass
@@ -80,6 +95,7 @@ class Strategy:
 
     name = "single"
     world_size = 1
+    placement: Placement = CPU
 
     @property
     def is_driver(self) -> bool:
@@ -101,8 +117,8 @@ class Strategy:
         """Driver: hand `job` to the other ranks before training it here."""
 
     def engine(self, model: nn.Module, sample_shape: tuple[int, ...], batch_size: int):
-        """What runs a step: forward, backward, gradient clipping."""
-        return LocalEngine(model)
+        """What runs a step: forward, backward, gradient clipping, the optimizer step."""
+        return LocalEngine(model, self.placement)
 
     def share(self, values: list[float]) -> list[float]:
         """The driver's `values` on every rank (others pass placeholders)."""
@@ -117,4 +133,11 @@ class Strategy:
 
 
 class SingleProcess(Strategy):
-    """Train in this process, on this machine's CPU threads."""
+    """Train in this process: on the CPU threads, or on one GPU.
+
+    Args:
+        placement: device and precision (`compress.training.device.resolve_placement`).
+    """
+
+    def __init__(self, placement: Placement = CPU):
+        self.placement = placement
