@@ -33,6 +33,10 @@ class Callback:
     def on_cache_rejected(self, stage: str, reason: str) -> None:
         """When a stage's earlier artifacts exist but fail verification (rebuilt)."""
 
+    def on_flag(self, stage: str, flag: dict[str, Any]) -> None:
+        """For each thing a person should know about a stage that no budget gates
+        (a model slower than its input)."""
+
     def on_run_end(self, report: dict[str, Any]) -> None:
         """After report.json was written."""
 
@@ -133,6 +137,9 @@ class ConsoleReporter(Callback):
         )
         if speed:
             line += f"  speed-up {speed['median']:.2f}x"
+        vs_input = m.get("speedup_vs_input")
+        if vs_input and vs_input.get("rounds"):
+            line += f" ({vs_input['median']:.2f}x vs input)"
         line += f"  ({record['duration_s']:.1f} s)"
         self.console.print(line)
         for check in record["budgets"]:
@@ -144,6 +151,9 @@ class ConsoleReporter(Callback):
 
     def on_budget_fail(self, stage, check):
         self.console.print(f"     [red]FAIL[/] {stage}: {escape(check['message'])}")
+
+    def on_flag(self, stage, flag):
+        self.console.print(f"     [yellow]SLOWER[/] {escape(flag['message'])}")
 
     def on_run_end(self, report):
         status = report["status"]

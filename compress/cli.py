@@ -40,10 +40,11 @@ class _Commands(click.Group):
     """Our own bugs surface as what they are: exit 4, never a stage or recipe error."""
 
     def invoke(self, ctx: click.Context):
+        debug = "--debug" in (*ctx.protected_args, *ctx.args)  # before the command consumes them
         try:
             return super().invoke(ctx)
         except INTERNAL_ERRORS as exc:
-            if "--debug" in sys.argv:
+            if debug:
                 _console.print_exception()
             _console.print(
                 f"[red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}; this is "
@@ -66,20 +67,32 @@ _set_option = click.option(
     help="Override a recipe value, e.g. --set stages[0].epochs=3 (repeatable).",
 )
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and exporter output.")
+_no_user_code_option = click.option(
+    "--no-user-code",
+    is_flag=True,
+    help="Refuse (exit 2) a recipe that names any 'package.module:function', before "
+    "importing it: for recipes you do not trust (README: Trusting recipes).",
+)
 
 
-def _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc) -> None:
-    """Re-run this command in N processes under torchrun; exit with the run's code."""
+def _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, no_user_code):
+    """Re-run this command in N processes under torchrun; exit with the run's code.
+
+    This process holds the run folder's lock for the whole job (rank 0 inherits it).
+    """
     from compress.distributed.process import relaunch
+    from compress.pipeline.lock import run_lock
 
     argv = ["run", str(recipe), "--out", str(out_dir)]
     for assignment in overrides:
         argv += ["--set", assignment]
     if junit is not None:
         argv += ["--junit", str(junit)]
-    argv += [flag for flag, on in (("--no-cache", no_cache), ("--quiet", quiet)) if on]
+    flags = (("--no-cache", no_cache), ("--quiet", quiet), ("--no-user-code", no_user_code))
+    argv += [flag for flag, on in flags if on]
     argv += ["--debug"] if debug else []
-    code, message = relaunch(argv, nproc, out_dir)
+    with run_lock(out_dir):
+        code, message = relaunch(argv, nproc, out_dir)
     if message:
         _console.print(f"[red]error:[/] {escape(message)}")
     sys.exit(code)
@@ -97,13 +110,14 @@ def _rank_error(debug: bool):
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @_set_option
+@_no_user_code_option
 @_debug_option
-def validate(recipe: Path, overrides: tuple[str, ...], debug: bool) -> None:
+def validate(recipe: Path, overrides: tuple[str, ...], no_user_code: bool, debug: bool) -> None:
     """Check RECIPE without running it; print the resolved stage order."""
     from compress.recipe import load_recipe
 
     try:
-        loaded = load_recipe(recipe, overrides)
+        loaded = load_recipe(recipe, overrides, user_code=not no_user_code)
     except CompressError as exc:
         _fail(exc, debug)
     click.echo(f"{recipe}: valid; stages: {' -> '.join(loaded.stage_names())}")
@@ -137,6 +151,7 @@ def validate(recipe: Path, overrides: tuple[str, ...], debug: bool) -> None:
     help="Train with N processes on this machine through torchrun "
     "(default: the recipe's distributed.nproc).",
 )
+@_no_user_code_option
 @_debug_option
 def run(
     recipe: Path,
@@ -146,6 +161,7 @@ def run(
     no_cache: bool,
     quiet: bool,
     nproc: int | None,
+    no_user_code: bool,
     debug: bool,
 ) -> None:
     """Run RECIPE's stages in order, checking budgets after each.
@@ -154,17 +170,22 @@ def run(
     since a previous run into the same directory are reused (after their artifacts
     pass a hash check) and reported as cached.
 
+    Only one run writes a run directory at a time: a second one into the same
+    directory exits 2 at once, naming the process that holds it.
+
     Exits 0 when every budget is met, 1 when one is missed, 2 on a bad recipe,
-    3 when a stage fails, 4 on an internal error.
+    data or usage, 3 when a stage fails, 4 on an internal error.
     """
     from compress.callbacks import ConsoleReporter, JUnitWriter
     from compress.distributed import session as distributed
+    from compress.pipeline.library_log import LOG_FILE, library_log
+    from compress.pipeline.lock import run_lock
     from compress.recipe import load_recipe
     from compress.runner import Runner
 
     strategy = None
     try:
-        loaded = load_recipe(recipe, overrides)
+        loaded = load_recipe(recipe, overrides, user_code=not no_user_code)
         out_dir = out or Path("runs") / loaded.name
         if distributed.launched_by_torchrun():
             from compress.distributed import process
@@ -175,7 +196,9 @@ def run(
         elif (nproc or loaded.distributed.nproc) > 1:
             distributed.resolve(loaded.distributed, where=str(recipe))
             nproc = nproc or loaded.distributed.nproc
-            _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc)
+            _relaunch(
+                recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, no_user_code
+            )
         callbacks = [ConsoleReporter(_stdout_console(), quiet=quiet)]
         if junit is not None:
             callbacks.append(JUnitWriter(junit))
@@ -188,7 +211,8 @@ def run(
             use_cache=not no_cache,
             strategy=strategy,
         )
-        outcome = runner.run()
+        with run_lock(out_dir), library_log(out_dir / LOG_FILE, debug):
+            outcome = runner.run()
     except CompressError as exc:
         if strategy is not None:
             strategy.abort()  # the other ranks never got a shutdown: let torchrun end them
@@ -286,7 +310,7 @@ def report(
     def read(directory: Path) -> dict:
         try:
             return json.loads((directory / "report.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
             raise ArtifactError(f"{directory / 'report.json'}: unreadable ({exc})") from None
 
     console = _stdout_console()

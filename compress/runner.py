@@ -20,7 +20,7 @@ from compress.callbacks import Callback
 from compress.errors import CompressError, describe_failure
 from compress.models import save_model
 from compress.pipeline.cache import StageCache, chained_input_hash, initial_input_hash
-from compress.pipeline.measure import Measurement, deployable_onnx
+from compress.pipeline.measure import Measurement, deployable_onnx, slowdown_flag
 from compress.pipeline.setup import (
     initial_model,
     load_run_data,
@@ -31,6 +31,7 @@ from compress.pipeline.setup import (
 from compress.recipe.loader import Recipe
 from compress.report.assemble import RunOutcome, RunReport
 from compress.stages import RunContext
+from compress.training.device import resolve_placement
 from compress.training.strategy import SingleProcess, Strategy
 
 
@@ -59,8 +60,7 @@ class Runner:
         from compress.runtime.machine import run_environment
 
         self.recipe, self.out_dir, self.debug = recipe, Path(out_dir), debug
-        self.callbacks = callbacks or []
-        self.strategy = strategy or SingleProcess()
+        self.callbacks, self.strategy = callbacks or [], strategy or SingleProcess()
         self.plan = stage_plan(recipe)
         self.cache = StageCache(self.out_dir, use_cache)
         self.input_hash = initial_input_hash(recipe)
@@ -84,6 +84,8 @@ class Runner:
         try:
             runtime = self.recipe.runtime  # checked before any training time is spent
             unavailable = check_providers(runtime.providers, runtime.optional_providers)
+            self.strategy.placement = resolve_placement(self.recipe.training)  # cuda: exit 2
+            self.report.training = self.strategy.placement.identity()
             data = self.report.data = load_run_data(self.recipe)
             model, spec = initial_model(self.recipe, data)
         except CompressError as exc:
@@ -100,6 +102,8 @@ class Runner:
             for check in record.get("budgets", []):
                 if not check["passed"]:
                     self._emit("on_budget_fail", name, check)
+            for flag in record.get("flags", []):
+                self._emit("on_flag", name, flag)
             if record["status"] == "error":
                 break
             last_good = record
@@ -157,6 +161,9 @@ class Runner:
         """Budgets, the baseline and metrics.json for a stage run or taken from cache."""
         stage_dir = self.out_dir / record["dir"]
         checks = [c.to_dict() for c in check_budgets(config.budgets, metrics, ctx.baseline_metrics)]
+        previous = ctx.history[-1]["name"] if ctx.history else None
+        accepted = config.budgets.speedup_vs_input_min
+        flag = slowdown_flag(metrics, record["name"], previous, accepted) if previous else None
         ctx.accept(result, metrics, onnx_path)
         self.report.baseline_metrics = ctx.baseline_metrics
         record.update(
@@ -164,6 +171,7 @@ class Runner:
             duration_s=time.monotonic() - started,
             metrics=metrics,
             budgets=checks,
+            flags=([flag] if flag else []) + result.details.get("flags", []),
             details=result.details,
             artifacts={
                 "onnx": self._rel(onnx_path),

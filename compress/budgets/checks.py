@@ -74,6 +74,12 @@ RULES: dict[str, Rule] = {
     ),
     "latency_p50_ms_max": Rule("latency_p50_ms", "max", lambda m, t: _latency(m, "p50_ms"), _ms),
     "latency_p90_ms_max": Rule("latency_p90_ms", "max", lambda m, t: _latency(m, "p90_ms"), _ms),
+    "throughput_min": Rule(
+        "throughput",
+        "min",
+        lambda m, t: _latency(m, "throughput"),
+        lambda v: f"{v:,.1f} items/s",
+    ),
     "size_bytes_max": Rule("size_bytes", "max", lambda m, t: m.get("size_bytes"), _count),
     "params_max": Rule("params", "max", lambda m, t: m.get("params"), _count),
     "macs_max": Rule("macs", "max", lambda m, t: m.get("macs"), _count),
@@ -92,7 +98,35 @@ RULES: dict[str, Rule] = {
         # the teacher's p50 from the same interleaved measurement as this model's
         lambda m, t: m.get("teacher_p50_ms_interleaved"),
     ),
+    "speedup_vs_input_min": Rule(
+        "speedup_vs_input",
+        "min",
+        lambda m, t: (m.get("speedup_vs_input") or {}).get("median"),
+        lambda v: f"{v:.2f}x",
+        # the input's p50 from the same interleaved measurement as this model's
+        lambda m, t: m.get("input_p50_ms_interleaved"),
+    ),
 }
+
+
+def profile_view(metrics: dict[str, Any], profile: str | None) -> dict[str, Any]:
+    """`metrics` with latency and speed-ups read from one deployment profile (the top
+    level holds the first profile's, so None or the first profile's name is `metrics`)."""
+    profiles = metrics.get("profiles") or {}
+    if profile is None or profile not in profiles:
+        return metrics
+    measured = profiles[profile]
+    return {**metrics, **{key: measured[key] for key in PROFILE_KEYS if key in measured}}
+
+
+# What a deployment profile measures on its own (the rest of the metrics are shared).
+PROFILE_KEYS = (
+    "latency",
+    "speedup",
+    "speedup_vs_input",
+    "teacher_p50_ms_interleaved",
+    "input_p50_ms_interleaved",
+)
 
 
 def check_budgets(
@@ -110,16 +144,15 @@ def check_budgets(
         False
     """
     checks = []
-    for key, limit in budgets.model_dump().items():
-        if limit is None:
-            continue
+    metrics = profile_view(metrics, budgets.profile)
+    for key, limit in budgets.limits().items():
         rule = RULES[key]
         value = rule.read(metrics, teacher)
         baseline = rule.baseline(metrics, teacher)
         unavailable = metrics.get("providers_unavailable", {})
         if (
             value is None
-            and (rule.metric.startswith("latency") or rule.metric == "speedup")
+            and (rule.metric.startswith("latency") or rule.metric.startswith("speedup"))
             and metrics.get("primary_provider") in unavailable
         ):
             provider = metrics["primary_provider"]
@@ -152,5 +185,9 @@ def check_budgets(
             message += f" (teacher {int(baseline):,} bytes -> {int(metrics['size_bytes']):,})"
         elif rule.metric == "speedup" and baseline is not None:
             message += f" (teacher p50 {_ms(baseline)}, interleaved)"
+        elif rule.metric == "speedup_vs_input" and baseline is not None:
+            message += f" (input p50 {_ms(baseline)}, interleaved)"
+        if budgets.profile is not None:
+            message += f" [profile {budgets.profile}]"
         checks.append(BudgetCheck(rule.metric, limit, value, passed, message, baseline))
     return checks

@@ -61,6 +61,7 @@ class StageCache:
             "seed": recipe.seed,
             "torch_threads": torch.get_num_threads(),
             "distributed": strategy.identity(),
+            "training": strategy.placement.identity(),
             "compress": compress.__version__,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

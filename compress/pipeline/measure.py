@@ -43,6 +43,35 @@ def is_quantized(onnx_path: Path) -> bool:
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
+def slowdown_flag(
+    metrics: dict[str, Any], stage: str, input_stage: str, accepted: float | None = None
+) -> dict[str, Any] | None:
+    """The flag a stage slower than its input (at any deployment profile) carries into
+    the report, or None. `accepted`: the stage's `speedup_vs_input_min`, when its recipe
+    says how much slowdown it accepts (the budget then gates it)."""
+    if not metrics.get("slower_than_input"):
+        return None
+    label = metrics["slower_profiles"][0]
+    measured = metrics["profiles"][label]
+    ratio = measured["speedup_vs_input"]
+    p50 = measured["latency"][metrics["primary_provider"]]["p50_ms"]
+    where = f" at profile {label}" if len(metrics["profiles"]) > 1 else ""
+    message = (
+        f"stage '{stage}' is slower than its input (stage '{input_stage}'){where}: "
+        f"{ratio['median']:.2f}x its speed ({ratio['min']:.2f}-{ratio['max']:.2f} over "
+        f"{ratio['rounds']} interleaved rounds), p50 {measured['input_p50_ms_interleaved']:.4g} "
+        f"-> {p50:.4g} ms"
+    )
+    if accepted is not None:
+        message += f"; the recipe accepts down to {accepted:.2f}x (speedup_vs_input_min)"
+    return {"kind": "slower_than_input", "input_stage": input_stage, "profile": label,
+            "accepted": accepted, "message": message}  # fmt: skip
+
+
 class Measurement:
     """Measures stage outputs the same way for one run.
 
@@ -64,6 +93,7 @@ class Measurement:
 
         runtime, data, model = self.recipe.runtime, ctx.data, result.model
         baseline, baseline_onnx = ctx.baseline_metrics, ctx.baseline_onnx
+        input_onnx = ctx.input_onnx
         signature = result.spec.signature
         metrics: dict[str, Any] = {
             "accuracy": onnx_accuracy(onnx_path, data.test, signature),
@@ -78,7 +108,7 @@ class Measurement:
         }
         if self.unavailable:
             metrics["providers_unavailable"] = self.unavailable
-        self._latency(metrics, signature, onnx_path, stage_dir, baseline_onnx)
+        self._latency(metrics, signature, onnx_path, stage_dir, baseline_onnx, input_onnx)
         if baseline is None:
             metrics["speedup"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
         reference = baseline or metrics
@@ -86,20 +116,64 @@ class Measurement:
         metrics["accuracy_change"] = metrics["accuracy"] - reference["accuracy"]
         return metrics
 
-    def _latency(self, metrics, signature, onnx_path, stage_dir, baseline_onnx) -> None:
-        from compress.runtime.latency import measure_with_runtime, speedup
+    def _latency(self, metrics, signature, onnx_path, stage_dir, baseline_onnx, input_onnx) -> None:
+        """Latency at every deployment profile. The top-level keys hold the first
+        profile's figures (what budgets read by default), `profiles` every profile's."""
+        runtime = self.recipe.runtime
+        references = [baseline_onnx] if baseline_onnx not in (None, onnx_path) else []
+        # the input is timed only when it is another file with other bytes: a stage that
+        # passes its input's file through (export of an int8 model) runs the same graph
+        same_as_input = input_onnx is not None and _same_bytes(input_onnx, onnx_path)
+        if input_onnx is not None and not same_as_input and input_onnx not in references:
+            references.append(input_onnx)
+        files = (onnx_path, baseline_onnx, input_onnx, same_as_input)
+        metrics["profiles"] = {}
+        for index, profile in enumerate(runtime.deployment_profiles()):
+            measured = self._profile(profile, signature, references, files)
+            metrics["profiles"][profile.label] = measured
+            if index == 0:
+                metrics.update({k: v for k, v in measured.items() if k not in ("batch", "threads")})
+        slower = [label for label, m in metrics["profiles"].items() if m.get("slower_than_input")]
+        if "speedup_vs_input" in metrics:
+            metrics["slower_than_input"] = bool(slower)
+            metrics["slower_profiles"] = slower
+        self._gpu_fp16(metrics, signature, onnx_path, stage_dir)
+
+    def _profile(self, profile, signature, references, files) -> dict[str, Any]:
+        """One profile: every provider; on the primary one, interleaved with the
+        baseline's file and the stage's input (the previous stage's file)."""
+        from compress.runtime.latency import is_slower, measure_with_runtime, speedup
+
+        onnx_path, baseline_onnx, input_onnx, same_as_input = files
+        runtime, seed = self.recipe.runtime, self.recipe.seed
+        out: dict[str, Any] = {"batch": profile.batch, "threads": profile.threads, "latency": {}}
+        primary = runtime.providers[0]
+        for provider in [p for p in runtime.providers if p not in self.unavailable]:
+            paths = [*references, onnx_path] if provider == primary else [onnx_path]
+            timed = measure_with_runtime(paths, signature, runtime, provider, seed, profile)
+            stats = dict(zip(paths, timed))
+            out["latency"][provider] = stats[onnx_path].to_dict()
+            if provider != primary:
+                continue
+            if baseline_onnx in stats and baseline_onnx != onnx_path:
+                out["speedup"] = speedup(stats[baseline_onnx], stats[onnx_path])
+                out["teacher_p50_ms_interleaved"] = stats[baseline_onnx].p50_ms
+            if input_onnx in stats and input_onnx != onnx_path:
+                out["speedup_vs_input"] = speedup(stats[input_onnx], stats[onnx_path])
+                out["input_p50_ms_interleaved"] = stats[input_onnx].p50_ms
+            elif same_as_input:
+                out["speedup_vs_input"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
+                out["input_p50_ms_interleaved"] = stats[onnx_path].p50_ms
+            if "speedup_vs_input" in out:
+                out["slower_than_input"] = is_slower(out["speedup_vs_input"])
+        return out
+
+    def _gpu_fp16(self, metrics, signature, onnx_path, stage_dir) -> None:
+        """An fp16 copy of a float model on the GPU providers, when the recipe asks."""
+        from compress.runtime.latency import measure_with_runtime
 
         runtime, seed = self.recipe.runtime, self.recipe.seed
-        compare = baseline_onnx is not None and baseline_onnx != onnx_path
-        providers = [p for p in runtime.providers if p not in self.unavailable]
-        for provider in providers:
-            paths = [baseline_onnx, onnx_path] if compare else [onnx_path]
-            stats = measure_with_runtime(paths, signature, runtime, provider, seed=seed)
-            metrics["latency"][provider] = stats[-1].to_dict()
-            if compare and provider == runtime.providers[0]:
-                metrics["speedup"] = speedup(stats[0], stats[-1])
-                metrics["teacher_p50_ms_interleaved"] = stats[0].p50_ms
-        gpus = [p for p in providers if p != "cpu"]
+        gpus = [p for p in runtime.providers if p != "cpu" and p not in self.unavailable]
         if runtime.gpu_fp16 and gpus and not is_quantized(onnx_path):
             from compress.runtime.fp16 import convert_to_fp16
 

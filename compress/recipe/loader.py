@@ -12,20 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from compress.errors import RecipeError
 from compress.recipe.schema import (
+    CALLABLE_PATTERN,
     Budgets,
+    CallableModelConfig,
     CNNConfig,
     DataConfig,
     DistributedConfig,
     ModelConfig,
     RuntimeConfig,
     StrictModel,
+    TrainingPlacementConfig,
 )
 from compress.recipe.stages import StageConfig
-from compress.recipe.tune import TuneConfig
+from compress.recipe.tune import CategoricalParam, TuneConfig
 
 
 class Recipe(StrictModel):
@@ -40,6 +43,10 @@ class Recipe(StrictModel):
     budgets: Budgets = Field(default_factory=Budgets, description="Budgets of the final model.")
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="Multi-process training."
+    )
+    training: TrainingPlacementConfig = Field(
+        default_factory=TrainingPlacementConfig,
+        description="Device and precision of every training use.",
     )
     stages: list[StageConfig] = Field(min_length=1, description="Stages, run in this order.")
     tune: TuneConfig | None = Field(None, description="Hyperparameter search (compress tune).")
@@ -228,10 +235,25 @@ def check_stage_order(recipe: Recipe, file_label: str) -> None:
             "train stage or set model.weights"
         )
     lines = [f"{file_label}: stages: {problem} (stage order: {order})" for problem in problems]
+    lines.extend(f"{file_label}: {problem}" for problem in _profile_problems(recipe))
     if recipe.tune is not None:
         lines.extend(f"{file_label}: {problem}" for problem in _tune_problems(recipe, names))
     if lines:
         raise RecipeError("\n".join(lines))
+
+
+def _profile_problems(recipe: Recipe) -> list[str]:
+    """Budgets that read a deployment profile must name one the runtime measures."""
+    labels = [profile.label for profile in recipe.runtime.deployment_profiles()]
+    tables = [("budgets", recipe.budgets)] + [
+        (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
+    ]
+    return [
+        f"{where}.profile: {budgets.profile!r} is not a runtime profile "
+        f"(profiles: {', '.join(labels)})"
+        for where, budgets in tables
+        if budgets.profile is not None and budgets.profile not in labels
+    ]
 
 
 def _tune_problems(recipe: Recipe, names: list[str]) -> list[str]:
@@ -249,12 +271,70 @@ def _tune_problems(recipe: Recipe, names: list[str]) -> list[str]:
     return problems
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+# Every key whose value may name code for compress to import: (table, key). A value
+# there that matches CALLABLE_PATTERN is imported and called when the recipe runs;
+# a tune choice that matches it would be set into such a key by a trial.
+USER_CODE_KEYS = ((CallableModelConfig, "architecture"), (DataConfig, "source"))
+
+
+def user_code_keys(recipe: Recipe) -> list[tuple[str, str]]:
+    """(key path, value) of every `package.module:function` the recipe names.
+
+    Nothing is imported: this reads the validated tables (the model, a distill
+    stage's student, the data source, tune choices, wherever they sit).
+
+    Example:
+        >>> user_code_keys(validate_recipe(tiny_recipe_dict()))  # doctest: +SKIP
+        []
+    """
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, parts: list[str | int]) -> None:
+        if isinstance(node, BaseModel):
+            for table, key in USER_CODE_KEYS:
+                value = getattr(node, key, None) if isinstance(node, table) else None
+                if isinstance(value, str) and CALLABLE_PATTERN.match(value):
+                    found.append((format_key_path([*parts, key]), value))
+            if isinstance(node, CategoricalParam):
+                for index, choice in enumerate(node.choices):
+                    if isinstance(choice, str) and CALLABLE_PATTERN.match(choice):
+                        found.append((format_key_path([*parts, "choices", index]), choice))
+            for name in type(node).model_fields:
+                walk(getattr(node, name), [*parts, name])
+        elif isinstance(node, (list, tuple)):
+            for index, item in enumerate(node):
+                walk(item, [*parts, index])
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                walk(item, [*parts, key if re.fullmatch(r"\w+", str(key)) else f'"{key}"'])
+
+    walk(recipe, [])
+    return found
+
+
+def refuse_user_code(recipe: Recipe, file_label: str) -> None:
+    """Raise RecipeError naming every key that names code (for --no-user-code)."""
+    found = user_code_keys(recipe)
+    if found:
+        raise RecipeError(
+            "\n".join(
+                f"{file_label}: {where}: {value!r} is code the recipe would import and run; "
+                "refused by --no-user-code"
+                for where, value in found
+            )
+        )
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, user_code: bool = True
+) -> Recipe:
     """Read, override, validate and cross-check a TOML recipe.
 
     Args:
         path: the recipe file.
         overrides: `key.path=value` strings applied in order before validation.
+        user_code: False refuses (RecipeError) a recipe that names any
+            `package.module:function`, before anything imports it.
 
     Example:
         >>> recipe = load_recipe("recipes/digits.toml", ["stages[0].epochs=2"])  # doctest: +SKIP
@@ -271,15 +351,19 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{label}: TOML syntax error: {exc}") from None
     for assignment in overrides:
         apply_override(raw, assignment)
-    return validate_recipe(raw, label)
+    return validate_recipe(raw, label, user_code=user_code)
 
 
-def validate_recipe(raw: dict[str, Any], file_label: str = "<recipe>") -> Recipe:
+def validate_recipe(
+    raw: dict[str, Any], file_label: str = "<recipe>", *, user_code: bool = True
+) -> Recipe:
     """Validate an already-parsed recipe dict (see `load_recipe`)."""
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         lines = [_describe(error, raw, file_label) for error in exc.errors()]
         raise RecipeError("\n".join(lines)) from None
+    if not user_code:
+        refuse_user_code(recipe, file_label)
     check_stage_order(recipe, file_label)
     return recipe

@@ -18,7 +18,7 @@ from compress.artifacts import atomic_write_json, atomic_write_text
 from compress.budgets import check_budgets
 from compress.recipe.loader import Recipe
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 
 
 def now() -> str:
@@ -71,6 +71,7 @@ class RunReport:
         self.error_exit_code = 0
         self.data = None
         self.baseline_metrics: dict[str, Any] | None = None
+        self.training: dict[str, str] | None = None  # the resolved device and precision
 
     def fail(self, stage: str | None, exc: BaseException, message: str, code: int,
              traceback: str | None = None) -> None:  # fmt: skip
@@ -86,11 +87,29 @@ class RunReport:
             "path": path,
             "sha256": sha256,
             "stage": last["name"],
-            "input": self.data.input_contract(signature),
+            "input": {**self.data.input_contract(signature), "measured": self._measured()},
             "metrics": last["metrics"],
             "budgets": self.final_checks(last["metrics"]),
         }
         return self.final
+
+    def _measured(self) -> dict[str, Any]:
+        """How the shipped model was measured: providers, profiles, session options."""
+        from compress.runtime.sessions import session_options
+
+        runtime = self.recipe.runtime
+        return {
+            "providers": runtime.providers,
+            "profiles": [
+                {
+                    "name": p.label,
+                    "batch": p.batch,
+                    "threads": p.threads,
+                    "session_options": session_options(p.threads),
+                }
+                for p in runtime.deployment_profiles()
+            ],  # fmt: skip
+        }
 
     def final_checks(self, metrics: dict[str, Any]) -> list[dict[str, Any]]:
         """The recipe's final budgets against a stage's metrics."""
@@ -153,11 +172,13 @@ class RunReport:
             "environment": self.environment,
             "runtime": self.recipe.runtime.model_dump(mode="json"),
             "distributed": self.distributed,
+            "training": self.training,
             "data": {
                 "source": self.recipe.data.source,
                 "description": data.description,
                 "identity": data.identity,
                 "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+                "warnings": data.warnings,
             }
             if data is not None
             else None,

@@ -71,16 +71,29 @@ def _size_plot(report: dict[str, Any], plt) -> str:
     return uri
 
 
+def _latency_panels(stage: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """'provider, profile' -> latency stats of one stage (one panel per pair)."""
+    metrics = stage["metrics"]
+    profiles = metrics.get("profiles") or {"": {"latency": metrics["latency"]}}
+    panels = {}
+    for label, measured in profiles.items():
+        for provider, lat in measured["latency"].items():
+            panels[f"{provider}, {label}" if label else provider] = lat
+    for provider, lat in metrics["latency"].items():  # e.g. the fp16 copy on a GPU
+        if not any(key.startswith(f"{provider},") or key == provider for key in panels):
+            panels[provider] = lat
+    return panels
+
+
 def _latency_plot(report: dict[str, Any], plt) -> str:
+    """Latency distributions per stage: one panel per provider and deployment profile."""
     stages = _evaluated(report)
-    providers = sorted({p for s in stages for p in s["metrics"]["latency"]}) or ["cpu"]
-    figure, axes = plt.subplots(
-        1, len(providers), figsize=(6.4 * len(providers), 3.8), squeeze=False
-    )
-    for axis, provider in zip(axes[0], providers):
-        boxes, labels = [], []
+    panels = list(dict.fromkeys(key for s in stages for key in _latency_panels(s))) or ["cpu"]
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 3.8), squeeze=False)
+    for axis, panel in zip(axes[0], panels):
+        boxes = []
         for stage in stages:
-            lat = stage["metrics"]["latency"].get(provider)
+            lat = _latency_panels(stage).get(panel)
             if not lat:
                 continue
             pct = lat.get("percentiles") or {}
@@ -95,11 +108,10 @@ def _latency_plot(report: dict[str, Any], plt) -> str:
                     "fliers": [],
                 }
             )
-            labels.append(stage["name"])
         axis.bxp(boxes, showfliers=False)
         axis.set_yscale("log")
         axis.set_ylabel("ms (log scale)")
-        axis.set_title(f"Latency distribution, {provider} (p1/p25/p50/p75/p99)")
+        axis.set_title(f"Latency, {panel} (p1/p25/p50/p75/p99)")
     uri = _figure_to_data_uri(figure)
     plt.close(figure)
     return uri

@@ -16,9 +16,41 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{int(value):,}"
     if kind == "x":
         return f"{value:.2f}x"
+    if kind == "rate":
+        return f"{value:,.1f}"
     if kind == "pts":
         return f"{value * 100:+.2f}"
     return str(value)
+
+
+def _spread(ratio: dict[str, float] | None) -> str:
+    if not ratio:
+        return "-"
+    return f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
+
+
+def _profiles_table(report: dict[str, Any]) -> list[str]:
+    """Every stage at every deployment profile (only when the recipe lists several)."""
+    stages = [s for s in report["stages"] if len((s.get("metrics") or {}).get("profiles", {})) > 1]
+    if not stages:
+        return []
+    lines = [
+        "## Deployment profiles",
+        "",
+        "| stage | profile | batch | threads | p50 ms | p90 ms | items/s | speed-up | vs input |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in stages:
+        m = stage["metrics"]
+        for label, measured in m["profiles"].items():
+            lat = measured["latency"].get(m.get("primary_provider", "cpu"), {})
+            lines.append(
+                f"| {stage['name']} | {label} | {measured['batch']} | {measured['threads']} "
+                f"| {_fmt(lat.get('p50_ms'), 'ms')} | {_fmt(lat.get('p90_ms'), 'ms')} "
+                f"| {_fmt(lat.get('throughput'), 'rate')} | {_spread(measured.get('speedup'))} "
+                f"| {_spread(measured.get('speedup_vs_input'))} |"
+            )
+    return [*lines, ""]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -34,22 +66,36 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Missed budgets and errors", ""]
         lines += [f"- {failure}" for failure in report["failures"]]
         lines.append("")
+    flags = [flag for stage in report["stages"] for flag in stage.get("flags", [])]
+    if flags:
+        lines += [
+            "## Slower than their input",
+            "",
+            "No budget gates these (`speedup_vs_input_min` would); each stage below made "
+            "its model slower than the model it was given, in every interleaved round:",
+            "",
+        ]
+        lines += [f"- {flag['message']}" for flag in flags]
+        lines.append("")
     lines += [
         "## Stages",
         "",
         "| stage | type | status | accuracy | vs teacher (pts) | p50 ms | p90 ms | speed-up "
-        "| size bytes | size ratio | params | MACs | folder |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| vs input | size bytes | size ratio | params | MACs | folder |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in report["stages"]:
         m = stage.get("metrics") or {}
         lat = m.get("latency", {}).get(m.get("primary_provider", "cpu"), {})
         speed = (m.get("speedup") or {}).get("median")
+        vs_input = (m.get("speedup_vs_input") or {}).get("median")
+        slower = " (slower)" if m.get("slower_than_input") else ""
         lines.append(
             f"| {stage['name']} | {stage['type']} | {stage['status']} "
             f"| {_fmt(m.get('accuracy'), 'pct')} "
             f"| {_fmt(m.get('accuracy_change'), 'pts')} | {_fmt(lat.get('p50_ms'), 'ms')} "
             f"| {_fmt(lat.get('p90_ms'), 'ms')} | {_fmt(speed, 'x')} "
+            f"| {_fmt(vs_input, 'x')}{slower} "
             f"| {_fmt(m.get('size_bytes'), 'int')} "
             f"| {_fmt(m.get('size_ratio'), 'x')} | {_fmt(m.get('params'), 'int')} "
             f"| {_fmt(m.get('macs'), 'int')} | `{stage['dir']}` |"
@@ -81,15 +127,23 @@ def render_markdown(report: dict[str, Any]) -> str:
         if details.get("stopped"):
             lines += [f"Stopped: {details['stopped']}.", ""]
         lines += [
-            "| step | ratio | params | MACs | val accuracy | p50 ms | speed-up | kept |",
-            "|---|---|---|---|---|---|---|---|",
+            "Every step's model timed interleaved with the stage's input (step 0) and the "
+            "other steps; a speed-up is the median per-round p50 ratio, with its spread.",
+            "",
+            "| step | ratio | params | MACs | val accuracy | p50 ms | vs input | vs previous "
+            "| kept |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         kept = details.get("kept_step", steps[-1]["step"])
         for step in steps:
+            p50 = step.get("step_p50_ms", step.get("latency_p50_ms"))
+            slower = " (slower)" if step.get("slower_than_previous") else ""
             lines.append(
                 f"| {step['step']} | {step['ratio']:.3f} | {step['params']:,} | {step['macs']:,} "
-                f"| {_fmt(step['val_accuracy'], 'pct')} | {_fmt(step.get('latency_p50_ms'), 'ms')} "
-                f"| {_fmt(step.get('speedup'), 'x')} | {'yes' if step['step'] == kept else ''} |"
+                f"| {_fmt(step['val_accuracy'], 'pct')} | {_fmt(p50, 'ms')} "
+                f"| {_spread(step.get('speedup_vs_input'))} "
+                f"| {_spread(step.get('speedup_vs_previous'))}{slower} "
+                f"| {'yes' if step['step'] == kept else ''} |"
             )
         lines.append("")
 
@@ -101,24 +155,25 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{runtime['threads']} intra-op thread(s), {runtime['warmup']} warm-up runs, "
         f"{runtime['rounds']} interleaved rounds x {runtime['repeats']} runs per model. "
         f"CPU: {report['environment'].get('cpu')}.",
-        "Each stage's model was timed interleaved with the teacher's (A B A B ...); "
-        "speed-up is the median of per-round p50 ratios, with its spread.",
+        "Each stage's model was timed interleaved with the teacher's and with its input's "
+        "(the previous stage's model) in the same rounds (A B C A B C ...); a speed-up is "
+        "the median of per-round p50 ratios, with its spread.",
         "",
         "| stage | provider | p50 ms | p90 ms | p99 ms | mean ms | std ms | n "
-        "| speed-up (min-max) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| speed-up (min-max) | vs input (min-max) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in report["stages"]:
         m = stage.get("metrics") or {}
-        speed = m.get("speedup")
-        spread = f"{speed['median']:.2f}x ({speed['min']:.2f}-{speed['max']:.2f})" if speed else "-"
+        spread, input_spread = _spread(m.get("speedup")), _spread(m.get("speedup_vs_input"))
         for provider, lat in m.get("latency", {}).items():
             lines.append(
                 f"| {stage['name']} | {provider} | {lat['p50_ms']:.4g} | {lat['p90_ms']:.4g} "
                 f"| {lat['p99_ms']:.4g} | {lat['mean_ms']:.4g} | {lat['std_ms']:.3g} | {lat['n']} "
-                f"| {spread} |"
+                f"| {spread} | {input_spread} |"
             )
     lines.append("")
+    lines += _profiles_table(report)
     final = report.get("final")
     if final:
         contract = final["input"]

@@ -38,8 +38,13 @@ class LatencyStats:
     other_load: list[float] = field(default_factory=list)
     disturbed_rounds: int = 0
 
+    @property
+    def throughput(self) -> float:
+        """Items per second at the median latency (batch / p50)."""
+        return self.batch_size * 1000.0 / self.p50_ms if self.p50_ms > 0 else float("nan")
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "throughput": self.throughput}
 
 
 def _stats(samples_ns: list[int], round_p50: list[float], provider: str, threads: int, batch: int):
@@ -151,15 +156,18 @@ def measure_with_runtime(
     runtime,
     provider: str | None = None,
     seed: int = 0,
+    profile=None,
 ) -> list[LatencyStats]:
     """`measure_latency` with threads, batch size, warm-up, repeats and rounds taken from
-    a recipe's `[runtime]` table (provider: its first one unless given)."""
+    a recipe's `[runtime]` table (provider: its first one unless given; batch and
+    threads: its first deployment profile unless one is given)."""
+    profile = profile or runtime.deployment_profiles()[0]
     return measure_latency(
         paths,
         signature,
         provider=provider or runtime.providers[0],
-        threads=runtime.threads,
-        batch_size=runtime.batch_size,
+        threads=profile.threads,
+        batch_size=profile.batch,
         warmup=runtime.warmup,
         repeats=runtime.repeats,
         rounds=runtime.rounds,
@@ -186,3 +194,14 @@ def speedup(baseline: LatencyStats, candidate: LatencyStats) -> dict[str, float]
         "max": float(max(ratios)),
         "rounds": len(ratios),
     }
+
+
+# A model is slower than another when every interleaved round timed it slower and the
+# median by more than this: identical work drifts a few percent round to round.
+SLOWDOWN_MARGIN = 0.03
+
+
+def is_slower(ratio: dict[str, float]) -> bool:
+    """Slower beyond the measured spread: every round's reference/candidate p50 ratio
+    (`speedup`) below 1 and the median below 1 - SLOWDOWN_MARGIN."""
+    return ratio["rounds"] > 0 and ratio["max"] < 1.0 and ratio["median"] < 1 - SLOWDOWN_MARGIN

@@ -49,6 +49,19 @@ def check_providers(requested: list[str], optional: list[str] = ()) -> dict[str,
     return unavailable
 
 
+def session_options(threads: int | None = 1) -> dict[str, object]:
+    """The SessionOptions every measurement uses, as plain data (the contract records
+    them, so a deployment can reproduce what was measured)."""
+    options: dict[str, object] = {
+        "inter_op_num_threads": 1,
+        "execution_mode": "ORT_SEQUENTIAL",
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+    }
+    if threads is not None:
+        options["intra_op_num_threads"] = threads
+    return options
+
+
 def make_session(path: str | Path, provider: str = "cpu", threads: int | None = 1):
     """An InferenceSession on one provider with fixed intra-op threads.
 
@@ -60,10 +73,11 @@ def make_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for name, value in session_options(threads).items():
+        if name == "execution_mode":
+            value = getattr(ort.ExecutionMode, value)
+        elif name == "graph_optimization_level":
+            value = getattr(ort.GraphOptimizationLevel, value)
+        setattr(options, name, value)
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=[PROVIDERS[provider]])

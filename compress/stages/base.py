@@ -33,6 +33,8 @@ class RunContext:
         onnx_path: set once a stage's output exists only as ONNX (e.g. int8).
         teacher: the first stage's model, the baseline for drops and speed-ups.
         baseline_metrics, baseline_onnx: the first stage's measurement and file.
+        input_onnx: the last accepted stage's deployed file (what the next stage's
+            output is timed against, beside the baseline).
         workdir: the running stage's folder inside the run directory.
     """
 
@@ -47,6 +49,7 @@ class RunContext:
     teacher_spec: ModelSpec | None = None
     baseline_metrics: dict[str, Any] | None = None
     baseline_onnx: Path | None = None
+    input_onnx: Path | None = None  # the deployed file of the last accepted stage
     onnx_path: Path | None = None
     debug: bool = False
     on_epoch_end: Any = None
@@ -86,6 +89,8 @@ class RunContext:
             self.teacher_spec = result.spec
             self.baseline_metrics, self.baseline_onnx = metrics, onnx_path
         self.model, self.spec = result.model, result.spec
+        if onnx_path is not None:
+            self.input_onnx = onnx_path
         if result.onnx_path is not None:
             self.onnx_path = result.onnx_path
 

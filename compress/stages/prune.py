@@ -24,6 +24,7 @@ from compress.pruning.structured import (
     resolve_layer_ratios,
     resolve_modules,
 )
+from compress.pruning.timing import StepTimer
 from compress.pruning.unstructured import (
     magnitude_prune_,
     make_permanent_,
@@ -165,6 +166,8 @@ class PruneStage(Stage):
         )
         probe = TargetProbe(ctx, config.target, scratch) if config.target else None
         floor, floor_reason = accuracy_gate(ctx, config.budgets) if probe else (None, "")
+        timer = StepTimer(ctx.spec.signature, ctx.recipe.runtime, scratch, ctx.seed)
+        timer.add(model, 0)
         steps_log = [self._step_record(ctx, model, 0, 0.0, None)]
         if probe is not None:
             steps_log[0].update(probe.measure(model, 0))
@@ -175,6 +178,7 @@ class PruneStage(Stage):
             fit_summary = self._finetune(ctx, model, unpruned, step)
             record = self._step_record(ctx, model, step, ratio, fit_summary)
             steps_log.append(record)
+            timer.add(model, step)
             if probe is None:
                 continue
             record.update(probe.measure(model, step))
@@ -189,6 +193,7 @@ class PruneStage(Stage):
             if record["target_met"]:
                 outcome = {"stopped": f"step {step}: target {self._target_text()} reached"}
                 break
+        outcome["flags"] = timer.annotate(steps_log)
         if probe is not None:
             outcome.setdefault(
                 "stopped",

@@ -1,8 +1,9 @@
 """`quantize`: make the deployable model smaller (and, where the CPU allows, faster).
 
 uniform: ONNX Runtime int8, static QDQ (default, with an optional accuracy-aware
-fallback), dynamic, weight-only int4 for MatMul, or `format = "auto"` to measure the
-candidates; kmeans / pow2: per-layer codebook weights.
+fallback), dynamic, weight-only int4 for MatMul, `format = "auto"` to measure the
+candidates, or `format = "placement"` to keep int8 only where it is faster; kmeans /
+pow2: per-layer codebook weights.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from compress.quantization.dynamic import quantize_dynamic_onnx
 from compress.quantization.fallback import restore_accuracy
 from compress.quantization.int4 import quantize_int4_weights
 from compress.quantization.layers import resolve_per_layer
+from compress.quantization.placement import search_placement
 from compress.quantization.qat import (
     activation_qparams,
     attach,
@@ -96,6 +98,8 @@ class QuantizeStage(Stage):
         int8_path = ctx.workdir / "model.onnx"
         if config.format == "auto":
             settings = self._auto(ctx, fp32_path, int8_path)
+        elif config.format == "placement":
+            settings = self._placement(ctx, fp32_path, int8_path)
         elif config.mode == "int4":
             settings = quantize_int4_weights(fp32_path, int8_path, block_size=config.block_size)
         elif config.mode == "dynamic":
@@ -231,6 +235,26 @@ class QuantizeStage(Stage):
             per_channel=config.per_channel,
             calibration=config.calibration,
             reduce_range=self._reduce_range(),
+        )
+
+    def _placement(self, ctx: RunContext, fp32_path, out_path) -> dict:
+        """Static int8 with the stage's settings, layers that are slower in int8
+        returned to fp32 (compress/quantization/placement.py)."""
+        config = self.config
+        return search_placement(
+            fp32_path,
+            out_path,
+            self._calibration_x(ctx),
+            split_samples(ctx.data.val, ctx.spec.signature),
+            ctx.data.val.y.numpy(),
+            ctx.recipe.runtime,
+            ctx.spec.signature,
+            config.auto_val_accuracy_drop_max,
+            self._static_settings(),
+            max_candidates=config.placement_max_candidates,
+            repeats=config.placement_repeats,
+            rounds=config.placement_rounds,
+            min_gain=config.placement_min_gain,
         )
 
     def _static(self, ctx: RunContext, fp32_path, int8_path) -> dict:

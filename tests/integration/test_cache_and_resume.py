@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 STAGES = [
     {"type": "train", "epochs": 2, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01}},
-    {"type": "prune", "ratio": 0.5, "steps": 2, "finetune": {"epochs": 1}},
+    # round_to 1: this 8/16-channel CNN would not prune in multiples of 8 (the default)
+    {"type": "prune", "ratio": 0.5, "steps": 2, "round_to": 1, "finetune": {"epochs": 1}},
     {"type": "export"},
 ]
 

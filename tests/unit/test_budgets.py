@@ -221,7 +221,7 @@ def test_every_set_budget_is_checked_in_field_order():
 
 
 def test_every_budget_field_has_a_rule():
-    assert set(Budgets.model_fields) == set(RULES)
+    assert set(Budgets.model_fields) - {"profile"} == set(RULES)  # profile: where to read
 
 
 def test_check_serialises_for_the_report():
@@ -236,3 +236,51 @@ def test_check_serialises_for_the_report():
         "baseline": None,
         "skipped": False,
     }
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def _profiled_metrics() -> dict:
+    def measured(p50: float, batch: int, vs_teacher: float) -> dict:
+        latency = {"cpu": {"p50_ms": p50, "p90_ms": p50, "throughput": batch * 1000 / p50}}
+        speed = {"median": vs_teacher, "min": vs_teacher, "max": vs_teacher, "rounds": 3}
+        return {"batch": batch, "threads": 1, "latency": latency, "speedup": speed}
+
+    first, second = measured(2.0, 1, 3.0), measured(40.0, 32, 1.5)
+    return {
+        "accuracy": 0.9,
+        "primary_provider": "cpu",
+        "latency": first["latency"],
+        "speedup": first["speedup"],
+        "profiles": {"b1-t1": first, "b32-t1": second},
+    }
+
+
+def test_budgets_read_the_profile_they_name_and_the_first_by_default():
+    metrics = _profiled_metrics()
+
+    (default,) = check_budgets(Budgets(throughput_min=600), metrics, None)
+    (named,) = check_budgets(Budgets(throughput_min=600, profile="b32-t1"), metrics, None)
+    (speed,) = check_budgets(Budgets(speedup_min=2.0, profile="b32-t1"), metrics, None)
+
+    assert default.value == pytest.approx(500.0) and not default.passed  # 1 item / 2 ms
+    assert named.value == pytest.approx(800.0) and named.passed  # 32 items / 40 ms
+    assert "[profile b32-t1]" in named.message
+    assert speed.value == 1.5 and not speed.passed
+
+
+def test_a_budget_naming_an_unknown_profile_is_a_recipe_error():
+    from compress.errors import RecipeError
+    from compress.recipe.loader import validate_recipe
+    from compress.testing import tiny_recipe_dict
+
+    recipe = tiny_recipe_dict(
+        runtime={"profiles": [{"batch": 1}, {"batch": 32, "threads": 2}]},
+        budgets={"throughput_min": 10, "profile": "b64-t2"},
+    )
+
+    with pytest.raises(RecipeError, match=r"budgets.profile: 'b64-t2' is not a runtime profile"):
+        validate_recipe(recipe, "t.toml")
+    recipe["budgets"]["profile"] = "b32-t2"
+    assert validate_recipe(recipe, "t.toml").budgets.profile == "b32-t2"

@@ -209,7 +209,9 @@ def test_latency_stats_serialise(exported):
         "percentiles",
         "other_load",
         "disturbed_rounds",
+        "throughput",
     }
+    assert data["throughput"] == pytest.approx(stats.batch_size * 1000 / stats.p50_ms)
     assert data["n"] == 2
 
 

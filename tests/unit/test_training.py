@@ -652,3 +652,121 @@ def test_an_epoch_checkpoint_of_other_weights_or_a_torn_write_is_ignored(tmp_pat
         copy.deepcopy(model), data, config, seed=1, checkpoint=EpochCheckpoint(tmp_path / "a")
     )
     assert result.resumed_from_epoch is None
+
+
+# --------------------------------------------------------------------------- divergence guard
+
+
+def test_a_diverging_loss_fails_the_fit_naming_the_epoch_the_loss_and_the_setting():
+    config = TrainingConfig(epochs=3, batch_size=16, optimizer=AdamConfig(name="adam", lr=1e6))
+    epochs_seen = []
+
+    with pytest.raises(StageError) as info:
+        fit(
+            _model(), tiny_bundle(), config, seed=0, on_epoch_end=lambda e, m: epochs_seen.append(e)
+        )
+
+    message = str(info.value)
+    assert message.startswith("epoch 1: training loss ")
+    assert "training diverged; lower the learning rate or add grad_clip" in message
+    assert "(divergence_factor = 10; 0 turns this check off)" in message
+    assert epochs_seen == [1]  # the diverged epoch is shown, and nothing after it runs
+
+
+def test_divergence_factor_zero_lets_a_finite_diverging_loss_train_on():
+    config = TrainingConfig(
+        epochs=2,
+        batch_size=16,
+        optimizer=AdamConfig(name="adam", lr=1e6),
+        divergence_factor=0,
+        chance_patience_epochs=0,
+    )
+
+    result = fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert len(result.history) == 2
+    assert result.history[0]["train_loss"] > 1e3
+
+
+def test_the_starting_loss_is_at_least_a_uniform_guess_so_fine_tunes_are_not_stopped():
+    guard = loop.DivergenceGuard(TrainingConfig(), num_classes=10)
+    guard.start(0.01)  # a fine-tune of a trained model starts near 0
+
+    ordinary_noise = guard.check(1, train_loss=0.5, val_accuracy=0.9)
+    diverged = guard.check(2, train_loss=23.1, val_accuracy=0.9)
+
+    assert ordinary_noise is None
+    assert diverged.startswith(
+        "epoch 2: training loss 23.1 is over 10x ln(10) = 2.303, a uniform guess's loss "
+        "(it started at 0.01): training diverged"
+    )
+
+
+def test_a_loss_above_a_start_higher_than_ln_c_is_measured_from_the_start():
+    guard = loop.DivergenceGuard(TrainingConfig(divergence_factor=4), num_classes=10)
+    guard.start(10.5)  # distillation at T=4 starts far above ln(10) (measured on digits)
+
+    assert guard.check(1, train_loss=41.0, val_accuracy=0.5) is None
+    assert "over 4x its starting value 10.5" in guard.check(2, train_loss=42.5, val_accuracy=0.5)
+
+
+def test_accuracy_at_chance_for_the_patience_fails_the_fit(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.34, 0.30, 0.35, 0.33, 0.9])  # 3 classes: chance 1/3
+    config = TrainingConfig(epochs=5, batch_size=16, chance_patience_epochs=4)
+
+    with pytest.raises(StageError) as info:
+        fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert str(info.value) == (
+        "epoch 4: validation accuracy 33.00% has been at chance level (1/3 = 33.33%, "
+        "+2 points) for 4 epochs in a row: the model is not learning; check the labels and "
+        "the learning rate (chance_patience_epochs = 4; 0 turns this check off)"
+    )
+
+
+def test_an_epoch_above_chance_resets_the_count(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.33, 0.33, 0.6, 0.33, 0.33])
+    config = TrainingConfig(epochs=5, batch_size=16, chance_patience_epochs=3)
+
+    result = fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert len(result.history) == 5 and result.best_epoch == 3
+
+
+def test_short_runs_at_chance_do_not_trip_the_default(monkeypatch):
+    _scripted_evaluate(monkeypatch, [0.33, 0.33, 0.33, 0.33])
+    config = TrainingConfig(epochs=4, batch_size=16)
+
+    result = fit(_model(), tiny_bundle(), config, seed=0)
+
+    assert TrainingConfig().chance_patience_epochs == 5
+    assert len(result.history) == 4
+
+
+def test_one_class_data_turns_both_rules_off():
+    guard = loop.DivergenceGuard(TrainingConfig(chance_patience_epochs=1), num_classes=1)
+    guard.start(0.0)
+
+    assert guard.check(1, train_loss=0.0, val_accuracy=1.0) is None
+
+
+def test_a_resumed_guard_counts_the_epochs_at_chance_it_had_seen():
+    guard = loop.DivergenceGuard(TrainingConfig(chance_patience_epochs=3), num_classes=4)
+    history = [
+        {"train_loss": 1.5, "val_accuracy": 0.6},
+        {"train_loss": 1.4, "val_accuracy": 0.25},
+        {"train_loss": 1.3, "val_accuracy": 0.26},
+    ]
+
+    guard.resume(history)
+
+    assert guard.start_loss == 1.5 and guard.chance_epochs == 2
+    assert "for 3 epochs in a row" in guard.check(4, train_loss=1.2, val_accuracy=0.2)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, -1.0])
+def test_a_divergence_factor_that_is_not_a_multiple_is_a_recipe_error(factor):
+    with pytest.raises(ValueError) as info:
+        TrainingConfig(divergence_factor=factor)
+
+    assert "divergence_factor" in str(info.value)

@@ -19,6 +19,7 @@ One module per table; every name is re-exported here, so import from
 from compress.recipe.schema.base import CALLABLE_PATTERN, Fraction, StrictModel
 from compress.recipe.schema.budgets import Budgets
 from compress.recipe.schema.data import DataConfig
+from compress.recipe.schema.device import TrainingPlacementConfig
 from compress.recipe.schema.distributed import DistributedConfig
 from compress.recipe.schema.models import (
     BUILTIN_ARCHITECTURES,
@@ -30,7 +31,7 @@ from compress.recipe.schema.models import (
     ResNetConfig,
     TransformerConfig,
 )
-from compress.recipe.schema.runtime import RuntimeConfig
+from compress.recipe.schema.runtime import ProfileConfig, RuntimeConfig
 from compress.recipe.schema.training import (
     AdagradConfig,
     AdamConfig,
@@ -71,11 +72,13 @@ __all__ = [
     "OptimizerConfig",
     "RMSPropConfig",
     "ResNetConfig",
+    "ProfileConfig",
     "RuntimeConfig",
     "SGDConfig",
     "ScheduleConfig",
     "StepSchedule",
     "StrictModel",
     "TrainingConfig",
+    "TrainingPlacementConfig",
     "TransformerConfig",
 ]

@@ -16,15 +16,35 @@ class Budgets(StrictModel):
     )
     latency_p50_ms_max: float | None = Field(None, gt=0, description="Highest p50, ms.")
     latency_p90_ms_max: float | None = Field(None, gt=0, description="Highest p90, ms.")
+    throughput_min: float | None = Field(
+        None, gt=0, description="Fewest items per second (batch / p50) at the profile read."
+    )
     size_bytes_max: int | None = Field(None, gt=0, description="Largest deployed size, bytes.")
     params_max: int | None = Field(None, gt=0, description="Most parameters.")
     macs_max: int | None = Field(None, gt=0, description="Most multiply-accumulates.")
     speedup_min: float | None = Field(
         None, gt=0, description="Lowest teacher-p50 / this-p50, measured interleaved."
     )
+    speedup_vs_input_min: float | None = Field(
+        None,
+        gt=0,
+        description="Lowest input-p50 / this-p50 against the stage's own input (the "
+        "previous stage's model), measured interleaved; a value below 1 accepts a "
+        "slowdown that bought something else (size, say) and says so in the recipe.",
+    )
     size_ratio_min: float | None = Field(
         None, gt=0, description="Lowest teacher-size / this-size (deployed ONNX bytes)."
     )
 
+    profile: str | None = Field(
+        None,
+        description="The [runtime] profile that latency, throughput and speed-up budgets "
+        "read (its name, e.g. 'b32-t2'); default: the first profile.",
+    )
+
+    def limits(self) -> dict[str, float]:
+        """The set goals, by budget key (`profile` says where to read, it is no goal)."""
+        return {k: v for k, v in self.model_dump(exclude={"profile"}).items() if v is not None}
+
     def is_empty(self) -> bool:
-        return all(value is None for value in self.model_dump().values())
+        return not self.limits()

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from compress.recipe.schema.base import StrictModel
+
+
+class ProfileConfig(StrictModel):
+    """One way the model will be served: a batch size on a number of intra-op threads."""
+
+    batch: int = Field(1, gt=0, description="Inputs per call.")
+    threads: int = Field(1, gt=0, description="ONNX Runtime intra-op threads.")
+    name: str | None = Field(
+        None, description="What budgets call it (default 'b<batch>-t<threads>')."
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or f"b{self.batch}-t{self.threads}"
 
 
 class RuntimeConfig(StrictModel):
@@ -33,6 +47,25 @@ class RuntimeConfig(StrictModel):
         description="Also measure an fp16 copy of float models on cuda/tensorrt "
         "(model.fp16.onnx beside model.onnx; latency key '<provider>-fp16').",
     )
+    profiles: list[ProfileConfig] | None = Field(
+        None,
+        min_length=1,
+        description="Deployment profiles, e.g. [{batch = 1, threads = 1}, {batch = 32, "
+        "threads = 2}]: each is measured (p50/p90, items/s); the first is what budgets "
+        "read unless they name another. Default: one profile of batch_size and threads.",
+    )
     train_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads for training (default: all cores)."
     )
+
+    def deployment_profiles(self) -> list[ProfileConfig]:
+        """The profiles to measure: the recipe's, or one of `batch_size` and `threads`."""
+        return self.profiles or [ProfileConfig(batch=self.batch_size, threads=self.threads)]
+
+    @model_validator(mode="after")
+    def _unique_profile_names(self) -> RuntimeConfig:
+        labels = [profile.label for profile in self.deployment_profiles()]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"profiles named more than once: {', '.join(repeated)}")
+        return self
