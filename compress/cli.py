@@ -361,9 +361,8 @@ def tune_command(
     debug: bool,
 ) -> None:
     """Search RECIPE's [tune] space; write the winning recipe as best.toml."""
-    from rich.table import Table
-
     from compress.recipe import load_recipe
+    from compress.report.tune_table import trials_table
     from compress.tuning import tune
 
     console = _stdout_console()
@@ -375,24 +374,7 @@ def tune_command(
         )
     except CompressError as exc:
         _fail(exc, debug)
-    table = Table(title=f"trials ({loaded.tune.sampler}, objective {loaded.tune.objective})")
-    for column in ("#", "state", "val acc", "p50 ms", "params", "s"):
-        table.add_column(column)
-    best_numbers = {row["number"] for row in outcome.best}
-    for row in outcome.trials:
-        mark = " *" if row["number"] in best_numbers else ""
-        table.add_row(
-            f"{row['number']}{mark}{' (recipe)' if row['baseline'] else ''}",
-            row["state"],
-            f"{row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "-",
-            f"{row['latency_p50_ms']:.4g}" if row["latency_p50_ms"] is not None else "-",
-            ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in row["params"].items()
-            ),
-            f"{row['duration_s']:.1f}" if row["duration_s"] else "-",
-        )
-    console.print(table)
+    console.print(trials_table(outcome, loaded.tune))
     if outcome.best_recipe_path is None:
         console.print("[red]no trial completed[/]")
         sys.exit(EXIT_STAGE)
