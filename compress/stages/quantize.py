@@ -221,17 +221,26 @@ class QuantizeStage(Stage):
         rows = train.take(chosen)
         return rows[0].numpy() if len(rows) == 1 else ctx.spec.signature.feed(rows)
 
+    def _search_inputs(self, ctx: RunContext) -> tuple:
+        """What the measuring searches (auto, placement) take, in their order:
+        calibration samples, validation inputs and labels, runtime, signature, the
+        accuracy limit."""
+        signature = ctx.spec.signature
+        return (
+            self._calibration_x(ctx),
+            split_samples(ctx.data.val, signature),
+            ctx.data.val.y.numpy(),
+            ctx.recipe.runtime,
+            signature,
+            self.config.auto_val_accuracy_drop_max,
+        )
+
     def _auto(self, ctx: RunContext, fp32_path, out_path) -> dict:
         config = self.config
         return search(
             fp32_path,
             out_path,
-            self._calibration_x(ctx),
-            split_samples(ctx.data.val, ctx.spec.signature),
-            ctx.data.val.y.numpy(),
-            ctx.recipe.runtime,
-            ctx.spec.signature,
-            config.auto_val_accuracy_drop_max,
+            *self._search_inputs(ctx),
             per_channel=config.per_channel,
             calibration=config.calibration,
             reduce_range=self._reduce_range(),
@@ -244,12 +253,7 @@ class QuantizeStage(Stage):
         return search_placement(
             fp32_path,
             out_path,
-            self._calibration_x(ctx),
-            split_samples(ctx.data.val, ctx.spec.signature),
-            ctx.data.val.y.numpy(),
-            ctx.recipe.runtime,
-            ctx.spec.signature,
-            config.auto_val_accuracy_drop_max,
+            *self._search_inputs(ctx),
             self._static_settings(),
             max_candidates=config.placement_max_candidates,
             repeats=config.placement_repeats,
