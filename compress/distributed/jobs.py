@@ -95,6 +95,7 @@ def send_job(session: Session, job: TrainingJob) -> None:
         "augment": job.augment,
         "distill": None,
         "teacher": None,
+        "checkpoint_dir": job.checkpoint_dir,
     }
     teacher, distill = job.teacher, job.distill
     if teacher is not None and distill is not None:
@@ -128,8 +129,9 @@ def receive_job(session: Session) -> TrainingJob | None:
     origin = f"rank {session.rank}: training job from rank 0"
     model = rebuild_model(job["model"], _prefixed(tensors, "model."), origin)
     received = TrainingJob(
-        model, TrainingConfig.model_validate(job["config"]), job["seed"], job["augment"]
-    )
+        model, TrainingConfig.model_validate(job["config"]), job["seed"], job["augment"],
+        checkpoint_dir=job["checkpoint_dir"],
+    )  # fmt: skip
     if job["teacher"] is not None:
         received.teacher = rebuild_model(job["teacher"], _prefixed(tensors, "teacher."), origin)
         received.distill = DistillConfig.model_validate(job["distill"])

@@ -16,6 +16,27 @@ import time
 from pathlib import Path
 
 LAUNCHED_ENV = "COMPRESS_LAUNCHED"  # set for the children: the parent owns the exit code
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere
+    nothing).
+
+    torchrun starts each rank in a session of its own, so a `kill -9` of the launcher
+    (or of the CLI above it) left the ranks running: rank 0 went on writing into a run
+    folder whose lock had died with the CLI, and the next run raced it. With this set
+    in torchrun and in every rank, killing the top process ends the whole job.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent was already gone before the request took effect
+        os._exit(1)
 
 
 def strip_nproc(argv: list[str]) -> list[str]:
@@ -52,7 +73,7 @@ def launch(child_argv: list[str], nproc: int, report_path: Path) -> tuple[int, s
         *child_argv,
     ]
     started = time.time()
-    returncode = subprocess.call(command, env=env)
+    returncode = subprocess.call(command, env=env, preexec_fn=die_with_parent)
     exit_code = None
     if report_path.is_file() and report_path.stat().st_mtime >= started:
         try:

@@ -25,6 +25,9 @@ def relaunch(argv: list[str], nproc: int, out_dir: Path) -> tuple[int, str | Non
 
 def join(loaded, where: str) -> DistributedStrategy:
     """Join the process group torchrun described; the strategy for this rank."""
+    from compress.distributed.launch import die_with_parent
+
+    die_with_parent()  # a rank outliving torchrun would write a folder no one holds
     return DistributedStrategy(distributed.start(loaded.distributed, where=where))
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from compress.distributed.checkpoint import RankCheckpoint
 from compress.distributed.jobs import send_job, send_shutdown
 from compress.distributed.parallel import DataParallelEngine, PipelineEngine
 from compress.distributed.session import Session
@@ -44,9 +45,8 @@ class DistributedStrategy(Strategy):
     def channels_last(self) -> bool:
         return False  # activations travel between ranks in the default layout
 
-    @property
-    def keeps_epoch_checkpoints(self) -> bool:
-        return False  # the other ranks hold no checkpoint to resume from
+    def checkpoint_for(self, folder):
+        return RankCheckpoint(folder, self.session) if folder is not None else None
 
     def launch(self, job: TrainingJob) -> None:
         if self.is_driver:

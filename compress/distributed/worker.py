@@ -33,6 +33,7 @@ def serve(strategy: DistributedStrategy, data) -> None:
             fit(
                 job.model, data, job.config, seed=job.seed, strategy=strategy,
                 augment=job.augment, teacher=job.teacher, distill=job.distill,
+                checkpoint=strategy.checkpoint_for(job.checkpoint_dir),
             )  # fmt: skip
         except AgreedStop as exc:  # rank 0 stopped at the same step and reports it
             print(f"[rank {strategy.session.rank}] job {jobs} stopped: {exc}", file=sys.stderr)

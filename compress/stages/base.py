@@ -63,12 +63,10 @@ class RunContext:
         Numbered per stage: a prune stage fine-tunes once per step, and on a resumed
         run step k finds step k's checkpoint (checked against its starting weights).
         """
-        from compress.training.checkpoint import EpochCheckpoint
-
         self.fits_started += 1
-        if self.resume_dir is None or not self.strategy.keeps_epoch_checkpoints:
+        if self.resume_dir is None:
             return None
-        return EpochCheckpoint(self.resume_dir / f"fit-{self.fits_started}")
+        return self.strategy.checkpoint_for(self.resume_dir / f"fit-{self.fits_started}")
 
     def accept(
         self,

@@ -85,7 +85,8 @@ def fit(
         distill: temperature and alpha of the distillation loss.
         on_epoch_end: called with (epoch, metrics) after each epoch, on the driver.
         checkpoint: where to keep per-epoch state, so a killed run resumes from its
-            last epoch (where the strategy keeps epoch checkpoints).
+            last epoch (`Strategy.checkpoint_for` built it: one folder per rank
+            under torch.distributed).
 
     Raises:
         StageError: when the training loss becomes NaN or infinite, exceeds
@@ -96,7 +97,8 @@ def fit(
         >>> result = fit(model, data, TrainingConfig(epochs=2), seed=0)  # doctest: +SKIP
     """
     strategy = strategy or SingleProcess()
-    strategy.launch(TrainingJob(model, config, seed, augment, teacher, distill))
+    folder = str(checkpoint.folder) if checkpoint is not None else None
+    strategy.launch(TrainingJob(model, config, seed, augment, teacher, distill, folder))
     try:
         return _train(
             model, data, config, seed, strategy, augment, teacher, distill, on_epoch_end,
@@ -129,8 +131,6 @@ def _train(
     stopping and the best-epoch choice are the same decision on every rank.
     """
     augment = config.augment or augment
-    if not strategy.keeps_epoch_checkpoints:
-        checkpoint = None
     identity = (
         fingerprint(model, config.model_dump(mode="json"), seed, augment) if checkpoint else ""
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from compress.errors import StageError
 from compress.recipe.schema import TrainingConfig
+from compress.training.checkpoint import EpochCheckpoint
 from compress.training.device import CPU, Placement
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -39,6 +41,7 @@ class TrainingJob:
     augment: str
     teacher: nn.Module | None = None
     distill: Any = None  # DistillConfig: temperature and alpha
+    checkpoint_dir: str | None = None  # the driver's epoch-checkpoint folder, if kept
 
 
 class LocalEngine:
@@ -108,10 +111,9 @@ class Strategy:
         parallel engines send activations between ranks and need the default one."""
         return True
 
-    @property
-    def keeps_epoch_checkpoints(self) -> bool:
-        """Whether a killed job can resume from its last epoch under this strategy."""
-        return True
+    def checkpoint_for(self, folder: str | Path | None) -> EpochCheckpoint | None:
+        """Where this process keeps the epoch state of a fit checkpointed in `folder`."""
+        return EpochCheckpoint(folder) if folder is not None else None
 
     def launch(self, job: TrainingJob) -> None:
         """Driver: hand `job` to the other ranks before training it here."""

@@ -173,3 +173,99 @@ def test_a_strategy_this_machine_cannot_run_is_a_recipe_error(tmp_path):
     assert run.returncode == 2
     assert "distributed.strategy" in run.stderr and "ddp" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+# --------------------------------------------------------------------------- kill -9, resume
+
+RESUMABLE = [
+    "--set", 'stages=[{ type = "train", epochs = 4, batch_size = 32 }, { type = "export" }]',
+    "--set", "runtime.repeats=5", "--set", "runtime.rounds=2",
+    "--set", "budgets={ accuracy_min = 0.5 }",
+]  # fmt: skip
+
+
+def _epochs_saved(out: Path, rank: int) -> list[int]:
+    states = out.glob(f".resume/train-*/fit-1/rank-{rank}/epoch-*/state.json")
+    return sorted(int(path.parent.name.split("-")[1]) for path in states)
+
+
+def _processes_naming(out: Path, within_s: float) -> list[int]:
+    """Pids whose command line names `out`, once none is left or after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(out) in command and (proc / "stat").read_text().split()[2] != "Z":
+                alive.append(int(proc.name))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _untimed(report: dict) -> list[dict]:
+    keep = ("accuracy", "size_bytes", "params", "macs")
+    return [{k: stage["metrics"][k] for k in keep} for stage in report["stages"]]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    # GPipe ranks each keep their own stage's optimizer state: `pytest -m slow` runs it
+    ["ddp", pytest.param("pipeline", marks=pytest.mark.slow)],
+)
+def test_a_killed_two_rank_run_resumes_from_its_last_epoch_with_the_same_result(
+    tmp_path, strategy
+):
+    import hashlib
+    import json
+    import signal
+
+    def command(out: Path) -> list[str]:
+        return [
+            "run", str(DIGITS), "--nproc", "2", "--out", str(out), "--quiet",
+            "--set", f"distributed.strategy={strategy}", *RESUMABLE,
+        ]  # fmt: skip
+
+    reference = tmp_path / "reference"
+    run, _ = compress_cli(*command(reference), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent.parent)}
+    # its own session: kill -9 reaches the CLI, torchrun and both ranks at once, as a
+    # crash of the machine or a killed CI job would
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compress", *command(out)], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (_epochs_saved(out, 0) and max(_epochs_saved(out, 0)) >= 2):
+        assert process.poll() is None, "the run ended before the kill point"
+        assert time.monotonic() < deadline, "no epoch checkpoint appeared"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    # torchrun starts the ranks in sessions of their own: they must die with it, not
+    # go on writing into the folder (they once did, and the rerun found a finished stage)
+    assert _processes_naming(out, within_s=10) == []
+    assert not (out / "train" / "metrics.json").exists()  # killed mid-stage
+    assert _epochs_saved(out, 1), "rank 1 kept no epoch state of its own"
+
+    resumed, _ = compress_cli(*command(out), cwd=tmp_path)
+
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    ours = json.loads((out / "report.json").read_text())
+    theirs = json.loads((reference / "report.json").read_text())
+    training = ours["stages"][0]["details"]["training"]
+    assert training["resumed_from_epoch"] >= 2
+    assert training["history"] == theirs["stages"][0]["details"]["training"]["history"]
+    assert _untimed(ours) == _untimed(theirs)
+    digest = [
+        hashlib.sha256((run_dir / "final" / "model.onnx").read_bytes()).hexdigest()
+        for run_dir in (out, reference)
+    ]
+    assert digest[0] == digest[1]
+    assert not list(out.glob(".resume/*"))  # spent checkpoints are removed

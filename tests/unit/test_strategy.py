@@ -94,4 +94,4 @@ def test_the_default_strategy_is_one_process_with_no_identity():
 
     assert isinstance(strategy, Strategy)
     assert strategy.is_driver and strategy.world_size == 1
-    assert strategy.keeps_epoch_checkpoints and strategy.identity() is None
+    assert strategy.identity() is None
