@@ -295,8 +295,6 @@ def report(
     debug: bool,
 ) -> None:
     """Regenerate RUN_DIR's report.md and report.html; optionally diff against a baseline."""
-    import json
-
     from compress.artifacts import atomic_write_json, atomic_write_text
     from compress.errors import ArtifactError
     from compress.report.assemble import write_human_reports
@@ -306,21 +304,16 @@ def report(
         comparison_dicts,
         comparison_markdown,
     )
-
-    def read(directory: Path) -> dict:
-        try:
-            return json.loads((directory / "report.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
-            raise ArtifactError(f"{directory / 'report.json'}: unreadable ({exc})") from None
+    from compress.report.read import read_report
 
     console = _stdout_console()
     try:
-        current = read(run_dir)
+        current = read_report(run_dir)
         write_human_reports(current, run_dir)
         console.print(f"wrote {run_dir / 'report.md'} and {run_dir / 'report.html'}", markup=False)
         if baseline is None:
             return
-        old = read(baseline)
+        old = read_report(baseline)
         if not current.get("final") or not old.get("final"):
             raise ArtifactError("both runs need a final model to compare")
         limits = RegressionLimits(max_accuracy_drop, max_latency_increase, max_size_increase)

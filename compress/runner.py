@@ -181,8 +181,7 @@ class Runner:
             },
         )
         record["cache"]["artifacts"] = self.cache.artifact_hashes(stage_dir)
-        # metrics.json last: its recorded hashes are what makes the folder reusable
-        atomic_write_json(stage_dir / "metrics.json", record)
+        self.cache.seal(stage_dir, record)  # last: it is what makes the folder reusable
         self.input_hash = chained_input_hash(record["cache"]["artifacts"])
         ctx.history.append(record)
         return record

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import compress
-from compress.artifacts import sha256_file
+from compress.artifacts import atomic_write_json, sha256_file
 from compress.errors import CompressError
 from compress.recipe.loader import Recipe
 from compress.stages import StageResult
@@ -36,6 +36,11 @@ def initial_input_hash(recipe: Recipe) -> str:
 def chained_input_hash(artifacts: dict[str, str]) -> str:
     """The next stage's input hash: the artifact hashes a stage recorded."""
     return hashlib.sha256("".join(artifacts.values()).encode()).hexdigest()
+
+
+def _record_digest(record: dict) -> str:
+    content = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 class StageCache:
@@ -78,9 +83,14 @@ class StageCache:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return "metrics.json unreadable"
+        if not isinstance(old, dict):
+            return "metrics.json is not a stage record"
         cache = old.get("cache") or {}
         if cache.get("key") != key or old.get("status") == "error":
             return None
+        if old.get("record_sha256") != _record_digest(old):
+            # the measurements themselves are reused: an edit must not pass for them
+            return "metrics.json does not match its recorded hash"
         for rel, digest in cache.get("artifacts", {}).items():
             artifact = self.out_dir / rel
             if not artifact.is_file() or sha256_file(artifact) != digest:
@@ -92,7 +102,16 @@ class StageCache:
         onnx_only = old["artifacts"].get("onnx_only", False)
         onnx_path = self.out_dir / old["artifacts"]["onnx"]
         result = StageResult(model, spec, onnx_path if onnx_only else None, old.get("details", {}))
-        return result, old
+        return result, {k: v for k, v in old.items() if k != "record_sha256"}
+
+    @staticmethod
+    def seal(stage_dir: Path, record: dict) -> None:
+        """Write metrics.json with a hash of its own content, so `lookup` reuses the
+        measurements only as they were written. Written last: its recorded artifact
+        hashes are what makes the folder reusable."""
+        atomic_write_json(
+            stage_dir / "metrics.json", {**record, "record_sha256": _record_digest(record)}
+        )
 
     def artifact_hashes(self, stage_dir: Path) -> dict[str, str]:
         """Every file of a finished stage folder but metrics.json, by relative path."""

@@ -1,0 +1,105 @@
+"""Reading a run's report.json back: checked against the report schema first.
+
+`compress report` renders whatever report.json holds, and the file is the user's
+to keep, copy and edit. Valid JSON of the wrong shape (`null`, `"stages": "x"`)
+used to reach the renderers and end as an internal error with a traceback; here it
+is one line naming the file and the first key that is wrong. Only what the
+renderers index is required; everything else may be added freely (schema rule:
+fields are only added within a version).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from compress.errors import ArtifactError
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Check(_Open):
+    passed: bool
+    message: str
+
+
+class _Latency(_Open):
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    n: int
+
+
+class _Metrics(_Open):
+    accuracy: float | None = None
+    latency: dict[str, _Latency] = {}
+    speedup: dict[str, Any] | None = None
+    speedup_vs_input: dict[str, Any] | None = None
+
+
+class _Stage(_Open):
+    name: str
+    type: str
+    status: str
+    dir: str
+    metrics: _Metrics | None = None
+    budgets: list[_Check] = []
+    flags: list[dict[str, Any]] = []
+    details: dict[str, Any] | None = None
+
+
+class _Final(_Open):
+    path: str
+    stage: str
+    sha256: str
+    input: dict[str, Any]
+    budgets: list[_Check] = []
+
+
+class _Recipe(_Open):
+    name: str
+
+
+class _Report(_Open):
+    schema_version: int
+    compress_version: str
+    status: str
+    recipe: _Recipe
+    finished_at: str
+    duration_s: float
+    runtime: dict[str, Any]
+    environment: dict[str, Any]
+    stages: list[_Stage]
+    final: _Final | None = None
+    failures: list[str] = []
+
+
+def read_report(run_dir: Path) -> dict[str, Any]:
+    """report.json of `run_dir`, as written, once it has the shape the renderers read.
+
+    Raises:
+        ArtifactError: naming the file, when it is unreadable, not JSON, or not a
+            compress report (with the first wrong key path).
+
+    Example:
+        >>> report = read_report(Path("runs/digits"))  # doctest: +SKIP
+    """
+    path = run_dir / "report.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
+        raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    try:
+        _Report.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(the whole file)"
+        raise ArtifactError(f"{path}: not a compress report: {where}: {first['msg']}") from None
+    return document
