@@ -11,6 +11,8 @@ recipe's `[tracking]` table or `--mlflow URI` turns tracking on.
 
 from __future__ import annotations
 
+import os
+
 from compress.errors import UsageError
 from compress.recipe.loader import Recipe
 from compress.recipe.schema.tracking import MlflowConfig
@@ -38,6 +40,14 @@ def require_mlflow(recipe: Recipe) -> MlflowConfig | None:
     config = recipe.tracking.mlflow
     if config is None:
         return None
+    if config.uri is None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise UsageError(
+                "tracking.mlflow: no tracking server: set tracking.mlflow.uri, pass "
+                "--mlflow URI or set MLFLOW_TRACKING_URI"
+            )
+        config = config.model_copy(update={"uri": uri})
     try:
         import mlflow  # noqa: F401
     except ImportError:

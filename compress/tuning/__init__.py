@@ -127,10 +127,11 @@ def run_worker(
         optuna.study.MaxTrialsCallback(total, states=(optuna.trial.TrialState.COMPLETE,)),
         trial_logger(total),
     ]
-    if parent_run_id and recipe.tracking.mlflow is not None:
+    if parent_run_id:
+        from compress.tracking import require_mlflow
         from compress.tracking.study import TrialTracker
 
-        callbacks.append(TrialTracker(recipe.tracking.mlflow, parent_run_id))
+        callbacks.append(TrialTracker(require_mlflow(recipe), parent_run_id))
     deadline = time.monotonic() + recipe.tune.timeout_s if recipe.tune.timeout_s else None
     while completed(study) < total:
         left = None if deadline is None else deadline - time.monotonic()

@@ -15,10 +15,12 @@ class MlflowConfig(StrictModel):
         mlflow = { uri = "http://mlflow.internal:5000", experiment = "digits" }
     """
 
-    uri: str = Field(
+    uri: str | None = Field(
+        None,
         min_length=1,
         description="Tracking URI: http(s)://host:port of an `mlflow server`, or a "
-        "sqlite:/// or file:// store.",
+        "sqlite:/// or file:// store. `--mlflow URI` overrides it; when neither is given, "
+        "$MLFLOW_TRACKING_URI.",
     )
     experiment: str = Field(
         "compress", min_length=1, description="Experiment name; created when missing."
