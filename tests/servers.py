@@ -89,8 +89,8 @@ def mlflow_server(tmp_path_factory):
 
 def _postgres_bin() -> Path | None:
     found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
+    if found:  # often a link (/usr/local/bin/initdb) to the folder with createdb too
+        return Path(found).resolve().parent
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                       key=lambda p: int(Path(p).parts[-3]))  # fmt: skip
     return Path(versions[-1]).parent if versions else None
