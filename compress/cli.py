@@ -339,7 +339,9 @@ def report(
     help="Tune directory (default: runs/<recipe name>-tune).",
 )
 @_set_option
-@click.option("--resume", is_flag=True, help="Continue the study in the tune directory.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the study (or join one a shared --storage holds)."
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Worker processes.")
 @click.option("--storage", default=None, help="optuna storage URL shared by workers/machines.")
 @_mlflow_option

@@ -8,6 +8,8 @@ the user set MLFLOW_HTTP_REQUEST_MAX_RETRIES / MLFLOW_HTTP_REQUEST_TIMEOUT thems
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -135,9 +137,17 @@ class Tracker:
 
         self._call("uploading artifacts", upload)
 
-    def end_run(self, run_id: str | None, ok: bool) -> None:
-        """Mark the run FINISHED (or FAILED)."""
+    def end_run(self, run_id: str | None, ok: bool, quiet: bool = False) -> None:
+        """Mark the run FINISHED (or FAILED); `quiet` drops MLflow's "View run" lines
+        (one pair per tune trial would bury the trial log)."""
         if run_id is None:
             return
         status = "FINISHED" if ok else "FAILED"
-        self._call("ending the run", lambda: self.client.set_terminated(run_id, status))
+
+        def end() -> None:
+            if not quiet:
+                return self.client.set_terminated(run_id, status)
+            with contextlib.redirect_stdout(io.StringIO()):
+                return self.client.set_terminated(run_id, status)
+
+        self._call("ending the run", end)

@@ -123,4 +123,4 @@ class TrialTracker:
         )
         params = {safe_key(k): _text(v) for k, v in trial.params.items()}
         self.tracker.log(run_id, params=params, metrics=metrics, step=trial.number)
-        self.tracker.end_run(run_id, ok=trial.state == TrialState.COMPLETE)
+        self.tracker.end_run(run_id, ok=trial.state == TrialState.COMPLETE, quiet=True)

@@ -182,8 +182,11 @@ def tune(
         >>> outcome = tune(load_recipe("recipes/tune-digits.toml"), "tune-digits.toml",
         ...                Path("runs/tune"))  # doctest: +SKIP
     """
+    from compress.tracking import require_mlflow
+
     if recipe.tune is None:
         raise RecipeError(f"{label}: no [tune] table: add one to say what to search")
+    require_mlflow(recipe)  # mlflow missing: exit 2 before the study is touched
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(recipe.tune, out_dir, storage)
     name = recipe.tune.study_name or recipe.name
