@@ -15,6 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from compress import __version__
+from compress.cli_options import debug_option as _debug_option
+from compress.cli_options import mlflow_option as _mlflow_option
+from compress.cli_options import no_user_code_option as _no_user_code_option
+from compress.cli_options import set_option as _set_option
 from compress.errors import EXIT_INTERNAL, INTERNAL_ERRORS, CompressError
 
 EXIT_OK, EXIT_BUDGET, EXIT_USAGE, EXIT_STAGE = 0, 1, 2, 3
@@ -59,23 +63,8 @@ def main() -> None:
     """compress: train -> distill -> prune -> quantize -> export, checked against budgets."""
 
 
-_set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY.PATH=VALUE",
-    help="Override a recipe value, e.g. --set stages[0].epochs=3 (repeatable).",
-)
-_debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and exporter output.")
-_no_user_code_option = click.option(
-    "--no-user-code",
-    is_flag=True,
-    help="Refuse (exit 2) a recipe that names any 'package.module:function', before "
-    "importing it: for recipes you do not trust (README: Trusting recipes).",
-)
-
-
-def _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, no_user_code):
+def _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, no_user_code,
+              mlflow_uri):  # fmt: skip
     """Re-run this command in N processes under torchrun; exit with the run's code.
 
     This process holds the run folder's lock for the whole job (rank 0 inherits it).
@@ -90,6 +79,7 @@ def _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, 
         argv += ["--junit", str(junit)]
     flags = (("--no-cache", no_cache), ("--quiet", quiet), ("--no-user-code", no_user_code))
     argv += [flag for flag, on in flags if on]
+    argv += ["--mlflow", mlflow_uri] if mlflow_uri else []
     argv += ["--debug"] if debug else []
     with run_lock(out_dir):
         code, message = relaunch(argv, nproc, out_dir)
@@ -144,6 +134,7 @@ def validate(recipe: Path, overrides: tuple[str, ...], no_user_code: bool, debug
     help="Re-run every stage even if the run directory holds verified results for it.",
 )
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@_mlflow_option
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
@@ -160,6 +151,7 @@ def run(
     junit: Path | None,
     no_cache: bool,
     quiet: bool,
+    mlflow_uri: str | None,
     nproc: int | None,
     no_user_code: bool,
     debug: bool,
@@ -182,10 +174,11 @@ def run(
     from compress.pipeline.lock import run_lock
     from compress.recipe import load_recipe
     from compress.runner import Runner
+    from compress.tracking import run_callbacks, with_mlflow
 
     strategy = None
     try:
-        loaded = load_recipe(recipe, overrides, user_code=not no_user_code)
+        loaded = with_mlflow(load_recipe(recipe, overrides, user_code=not no_user_code), mlflow_uri)
         out_dir = out or Path("runs") / loaded.name
         if distributed.launched_by_torchrun():
             from compress.distributed import process
@@ -196,10 +189,9 @@ def run(
         elif (nproc or loaded.distributed.nproc) > 1:
             distributed.resolve(loaded.distributed, where=str(recipe))
             nproc = nproc or loaded.distributed.nproc
-            _relaunch(
-                recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc, no_user_code
-            )
-        callbacks = [ConsoleReporter(_stdout_console(), quiet=quiet)]
+            _relaunch(recipe, out_dir, overrides, junit, no_cache, quiet, debug, nproc,
+                      no_user_code, mlflow_uri)  # fmt: skip
+        callbacks = [ConsoleReporter(_stdout_console(), quiet=quiet), *run_callbacks(loaded)]
         if junit is not None:
             callbacks.append(JUnitWriter(junit))
         runner = Runner(
@@ -340,9 +332,12 @@ def report(
     help="Tune directory (default: runs/<recipe name>-tune).",
 )
 @_set_option
-@click.option("--resume", is_flag=True, help="Continue the study in the tune directory.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the study (or join one a shared --storage holds)."
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Worker processes.")
 @click.option("--storage", default=None, help="optuna storage URL shared by workers/machines.")
+@_mlflow_option
 @_debug_option
 def tune_command(
     recipe: Path,
@@ -351,16 +346,18 @@ def tune_command(
     resume: bool,
     workers: int,
     storage: str | None,
+    mlflow_uri: str | None,
     debug: bool,
 ) -> None:
     """Search RECIPE's [tune] space; write the winning recipe as best.toml."""
     from compress.recipe import load_recipe
     from compress.report.tune_table import trials_table
+    from compress.tracking import with_mlflow
     from compress.tuning import tune
 
     console = _stdout_console()
     try:
-        loaded = load_recipe(recipe, overrides)
+        loaded = with_mlflow(load_recipe(recipe, overrides), mlflow_uri)
         out_dir = out or Path("runs") / f"{loaded.name}-tune"
         outcome = tune(
             loaded, recipe.name, out_dir, resume=resume, workers=workers, storage=storage

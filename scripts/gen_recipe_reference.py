@@ -44,6 +44,8 @@ SECTIONS = [
     ("quantize.qat", stages.QATConfig),
     ('[[stages]] type = "export"', stages.ExportStageConfig),
     ("[tune]", tune.TuneConfig),
+    ("[tracking]", schema.TrackingConfig),
+    ("[tracking.mlflow]", schema.MlflowConfig),
 ]
 
 

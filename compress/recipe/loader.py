@@ -25,6 +25,7 @@ from compress.recipe.schema import (
     ModelConfig,
     RuntimeConfig,
     StrictModel,
+    TrackingConfig,
     TrainingPlacementConfig,
 )
 from compress.recipe.stages import StageConfig
@@ -50,6 +51,9 @@ class Recipe(StrictModel):
     )
     stages: list[StageConfig] = Field(min_length=1, description="Stages, run in this order.")
     tune: TuneConfig | None = Field(None, description="Hyperparameter search (compress tune).")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment tracking (MLflow); off by default."
+    )
 
     def stage_names(self) -> list[str]:
         """Unique stage names: the explicit `name`, else the type, numbered if repeated."""

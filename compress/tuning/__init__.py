@@ -4,7 +4,8 @@ A trial applies its sampled values to the recipe by key path, runs the recipe's
 stages up to the tuned one, and scores the result on the *validation* split
 (never test). optuna's storage does all coordination: an interrupted search
 resumes from the same sqlite file, and several worker processes (or machines
-sharing a database URL) fill one study between them.
+sharing a database URL such as postgresql://) fill one study between them; a
+worker that dies mid-trial has that trial retried (`study`: heartbeats).
 
 `trial` holds what one trial does, `study` how the study is stored and read back;
 this module runs the search.
@@ -14,22 +15,25 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 
 from compress.errors import CompressError, RecipeError, UsageError
 from compress.recipe.loader import Recipe, validate_recipe
 from compress.tuning.study import (
+    WORKER_ATTR,
     TuneOutcome,
+    heartbeat_s,
     open_study,
     requeue_interrupted,
+    shown_url,
     storage_url,
-    study_exists,
+    study_names,
+    worker_id,
     write_outputs,
 )
 from compress.tuning.trial import TrialRunner, recipe_values, suggest
-
-RUNNING_ATTR = "compress_worker"
 
 __all__ = ["TuneOutcome", "recipe_values", "run_worker", "tune"]
 
@@ -41,6 +45,7 @@ def _objective(runner: TrialRunner, total: int):
     tune = runner.recipe.tune
 
     def objective(trial: optuna.Trial):
+        trial.set_user_attr(WORKER_ATTR, worker_id())  # first: an unclaimed trial is a dead one
         # Several workers share the study: never start more trials than asked for.
         # Only trials that started earlier (lower numbers) count against this one, so
         # two workers starting at once cannot each give way to the other.
@@ -51,7 +56,6 @@ def _objective(runner: TrialRunner, total: int):
         if len([t for t in ahead if t.number != trial.number]) >= total:
             trial.study.stop()
             raise optuna.TrialPruned("the requested number of trials is already reached")
-        trial.set_user_attr(RUNNING_ATTR, os.getpid())
         params = {path: suggest(trial, path, param) for path, param in tune.space.items()}
         started = time.monotonic()
         try:
@@ -90,6 +94,12 @@ def trial_logger(total: int):
     return log
 
 
+def _running(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def run_worker(
     recipe: Recipe,
     label: str,
@@ -97,8 +107,14 @@ def run_worker(
     threads: int | None = None,
     worker: int = 0,
     limit: int | None = None,
+    parent_run_id: str | None = None,
 ) -> None:
-    """One worker: join the study and run trials until the study has `trials` complete."""
+    """One worker: join the study and run trials until the study has `trials` complete.
+
+    When it stops because the trials still needed are running elsewhere, it waits for
+    them: each either completes or, its worker dead, goes stale and is queued again,
+    and this worker runs it. So the command returns with the study at its count.
+    """
     import optuna
     import torch
 
@@ -107,24 +123,40 @@ def run_worker(
     study = open_study(recipe, storage, create=False, worker=worker)
     runner = TrialRunner(recipe, label)
     total = recipe.tune.trials
-    remaining = total - completed(study)
-    if remaining <= 0:
-        return
-    study.optimize(
-        _objective(runner, total),
-        n_trials=limit,
-        timeout=recipe.tune.timeout_s,
-        callbacks=[
-            optuna.study.MaxTrialsCallback(total, states=(optuna.trial.TrialState.COMPLETE,)),
-            trial_logger(total),
-        ],
-        catch=(CompressError,),  # a failed trial is recorded as FAIL; the search goes on
-    )
+    callbacks = [
+        optuna.study.MaxTrialsCallback(total, states=(optuna.trial.TrialState.COMPLETE,)),
+        trial_logger(total),
+    ]
+    if parent_run_id:
+        from compress.tracking import require_mlflow
+        from compress.tracking.study import TrialTracker
+
+        callbacks.append(TrialTracker(require_mlflow(recipe), parent_run_id))
+    deadline = time.monotonic() + recipe.tune.timeout_s if recipe.tune.timeout_s else None
+    while completed(study) < total:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        study.optimize(
+            _objective(runner, total),
+            n_trials=limit,
+            timeout=left,
+            callbacks=callbacks,
+            catch=(CompressError,),  # a failed trial is recorded as FAIL; the search goes on
+        )
+        if limit is not None:
+            return
+        while completed(study) < total and _running(study) and (
+            deadline is None or time.monotonic() < deadline
+        ):  # fmt: skip
+            time.sleep(heartbeat_s())
+            requeue_interrupted(study)
 
 
-def _worker_entry(recipe_json: dict, label: str, storage: str, threads: int, worker: int) -> None:
+def _worker_entry(recipe_json: dict, label: str, storage: str, threads: int, worker: int,
+                  parent_run_id: str | None) -> None:  # fmt: skip
     recipe = validate_recipe(recipe_json, label)
-    run_worker(recipe, label, storage, threads, worker)
+    run_worker(recipe, label, storage, threads, worker, parent_run_id=parent_run_id)
 
 
 def tune(
@@ -150,50 +182,75 @@ def tune(
         >>> outcome = tune(load_recipe("recipes/tune-digits.toml"), "tune-digits.toml",
         ...                Path("runs/tune"))  # doctest: +SKIP
     """
-    import optuna
+    from compress.tracking import require_mlflow
 
     if recipe.tune is None:
         raise RecipeError(f"{label}: no [tune] table: add one to say what to search")
+    require_mlflow(recipe)  # mlflow missing: exit 2 before the study is touched
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(recipe.tune, out_dir, storage)
     name = recipe.tune.study_name or recipe.name
-    existing = (
-        [s.study_name for s in optuna.get_all_study_summaries(url)] if study_exists(url) else []
-    )
-    if name in existing and not resume:
+    if name in study_names(url) and not resume:
         raise UsageError(
-            f"a study named {name!r} already exists in {url}: pass --resume to continue it, "
-            "or use another --out directory"
+            f"a study named {name!r} already exists in {shown_url(url)}: pass --resume to "
+            "continue it (or to join it from another machine), or use another --out directory"
         )
     study = open_study(recipe, url, create=True)
     if resume:
         requeue_interrupted(study)
     elif recipe.tune.sampler != "grid" and (baseline := recipe_values(recipe)) is not None:
         study.enqueue_trial(baseline, user_attrs={"baseline": True})
+    tracker = _study_tracker(recipe, study, url)
+    parent = tracker.parent_run_id if tracker else None
 
     if workers <= 1:
-        run_worker(recipe, label, url)
+        run_worker(recipe, label, url, parent_run_id=parent)
     else:
-        # Queued trials (the recipe's own values, re-queued interrupted ones) run here
-        # first: two workers popping one queued trial from sqlite at once can both take
-        # it (seen: "Cannot tell a COMPLETE trial").
-        from optuna.trial import TrialState
+        _run_workers(recipe, label, url, study, workers, parent)
+    outcome = write_outputs(recipe, label, out_dir, open_study(recipe, url, create=False))
+    if tracker:
+        tracker.finish(outcome)
+    return outcome
 
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if waiting:
-            run_worker(recipe, label, url, limit=len(waiting))
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        context = multiprocessing.get_context("spawn")
-        raw = recipe.model_dump(mode="json", exclude_none=True)
-        processes = [
-            context.Process(target=_worker_entry, args=(raw, label, url, threads, index))
-            for index in range(workers)
-        ]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-        failed = [p.exitcode for p in processes if p.exitcode != 0]
-        if failed:
-            raise UsageError(f"{len(failed)} tune worker(s) exited with codes {failed}")
-    return write_outputs(recipe, label, out_dir, open_study(recipe, url, create=False))
+
+def _study_tracker(recipe: Recipe, study, url: str):
+    from compress.tracking import require_mlflow
+
+    config = require_mlflow(recipe)
+    if config is None:
+        return None
+    from compress.tracking.study import StudyTracker
+
+    return StudyTracker.open(recipe, config, study, shown_url(url))
+
+
+def _run_workers(recipe: Recipe, label: str, url: str, study, workers: int, parent) -> None:
+    """`workers` spawned processes share the study; a dead one's trials are retried."""
+    from optuna.trial import TrialState
+
+    # Queued trials (the recipe's own values, re-queued interrupted ones) run here
+    # first: two workers popping one queued trial from sqlite at once can both take
+    # it (seen: "Cannot tell a COMPLETE trial").
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if waiting:
+        run_worker(recipe, label, url, limit=len(waiting), parent_run_id=parent)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    raw = recipe.model_dump(mode="json", exclude_none=True)
+    processes = [
+        context.Process(target=_worker_entry, args=(raw, label, url, threads, index, parent))
+        for index in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    dead = [f"{p.pid} (exit {p.exitcode})" for p in processes if p.exitcode != 0]
+    if dead:
+        # Its trial is RUNNING with a heartbeat that stopped: finish the study here,
+        # which retries that trial once its heartbeat is stale (4 heartbeats).
+        sys.stderr.write(
+            f"warning: tune worker(s) {', '.join(dead)} died; their trials are retried "
+            f"here within {4 * heartbeat_s()} s\n"
+        )
+        run_worker(recipe, label, url, threads=threads, parent_run_id=parent)

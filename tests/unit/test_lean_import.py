@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-HEAVY = ("onnxruntime", "onnx", "onnxscript", "torch_pruning", "optuna")
+HEAVY = ("onnxruntime", "onnx", "onnxscript", "torch_pruning", "optuna", "mlflow", "psycopg")
 
 _PROBE = """
 import json, sys
@@ -43,7 +43,7 @@ def test_importing_the_package_cli_and_recipe_loads_no_heavy_library():
     assert loaded == []
 
 
-@pytest.mark.parametrize("module", ["compress.stages", "compress.runner"])
+@pytest.mark.parametrize("module", ["compress.stages", "compress.runner", "compress.tracking"])
 def test_importing_stages_and_runner_loads_no_heavy_library(module):
     assert _heavy_modules_after_importing(module) == []
 

@@ -14,6 +14,7 @@ One module per table; every name is re-exported here, so import from
 - `budgets`: `[budgets]` and `[stages.budgets]`, `Budgets`
 - `training`: the training keys, `TrainingConfig` with its optimizer, schedule and
   early-stopping tables
+- `tracking`: `[tracking]`, `TrackingConfig` and `MlflowConfig`
 """
 
 from compress.recipe.schema.base import CALLABLE_PATTERN, Fraction, StrictModel
@@ -32,6 +33,7 @@ from compress.recipe.schema.models import (
     TransformerConfig,
 )
 from compress.recipe.schema.runtime import ProfileConfig, RuntimeConfig
+from compress.recipe.schema.tracking import MlflowConfig, TrackingConfig
 from compress.recipe.schema.training import (
     AdagradConfig,
     AdamConfig,
@@ -65,6 +67,7 @@ __all__ = [
     "ExponentialSchedule",
     "Fraction",
     "MLPConfig",
+    "MlflowConfig",
     "MobileNetConfig",
     "ModelConfig",
     "MultiStepSchedule",
@@ -78,6 +81,7 @@ __all__ = [
     "ScheduleConfig",
     "StepSchedule",
     "StrictModel",
+    "TrackingConfig",
     "TrainingConfig",
     "TrainingPlacementConfig",
     "TransformerConfig",
