@@ -178,16 +178,27 @@ def render_markdown(report: dict[str, Any]) -> str:
     if final:
         contract = final["input"]
         pre = contract["preprocessing"]
+        if pre.get("kind") == "text":  # token ids: the tokenizer shipped beside the model
+            inputs = " and ".join(f"`{i['name']}`" for i in contract["inputs"])
+            described = (
+                f"Inputs {inputs}: int64 {contract['shape']}, from `final/{pre['tokenizer']}` "
+                f"(max_length {pre['max_length']}, padded on the {pre['padding_side']} "
+                f"with id {pre['pad_id']}; labels {pre['labels']}). "
+            )
+        else:
+            described = (
+                f"Input `{contract['name']}`: {contract['dtype']} {contract['shape']} "
+                f"({contract['layout']}); x = {pre['formula']} with scale {pre['scale']:.6g}, "
+                f"mean {pre['mean']}, std {pre['std']}. "
+            )
         lines += [
             "## Final model",
             "",
             f"`{final['path']}` (from stage `{final['stage']}`, "
             f"sha256 `{final['sha256'][:16]}...`).",
             "",
-            f"Input `{contract['name']}`: {contract['dtype']} {contract['shape']} "
-            f"({contract['layout']}); x = {pre['formula']} with scale {pre['scale']:.6g}, "
-            f"mean {pre['mean']}, std {pre['std']}. "
-            f"Output `{contract['output']['name']}`: {contract['output']['shape']} class logits.",
+            described
+            + f"Output `{contract['output']['name']}`: {contract['output']['shape']} class logits.",
             "",
         ]
         if report.get("best_stage") and report["best_stage"] != final["stage"]:

@@ -23,6 +23,7 @@ from compress.errors import AgreedStop, StageError
 from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import DistillConfig
 from compress.training.augment import augment_batch
+from compress.training.batches import batch_plan, take_batch
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.inference import evaluate, teacher_logits_memo
 from compress.training.losses import distillation_loss
@@ -155,7 +156,7 @@ def _train(
     if teacher is not None:
         teacher.to(device).eval()  # frozen: only ever run under no_grad below
         if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
-            teacher_logits = teacher_logits_memo.get(teacher, train.inputs)
+            teacher_logits = teacher_logits_memo.get(teacher, train.inputs, train.lengths)
     is_driver = strategy.is_driver
 
     def loss_fn(logits, y, target):
@@ -179,13 +180,11 @@ def _train(
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             model.train()
-            order = torch.randperm(len(train), generator=generator)
             total_loss, seen = 0.0, 0
-            for start in range(0, len(order), config.batch_size):
-                index = order[start : start + config.batch_size]
-                if not engine.usable(len(index), config.batch_size) and len(order) > 1:
+            for index in batch_plan(train, config.batch_size, generator):
+                if not engine.usable(len(index), config.batch_size) and len(train) > 1:
                     continue
-                inputs = train.take(index)
+                inputs = take_batch(train, index)
                 if images:
                     inputs = (augment_batch(inputs[0], augment, generator),)
                     if layout is not None:

@@ -25,6 +25,7 @@ from compress.recipe.schema.models import (
     BUILTIN_ARCHITECTURES,
     CallableModelConfig,
     CNNConfig,
+    HFEncoderConfig,
     MLPConfig,
     MobileNetConfig,
     ModelConfig,
@@ -47,6 +48,7 @@ from compress.recipe.schema.training import (
     SGDConfig,
     StepSchedule,
     TrainingConfig,
+    WarmupSchedule,
 )
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "Budgets",
     "CNNConfig",
     "CallableModelConfig",
+    "HFEncoderConfig",
     "ConstantSchedule",
     "CosineSchedule",
     "DataConfig",
@@ -79,6 +82,7 @@ __all__ = [
     "StepSchedule",
     "StrictModel",
     "TrainingConfig",
+    "WarmupSchedule",
     "TrainingPlacementConfig",
     "TransformerConfig",
 ]
