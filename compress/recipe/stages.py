@@ -130,6 +130,14 @@ class QuantizeStageConfig(_StageBase):
         "layers).",
     )
     qat: QATConfig = Field(default_factory=QATConfig, description="mode 'qat': the training table.")
+    op_types: list[Literal["MatMul", "Gemm", "Gather"]] | None = Field(
+        None,
+        min_length=1,
+        description="Modes 'dynamic' and 'int4' (and auto's dynamic candidate): ONNX ops "
+        "whose weights are quantized. Gather is an embedding lookup (a text model's token "
+        "table, most of its file); int4 converts MatMul and Gather only. Default: MatMul "
+        "and Gemm, plus Gather when the model has a Gather on a constant table.",
+    )
     block_size: int = Field(
         32, ge=16, description="mode 'int4': input features sharing one scale (power of 2)."
     )
@@ -211,6 +219,10 @@ class QuantizeStageConfig(_StageBase):
                 "mode 'qat' trains ORT's per-channel symmetric int8 weights: it needs "
                 "per_channel = true, weight_type = 'int8' and format = 'qdq'"
             )
+        if self.op_types is not None and self.mode not in ("dynamic", "int4") and (
+            self.format != "auto"
+        ):
+            raise ValueError("op_types applies to mode 'dynamic', 'int4' and format 'auto'")
         if self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size must be a power of 2, got {self.block_size}")
         if self.format == "auto" and (self.fallback is not None or self.exclude):
