@@ -154,7 +154,7 @@ def _read(path: Path, source: str, columns: list[str]) -> list[tuple[int, list[A
     return out
 
 
-def _label_indices(values: list[Any], rows: list[int], config: DataConfig, where: str):
+def _label_indices(values: list[Any], rows: list[str], config: DataConfig, where: str):
     """(class indices, label names): through `label_map`, or integers as they are, or
     the distinct labels in sorted order."""
     column = config.label_column
@@ -165,7 +165,7 @@ def _label_indices(values: list[Any], rows: list[int], config: DataConfig, where
             key = str(value).strip()
             if key not in mapping:
                 raise DataError(
-                    f"{where}: row {row}: {column} = {value!r} is not in data.label_map "
+                    f"{where}: {row}: {column} = {value!r} is not in data.label_map "
                     f"({', '.join(sorted(mapping))})"
                 )
             indices.append(mapping[key])
@@ -197,12 +197,13 @@ def load_texts(config: DataConfig) -> TextRaw:
     if config.group_column:
         columns.append(config.group_column)
     records = _read(path, config.source, columns)
-    rows = [number for number, _ in records]
+    unit = "row" if config.source == "csv" else "line"  # csv: row 1 follows the header
+    rows = [f"{unit} {number}" for number, _ in records]
     texts = []
-    for number, values in records:
+    for row, (_, values) in zip(rows, records):
         text = values[0]
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{where}: row {number}: {config.text_column} is empty")
+            raise DataError(f"{where}: {row}: {config.text_column} is empty")
         texts.append(text)
     labels, names = _label_indices([values[1] for _, values in records], rows, config, where)
     groups = None

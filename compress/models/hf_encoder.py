@@ -139,16 +139,11 @@ class HFEncoderClassifier(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
         return self.classifier(mean_pool(hidden, attention_mask))
 
-    def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """(the embeddings' output and every layer's output, logits): for feature
-        distillation. Index 0 is the embeddings, index i + 1 layer i's output."""
-        out = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
-        )
-        logits = self.classifier(mean_pool(out[0], attention_mask))
-        return tuple(out.hidden_states), logits
+    def feature_modules(self) -> list[nn.Module]:
+        """The modules whose outputs are the hidden states, in transformers'
+        `output_hidden_states` numbering: 0 the embeddings, i + 1 layer i's output
+        (feature distillation hooks them)."""
+        return [self.encoder.embeddings, *self.encoder.encoder.layer]
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,19 @@ class DistillStageConfig(_StageBase, TrainingConfig, DistillConfig):
 
     type: Literal["distill"]
     student: ModelConfig = Field(description="The student architecture table.")
+    feature_layers: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] | None = (
+        Field(
+            None,
+            min_length=1,
+            description="Hidden-state distillation (hf-encoder): [student, teacher] pairs of "
+            "hidden states, 0 the embeddings and i + 1 layer i's output (e.g. [[1, 1], "
+            "[2, 3], [3, 5]] for a student of teacher layers 0, 2, 4); MSE over unmasked "
+            "tokens, added to the logits loss. The teacher then runs on every batch.",
+        )
+    )
+    feature_weight: float = Field(
+        1.0, ge=0, description="Weight of the hidden-state loss (with feature_layers)."
+    )
 
 
 class CalibrationConfig(StrictModel):
