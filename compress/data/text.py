@@ -197,6 +197,11 @@ def load_texts(config: DataConfig) -> TextRaw:
     if config.group_column:
         columns.append(config.group_column)
     records = _read(path, config.source, columns)
+    if config.exclude_labels:
+        excluded = set(config.exclude_labels)
+        records = [r for r in records if str(r[1][1]).strip() not in excluded]
+        if not records:
+            raise DataError(f"{where}: every row has a label in data.exclude_labels")
     unit = "row" if config.source == "csv" else "line"  # csv: row 1 follows the header
     rows = [f"{unit} {number}" for number, _ in records]
     texts = []

@@ -224,3 +224,12 @@ def test_jsonl_line_that_is_not_json_is_named(files, tmp_path):
     path.write_text(json.dumps(ROWS[0]) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(DataError, match="line 2 is not JSON"):
         load_data(_config(files, "jsonl", path=str(path)), seed=0)
+
+
+def test_excluded_labels_are_dropped_before_any_check(files, tmp_path):
+    rows = [dict(r) for r in ROWS] + [{"text": "", "category": "plot", "movie_name": "movie 1"}]
+    path = write_reviews(tmp_path / "with-plot.csv", rows)
+    with pytest.raises(DataError, match="is empty"):
+        load_data(_config(files, "csv", path=str(path)), seed=0)
+    bundle = load_data(_config(files, "csv", path=str(path), exclude_labels=["plot"]), seed=0)
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == len(ROWS)

@@ -9,8 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from compress.recipe.schema.base import CALLABLE_PATTERN, StrictModel
 
 TEXT_SOURCES = ("csv", "jsonl")
-_TEXT_ONLY = ("package", "text_column", "label_column", "label_map", "group_column",
-              "max_length", "tokenizer")  # fmt: skip
+_TEXT_ONLY = ("package", "text_column", "label_column", "label_map", "exclude_labels",
+              "group_column", "max_length", "tokenizer")  # fmt: skip
 
 
 class DataConfig(StrictModel):
@@ -38,6 +38,11 @@ class DataConfig(StrictModel):
         description="Text sources: label value -> class index (e.g. {fresh = 1, rotten = 0}); "
         "a label not in it is a data error. Default: integer labels as they are, other "
         "labels numbered in sorted order.",
+    )
+    exclude_labels: list[str] = Field(
+        [],
+        description="Text sources: rows with one of these labels are left out before "
+        "anything else is checked (e.g. ['plot']: synopses beside the labelled reviews).",
     )
     group_column: str | None = Field(
         None,
