@@ -99,7 +99,9 @@ class DataConfig(StrictModel):
             if self.augment != "none":
                 raise ValueError(f"augment = {self.augment!r} is for images, not texts")
             return self
-        stray = sorted(set(_TEXT_ONLY) & self.model_fields_set)
+        # the resolved recipe writes every default back: only a changed value is a mistake
+        fields = type(self).model_fields
+        stray = sorted(k for k in _TEXT_ONLY if getattr(self, k) != fields[k].get_default())
         if stray:
             raise ValueError(
                 f"{', '.join(stray)} only apply to the text sources {', '.join(TEXT_SOURCES)}, "
