@@ -197,11 +197,14 @@ def load_texts(config: DataConfig) -> TextRaw:
     if config.group_column:
         columns.append(config.group_column)
     records = _read(path, config.source, columns)
+    left_out = ""
     if config.exclude_labels:
         excluded = set(config.exclude_labels)
-        records = [r for r in records if str(r[1][1]).strip() not in excluded]
-        if not records:
+        kept = [r for r in records if str(r[1][1]).strip() not in excluded]
+        if not kept:
             raise DataError(f"{where}: every row has a label in data.exclude_labels")
+        left_out = f" ({len(records) - len(kept)} rows labelled {sorted(excluded)} left out)"
+        records = kept
     unit = "row" if config.source == "csv" else "line"  # csv: row 1 follows the header
     rows = [f"{unit} {number}" for number, _ in records]
     texts = []
@@ -214,7 +217,8 @@ def load_texts(config: DataConfig) -> TextRaw:
     groups = None
     if config.group_column:
         groups = np.array([str(values[2]) for _, values in records])
-    return TextRaw(texts, labels, groups, names, where, f"{len(texts)} texts from {path.name}")
+    described = f"{len(texts)} texts from {path.name}{left_out}"
+    return TextRaw(texts, labels, groups, names, where, described)
 
 
 def tokenizer_file(config: DataConfig) -> Path:

@@ -233,3 +233,4 @@ def test_excluded_labels_are_dropped_before_any_check(files, tmp_path):
         load_data(_config(files, "csv", path=str(path)), seed=0)
     bundle = load_data(_config(files, "csv", path=str(path), exclude_labels=["plot"]), seed=0)
     assert len(bundle.train) + len(bundle.val) + len(bundle.test) == len(ROWS)
+    assert "(1 rows labelled ['plot'] left out)" in bundle.description
