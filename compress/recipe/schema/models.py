@@ -140,8 +140,10 @@ class TransformerConfig(_ModelBase):
 
 
 class HFEncoderConfig(_ModelBase):
-    """A Hugging Face BERT-family encoder from a local folder, with a classifier over
-    mean-pooled tokens (`compress/models/hf_encoder.py`)."""
+    """A Hugging Face BERT-family encoder from a local folder + a mean-pool classifier.
+
+    Built by compress/models/hf_encoder.py; the tokenizer of the same folder is the
+    text sources' default."""
 
     architecture: Literal["hf-encoder"] = "hf-encoder"
     path: str | None = Field(

@@ -120,8 +120,9 @@ class OneCycleSchedule(StrictModel):
 
 
 class WarmupSchedule(StrictModel):
-    """Linear warm-up from 0 to the optimizer's lr, then linear decay to 0 at the last
-    step; stepped per batch (the usual schedule for fine-tuning a pretrained encoder)."""
+    """Linear warm-up to the optimizer's lr, then linear decay to 0; stepped per batch.
+
+    The usual schedule for fine-tuning a pretrained encoder."""
 
     name: Literal["warmup"]
     warmup_steps: int | None = Field(
