@@ -18,6 +18,7 @@ from torch import nn
 from compress.models.checkpoint import load_model, new_model, save_model, structure_of
 from compress.models.mha import HeadAttention, convert_self_attention_
 from compress.models.signature import InputSignature
+from compress.models.stats import count_macs
 from compress.pruning.attention import attention_plan
 from compress.pruning.structured import StructuredPruner
 from compress.recipe.schema import CallableModelConfig
@@ -116,6 +117,7 @@ def kept_rows(before: torch.Tensor, after: torch.Tensor) -> list[int]:
 def test_bert_loses_whole_heads_and_half_its_ffn_but_not_its_residual_width():
     model = tiny_bert(3).eval()
     params_before = sum(p.numel() for p in model.parameters())
+    macs_before = count_macs(model, InputSignature.text(VOCAB))
 
     pruner = prune(model, text_batch())
 
@@ -133,6 +135,7 @@ def test_bert_loses_whole_heads_and_half_its_ffn_but_not_its_residual_width():
         assert layer.output.LayerNorm.normalized_shape == (HIDDEN,)
     assert model.encoder.embeddings.word_embeddings.weight.shape == (VOCAB, HIDDEN)
     assert sum(p.numel() for p in model.parameters()) < params_before
+    assert count_macs(model, InputSignature.text(VOCAB)) < 0.75 * macs_before
     assert model(*text_batch()).shape == (3, 3)
 
 
