@@ -126,11 +126,12 @@ def test_macs_count_attention_and_grow_with_the_sequence(folder):
     assert hidden == model.encoder.config.hidden_size
 
 
-def test_export_keeps_batch_and_sequence_dynamic_with_parity(folder, tmp_path):
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_export_keeps_batch_and_sequence_dynamic_with_parity(folder, tmp_path, attention):
     pytest.importorskip("onnxruntime")
     from compress.runtime.onnx_export import check_parity, export_onnx
 
-    model, spec = _model(folder)
+    model, spec = _model(folder, attention=attention)
     path = export_onnx(model, spec.signature, tmp_path / "model.onnx")
     report = check_parity(model, path, spec.signature, [1, 3, 32], atol=1e-4, rtol=1e-4)
     lengths = {key.split("_")[3] for key in report}
