@@ -13,10 +13,11 @@ Building and weights are two steps, as for every family:
    layers, renumbered in order. The classifier is freshly initialised (seeded by
    the caller).
 
-Attention runs the `eager` implementation: the dynamo exporter turns it into plain
-MatMul/Softmax nodes (dynamic batch and sequence, parity below 1e-5), and it reads
-`num_attention_heads`, `attention_head_size` and `scaling` from the module at every
-call, so head pruning only has to fix those attributes. transformers is imported
+Attention runs the `eager` implementation by default: the dynamo exporter turns it
+into plain MatMul/Softmax nodes with dynamic batch and sequence axes (parity at three
+shapes and two lengths: tests/unit/test_hf_encoder.py; `sdpa` exports too), and it
+reads `num_attention_heads`, `attention_head_size` and `scaling` from the module at
+every call, so head pruning only has to fix those attributes. transformers is imported
 inside the functions that use it (`import compress` stays lean).
 """
 
