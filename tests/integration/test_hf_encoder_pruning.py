@@ -109,3 +109,20 @@ def test_text_recipe_prunes_heads_and_ffn_and_its_stage_folder_reloads(folder, t
     for layer in model.encoder.encoder.layer:
         assert layer.attention.self.num_attention_heads == HEADS // 2
         assert layer.intermediate.dense.out_features == FFN // 2
+
+
+def test_pruned_torch_encoder_exports_with_parity(tmp_path):
+    from tests.unit.test_attention_pruning import TinyTorchEncoder
+
+    torch.manual_seed(0)
+    model = TinyTorchEncoder(3, batch_first=False).eval()
+    StructuredPruner(
+        model, torch.randn(2, 5, 6), 0.5, 1, "linear", "l1", [model.classifier],
+        round_to=8, head_ratio=0.5, ffn_ratio=0.5,
+    ).step()  # fmt: skip
+    assert model.encoder.layers[0].self_attn.num_heads == HEADS // 2
+
+    path = export_onnx(model, (5, 6), tmp_path / "encoder.onnx")
+    report = check_parity(model, path, (5, 6), [1, 3], atol=1e-4, rtol=1e-4)
+
+    assert max(report.values()) < 1e-4
