@@ -174,7 +174,9 @@ class StructuredPruner:
         head_ratio = ratio if head_ratio is None else head_ratio
         ignored, ratios = _family_ratios(plan, ignored, head_ratio, ffn_ratio)
         ratios.update(layer_ratios or {})  # the recipe's own layer_ratios win
-        heads = {m: n for m, n in plan.heads.items() if m not in ignored}
+        # torch-pruning ignores every submodule of an ignored module: so do the heads
+        skipped = {id(sub) for module in ignored for sub in module.modules()}
+        heads = {m: n for m, n in plan.heads.items() if id(m) not in skipped}
         self.families = plan.families
         self._initial_heads = dict(heads)
         self._head_ratios = pruning_schedule(head_ratio, steps, schedule) if heads else []

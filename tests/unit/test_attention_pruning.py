@@ -319,3 +319,17 @@ def test_head_and_ffn_ratios_are_validated():
         PruneStageConfig.model_validate(
             {"type": "prune", "method": "unstructured", "head_ratio": 0.5}
         )
+
+
+def test_an_ignored_attention_module_keeps_its_heads_and_the_others_lose_theirs():
+    model = tiny_bert(3).eval()
+    first = model.encoder.encoder.layer[0].attention.self
+    pruner = StructuredPruner(
+        model, text_batch(), 0.5, 2, "linear", "l1", [model.classifier, first],
+        round_to=None, head_ratio=0.5,
+    )  # fmt: skip
+    pruner.step()
+    pruner.step()
+    assert (first.num_attention_heads, first.query.out_features) == (HEADS, HIDDEN)
+    second = model.encoder.encoder.layer[1].attention.self
+    assert (second.num_attention_heads, second.query.out_features) == (2, 16)
