@@ -22,7 +22,7 @@ import torch
 from compress.data import load_data
 from compress.data.bundle import Split
 from compress.models import new_model
-from compress.models.architectures import load_pretrained_, resolve_model_config
+from compress.models.pretrained import load_pretrained_, resolve_model_config
 from compress.recipe.schema import DataConfig, HFEncoderConfig
 from compress.runtime.machine import run_environment
 from compress.training.batches import batch_plan, take_batch

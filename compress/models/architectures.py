@@ -287,40 +287,6 @@ def build_hf_encoder(config, input_shape: tuple[int, ...], num_classes: int) -> 
     return HFEncoderClassifier(config, input_shape, num_classes)
 
 
-def _resolve_hf(config, base=None):
-    from compress.models.hf_encoder import resolve_config
-
-    return resolve_config(config, base)
-
-
-def _pretrained_hf(model: nn.Module, config) -> None:
-    from compress.models.hf_encoder import load_pretrained_
-
-    load_pretrained_(model, config)
-
-
-# Families whose config points at files: how to complete the config before building
-# (so model.json can rebuild it alone) and how to load the pretrained weights after.
-_RESOLVE_CONFIG = {"hf-encoder": _resolve_hf}
-_LOAD_PRETRAINED = {"hf-encoder": _pretrained_hf}
-
-
-def resolve_model_config(config, base: dict | None = None):
-    """`config` completed from the files it names (a no-op for self-contained families).
-
-    `base` is another model's recorded config (a distillation student's teacher)."""
-    resolve = _RESOLVE_CONFIG.get(getattr(config, "architecture", ""))
-    return resolve(config, base) if resolve else config
-
-
-def load_pretrained_(model: nn.Module, config) -> nn.Module:
-    """Load the pretrained weights `config` names into `model` (families with none: no-op)."""
-    load = _LOAD_PRETRAINED.get(getattr(config, "architecture", ""))
-    if load is not None:
-        load(model, config)
-    return model
-
-
 def _build_user_model(
     config: CallableModelConfig, input_shape: tuple[int, ...], num_classes: int
 ) -> nn.Module:
@@ -371,3 +337,7 @@ def find_classifier(model: nn.Module, num_classes: int) -> nn.Module | None:
         if isinstance(module, nn.Linear) and module.out_features == num_classes:
             last = module
     return last
+
+
+# the pretrained-family steps live in models/pretrained.py; importable from here as well
+from compress.models.pretrained import load_pretrained_, resolve_model_config  # noqa: E402,F401

@@ -170,6 +170,22 @@ def _layer_map(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, t
     return out
 
 
+def check_inputs(model: HFEncoderClassifier, signature) -> None:
+    """The data's token ids fit the embedding table (a tokenizer of another model's
+    vocabulary would index past it mid-training).
+
+    Raises:
+        RecipeError: naming both sizes.
+    """
+    high = signature.inputs[0].high if signature is not None else None
+    rows = model.encoder.embeddings.word_embeddings.num_embeddings
+    if high is not None and high > rows:
+        raise RecipeError(
+            f"data.tokenizer has {high} tokens but the model's embedding table {rows} rows: "
+            "use the tokenizer of the model's folder (the default)"
+        )
+
+
 @torch.no_grad()
 def load_pretrained_(model: HFEncoderClassifier, config: Any) -> HFEncoderClassifier:
     """Copy the folder's pretrained encoder weights into `model` (offline), keeping

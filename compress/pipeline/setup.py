@@ -18,7 +18,7 @@ from compress.artifacts import atomic_write_text
 from compress.data import DataBundle, load_data
 from compress.errors import RecipeError
 from compress.models import ModelSpec, load_weights_, new_model
-from compress.models.architectures import load_pretrained_, resolve_model_config
+from compress.models.pretrained import load_pretrained_, resolve_model_config
 from compress.recipe.loader import Recipe
 from compress.recipe.schema.data import TEXT_SOURCES
 from compress.stages import STAGES, RunContext, StageResult
@@ -81,7 +81,7 @@ def initial_model(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, ModelSpe
             f"input shape {tuple(data.input_shape)} and {data.num_classes} classes "
             f"({type(exc).__name__}: {exc})"
         ) from None
-    load_pretrained_(model, config)
+    load_pretrained_(model, config, data.inputs)
     if recipe.model.weights:
         load_weights_(model, recipe.model.weights, recipe.model.weights_prefix)
     return model, spec

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compress.models import load_weights_, new_model
-from compress.models.architectures import load_pretrained_, resolve_model_config
+from compress.models.pretrained import load_pretrained_, resolve_model_config
 from compress.models.stats import count_params
 from compress.recipe.stages import DistillStageConfig
 from compress.stages.base import RunContext, Stage, StageResult

@@ -12,8 +12,8 @@ import torch
 pytest.importorskip("transformers")
 
 from compress.models import load_model, new_model, save_model  # noqa: E402
-from compress.models.architectures import load_pretrained_, resolve_model_config  # noqa: E402
 from compress.models.hf_encoder import HFEncoderClassifier, init_from_teacher_  # noqa: E402
+from compress.models.pretrained import load_pretrained_, resolve_model_config  # noqa: E402
 from compress.models.signature import InputSignature  # noqa: E402
 from compress.models.stats import count_macs  # noqa: E402
 from compress.recipe.schema import HFEncoderConfig, TrainingConfig  # noqa: E402
@@ -99,6 +99,10 @@ def test_missing_folder_and_bad_layers_are_recipe_errors(folder, tmp_path):
         resolve_model_config(HFEncoderConfig(path=str(folder), layers=[0, 5]))
     with pytest.raises(RecipeError, match="is not installed"):
         resolve_model_config(HFEncoderConfig(package="no_such_package_here"))
+    config = resolve_model_config(HFEncoderConfig(path=str(folder)))
+    model, _ = new_model(config, (16,), 2, SIGNATURE)
+    with pytest.raises(RecipeError, match="has 30522 tokens but the model's embedding table 64"):
+        load_pretrained_(model, config, InputSignature.text(30522))
 
 
 def test_student_starts_from_the_teachers_layers(folder):
