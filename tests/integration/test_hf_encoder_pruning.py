@@ -11,8 +11,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from compress.models.architectures import load_pretrained_, resolve_model_config  # noqa: E402
 from compress.models.checkpoint import load_model, new_model, save_model  # noqa: E402
+from compress.models.pretrained import load_pretrained_, resolve_model_config  # noqa: E402
 from compress.models.signature import InputSignature  # noqa: E402
 from compress.pruning.structured import StructuredPruner  # noqa: E402
 from compress.recipe.schema.models import HFEncoderConfig  # noqa: E402
