@@ -14,12 +14,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from compress.artifacts import atomic_path, atomic_write_json, sha256_file
+from compress.artifacts import atomic_write_json
 from compress.budgets import check_budgets
 from compress.callbacks import Callback
 from compress.errors import CompressError, describe_failure
 from compress.models import save_model
 from compress.pipeline.cache import StageCache, chained_input_hash, initial_input_hash
+from compress.pipeline.final import write_final
 from compress.pipeline.measure import Measurement, deployable_onnx, slowdown_flag
 from compress.pipeline.setup import (
     initial_model,
@@ -188,11 +189,7 @@ class Runner:
 
     def _finalize(self, last: dict[str, Any], signature) -> None:
         """Copy the last good stage's model to final/ and check the final budgets."""
-        target = self.out_dir / "final" / "model.onnx"
-        with atomic_path(target) as tmp:
-            shutil.copyfile(self.out_dir / last["artifacts"]["onnx"], tmp)
-        final = self.report.finalize(last, self._rel(target), sha256_file(target), signature)
+        final = write_final(self.out_dir, last, self.report, signature)
         for check in final["budgets"]:
             if not check["passed"]:
                 self._emit("on_budget_fail", "final", check)
-        atomic_write_json(self.out_dir / "final" / "model.contract.json", final["input"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from compress.data.bundle import DataBundle, RawData, Split
 from compress.data.sources import DATA_SOURCES, load_raw
 from compress.data.splits import build_bundle, stratified_split
+from compress.data.text import TextRaw, build_text_bundle
 from compress.recipe.schema import DataConfig
 
 
@@ -16,7 +17,10 @@ def load_data(config: DataConfig, seed: int) -> DataBundle:
         >>> bundle.input_shape
         (1, 8, 8)
     """
-    return build_bundle(load_raw(config), config, seed)
+    raw = load_raw(config)
+    if isinstance(raw, TextRaw):
+        return build_text_bundle(raw, config, seed)
+    return build_bundle(raw, config, seed)
 
 
 __all__ = [

@@ -22,6 +22,9 @@ class Split:
 
     x: torch.Tensor | tuple[torch.Tensor, ...]
     y: torch.Tensor
+    # tokens per row of a padded text split (None otherwise): training draws
+    # length-bucketed batches from it and trims each batch's padding columns
+    lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -73,6 +76,7 @@ class DataBundle:
     identity: str = field(default="")
     inputs: InputSignature | None = None  # set by sources whose samples are not one tensor
     warnings: list[str] = field(default_factory=list)  # found at load time, for the report
+    text: Any = None  # data.text.TextInfo for tokenized texts: how to tokenize, what to ship
 
     @property
     def signature(self) -> InputSignature:
@@ -87,6 +91,14 @@ class DataBundle:
         """
         signature = signature or self.signature
         first = signature.contract()[0]
+        if self.text is not None:  # token ids: the tokenizer is the preprocessing
+            return {
+                **first,
+                "inputs": signature.contract(),
+                "layout": "NS (batch, sequence)",
+                "preprocessing": self.text.contract(),
+                "output": {"name": signature.output, "shape": ["batch", self.num_classes]},
+            }
         return {
             **first,
             "inputs": signature.contract(),

@@ -17,11 +17,15 @@ import numpy as np
 
 from compress.data.bundle import RawData
 from compress.data.checks import check_arrays, check_scale
+from compress.data.text import load_texts
 from compress.errors import DataError
 from compress.recipe.schema import DataConfig
 from compress.registry import Registry, import_callable
 
 DATA_SOURCES: Registry[Callable[[DataConfig], RawData]] = Registry("data source")
+# labelled texts: they return a TextRaw, which load_data tokenizes and splits itself
+DATA_SOURCES.register("csv")(load_texts)
+DATA_SOURCES.register("jsonl")(load_texts)
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 

@@ -278,6 +278,15 @@ def build_resnet(config: ResNetConfig, input_shape: tuple[int, ...], num_classes
 ARCHITECTURES.register("mlp")(MLP)
 
 
+@ARCHITECTURES.register("hf-encoder")
+def build_hf_encoder(config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A Hugging Face encoder + mean-pool classifier (architecture only: see
+    `load_pretrained_` for its weights)."""
+    from compress.models.hf_encoder import HFEncoderClassifier
+
+    return HFEncoderClassifier(config, input_shape, num_classes)
+
+
 def _build_user_model(
     config: CallableModelConfig, input_shape: tuple[int, ...], num_classes: int
 ) -> nn.Module:
@@ -328,3 +337,7 @@ def find_classifier(model: nn.Module, num_classes: int) -> nn.Module | None:
         if isinstance(module, nn.Linear) and module.out_features == num_classes:
             last = module
     return last
+
+
+# the pretrained-family steps live in models/pretrained.py; importable from here as well
+from compress.models.pretrained import load_pretrained_, resolve_model_config  # noqa: E402,F401

@@ -43,7 +43,15 @@ SIZE_ATTRIBUTES = (
     "head_dim",
     "kdim",
     "vdim",
+    # transformers' BERT-like self-attention (its forward reads the size and scaling)
+    "num_attention_heads",
+    "attention_head_size",
+    "all_head_size",
 )
+# Float attributes a forward reads: 1/sqrt(head size) once head dims change.
+FLOAT_ATTRIBUTES = ("scaling",)
+# Key naming a module that pruning replaced by another class (see `_convert_`).
+KIND_KEY = "kind"
 
 _MODEL_CONFIG = TypeAdapter(ModelConfig)
 
@@ -102,14 +110,24 @@ def new_model(
 
 
 def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Size attributes of every module that has any, keyed by module name."""
+    """Size attributes of every module that has any, keyed by module name.
+
+    A module pruning put in place of the architecture's own (a `HeadAttention` for
+    an nn.MultiheadAttention) also records its `kind`, so loading converts it again.
+    """
+    from compress.models.mha import KIND, HeadAttention
+
     structure: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
-        attributes = {}
+        attributes: dict[str, Any] = {KIND_KEY: KIND} if isinstance(module, HeadAttention) else {}
         for attribute in SIZE_ATTRIBUTES:
             value = getattr(module, attribute, None)
             if isinstance(value, (int, tuple)) and not isinstance(value, bool):
                 attributes[attribute] = list(value) if isinstance(value, tuple) else value
+        for attribute in FLOAT_ATTRIBUTES:
+            value = getattr(module, attribute, None)
+            if isinstance(value, float):
+                attributes[attribute] = value
         if attributes:
             structure[name] = attributes
     return structure
@@ -173,13 +191,32 @@ def spec_from_meta(meta: dict[str, Any], where: str) -> ModelSpec:
         raise ArtifactError(f"{where}: invalid model spec ({exc})") from None
 
 
+def _convert_(model: nn.Module, structure: dict[str, dict[str, Any]]) -> None:
+    """Replace the modules the structure records by `kind`, as pruning did."""
+    from compress.models.mha import KIND, convert_named_
+
+    for name, attributes in structure.items():
+        kind = attributes.get(KIND_KEY)
+        if kind is None:
+            continue
+        if kind != KIND:
+            raise ArtifactError(f"structure gives module {name!r} an unknown kind {kind!r}")
+        try:
+            convert_named_(model, name)
+        except (AttributeError, ValueError) as exc:
+            raise ArtifactError(f"structure module {name!r}: cannot convert ({exc})") from None
+
+
 def _resize_(model: nn.Module, structure: dict[str, dict[str, Any]], state: dict) -> None:
+    _convert_(model, structure)
     modules = dict(model.named_modules())
     for name, attributes in structure.items():
         module = modules.get(name)
         if module is None:
             raise ArtifactError(f"structure names module {name!r}, which the architecture lacks")
         for attribute, value in attributes.items():
+            if attribute == KIND_KEY:
+                continue
             setattr(module, attribute, tuple(value) if isinstance(value, list) else value)
     for key, tensor in state.items():
         module_name, _, attribute = key.rpartition(".")

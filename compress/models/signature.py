@@ -82,6 +82,17 @@ class InputSignature:
         return cls((TensorSpec(INPUT_NAME, "float32", shape),))
 
     @classmethod
+    def text(cls, vocab_size: int) -> InputSignature:
+        """Token ids `input_ids` (values in [0, vocab_size)) and `attention_mask`, both
+        int64 of shape ("batch", "sequence")."""
+        return cls(
+            (
+                TensorSpec("input_ids", "int64", ("batch", "sequence"), int(vocab_size)),
+                TensorSpec("attention_mask", "int64", ("batch", "sequence"), 2),
+            )
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputSignature:
         inputs = tuple(
             TensorSpec(i["name"], i["dtype"], tuple(i["shape"]), i.get("high"))

@@ -45,6 +45,24 @@ def _fused_attention_macs(module, output) -> int:
     return 2 * tokens * tokens * module.num_heads * module.head_dim
 
 
+def _bert_attention_macs(module, output) -> int:
+    # a BertSelfAttention-like module: query/key/value are hooked Linears; add
+    # q @ k^T and weights @ v, from the heads it has now (pruning changes them)
+    tokens = output[0].shape[-2]
+    return 2 * tokens * tokens * module.num_attention_heads * module.attention_head_size
+
+
+def _rule(module: nn.Module):
+    """The MAC rule for `module`: by type, or by attributes for attention modules of
+    libraries we do not import (transformers' BertSelfAttention and its kin)."""
+    rule = _MAC_RULES.get(type(module))
+    if rule is None and all(
+        hasattr(module, name) for name in ("num_attention_heads", "attention_head_size", "query")
+    ):
+        return _bert_attention_macs
+    return rule
+
+
 _MAC_RULES = {
     nn.Conv1d: _conv_macs,
     nn.Conv2d: _conv_macs,
@@ -79,12 +97,10 @@ def count_macs(model: nn.Module, signature: InputSignature | tuple[int, ...]) ->
 
     def hook(module, _inputs, output):
         nonlocal total
-        total += _MAC_RULES[type(module)](module, output)
+        total += _rule(module)(module, output)
 
     handles = [
-        module.register_forward_hook(hook)
-        for module in model.modules()
-        if type(module) in _MAC_RULES
+        module.register_forward_hook(hook) for module in model.modules() if _rule(module)
     ]
     was_training = model.training
     model.eval()

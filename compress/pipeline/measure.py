@@ -89,7 +89,7 @@ class Measurement:
     ) -> dict[str, Any]:
         """Accuracy, size, params, MACs and latency of a stage's deployed file, with
         ratios against the run's baseline (none yet while measuring the first stage)."""
-        from compress.runtime.evaluate import onnx_accuracy
+        from compress.runtime.evaluate import onnx_accuracy, split_samples
 
         runtime, data, model = self.recipe.runtime, ctx.data, result.model
         baseline, baseline_onnx = ctx.baseline_metrics, ctx.baseline_onnx
@@ -108,7 +108,11 @@ class Measurement:
         }
         if self.unavailable:
             metrics["providers_unavailable"] = self.unavailable
-        self._latency(metrics, signature, onnx_path, stage_dir, baseline_onnx, input_onnx)
+        # timed on real test inputs (a text model's batches padded to their longest row),
+        # the same rows for every model of the run
+        samples = split_samples(data.test, signature)
+        files = (onnx_path, baseline_onnx, input_onnx)
+        self._latency(metrics, signature, files, stage_dir, samples)
         if baseline is None:
             metrics["speedup"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
         reference = baseline or metrics
@@ -116,9 +120,10 @@ class Measurement:
         metrics["accuracy_change"] = metrics["accuracy"] - reference["accuracy"]
         return metrics
 
-    def _latency(self, metrics, signature, onnx_path, stage_dir, baseline_onnx, input_onnx) -> None:
+    def _latency(self, metrics, signature, files, stage_dir, samples) -> None:
         """Latency at every deployment profile. The top-level keys hold the first
         profile's figures (what budgets read by default), `profiles` every profile's."""
+        onnx_path, baseline_onnx, input_onnx = files
         runtime = self.recipe.runtime
         references = [baseline_onnx] if baseline_onnx not in (None, onnx_path) else []
         # the input is timed only when it is another file with other bytes: a stage that
@@ -129,7 +134,7 @@ class Measurement:
         files = (onnx_path, baseline_onnx, input_onnx, same_as_input)
         metrics["profiles"] = {}
         for index, profile in enumerate(runtime.deployment_profiles()):
-            measured = self._profile(profile, signature, references, files)
+            measured = self._profile(profile, signature, references, files, samples)
             metrics["profiles"][profile.label] = measured
             if index == 0:
                 metrics.update({k: v for k, v in measured.items() if k not in ("batch", "threads")})
@@ -137,9 +142,9 @@ class Measurement:
         if "speedup_vs_input" in metrics:
             metrics["slower_than_input"] = bool(slower)
             metrics["slower_profiles"] = slower
-        self._gpu_fp16(metrics, signature, onnx_path, stage_dir)
+        self._gpu_fp16(metrics, signature, onnx_path, stage_dir, samples)
 
-    def _profile(self, profile, signature, references, files) -> dict[str, Any]:
+    def _profile(self, profile, signature, references, files, samples) -> dict[str, Any]:
         """One profile: every provider; on the primary one, interleaved with the
         baseline's file and the stage's input (the previous stage's file)."""
         from compress.runtime.latency import is_slower, measure_with_runtime, speedup
@@ -150,7 +155,9 @@ class Measurement:
         primary = runtime.providers[0]
         for provider in [p for p in runtime.providers if p not in self.unavailable]:
             paths = [*references, onnx_path] if provider == primary else [onnx_path]
-            timed = measure_with_runtime(paths, signature, runtime, provider, seed, profile)
+            timed = measure_with_runtime(
+                paths, signature, runtime, provider, seed, profile, samples=samples
+            )
             stats = dict(zip(paths, timed))
             out["latency"][provider] = stats[onnx_path].to_dict()
             if provider != primary:
@@ -168,7 +175,7 @@ class Measurement:
                 out["slower_than_input"] = is_slower(out["speedup_vs_input"])
         return out
 
-    def _gpu_fp16(self, metrics, signature, onnx_path, stage_dir) -> None:
+    def _gpu_fp16(self, metrics, signature, onnx_path, stage_dir, samples) -> None:
         """An fp16 copy of a float model on the GPU providers, when the recipe asks."""
         from compress.runtime.latency import measure_with_runtime
 
@@ -179,5 +186,7 @@ class Measurement:
 
             half = convert_to_fp16(onnx_path, stage_dir / "model.fp16.onnx")
             for provider in gpus:
-                (stats,) = measure_with_runtime([half], signature, runtime, provider, seed=seed)
+                (stats,) = measure_with_runtime(
+                    [half], signature, runtime, provider, seed=seed, samples=samples
+                )
                 metrics["latency"][f"{provider}-fp16"] = stats.to_dict()

@@ -18,7 +18,9 @@ from compress.artifacts import atomic_write_text
 from compress.data import DataBundle, load_data
 from compress.errors import RecipeError
 from compress.models import ModelSpec, load_weights_, new_model
+from compress.models.pretrained import load_pretrained_, resolve_model_config
 from compress.recipe.loader import Recipe
+from compress.recipe.schema.data import TEXT_SOURCES
 from compress.stages import STAGES, RunContext, StageResult
 from compress.stages.base import seed_everything
 from compress.stages.start import StartConfig, StartStage
@@ -44,22 +46,42 @@ def prepare_process(recipe: Recipe) -> None:
 
 
 def load_run_data(recipe: Recipe) -> DataBundle:
-    """`prepare_process`, then the recipe's data, split by its seed."""
+    """`prepare_process`, then the recipe's data, split by its seed.
+
+    Texts without a `data.tokenizer` take the tokenizer of the model's folder
+    (an hf-encoder's `path` or `package`)."""
     prepare_process(recipe)
-    return load_data(recipe.data, recipe.seed)
+    data = recipe.data
+    if data.source in TEXT_SOURCES and data.tokenizer is None:
+        folder = model_files(recipe.model)
+        if folder is not None:
+            data = data.model_copy(update={"tokenizer": str(folder)})
+    return load_data(data, recipe.seed)
+
+
+def model_files(config: Any) -> Path | None:
+    """The folder a pretrained family's config names (None for other families)."""
+    if getattr(config, "architecture", None) == "hf-encoder" and (config.path or config.package):
+        from compress.models.hf_encoder import model_folder
+
+        return model_folder(config)
+    return None
 
 
 def initial_model(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, ModelSpec]:
-    """The recipe's `[model]`, built (seeded) for the data's inputs, with its `weights`."""
+    """The recipe's `[model]`, built (seeded) for the data's inputs, with its pretrained
+    weights (a family that names a folder: `load_pretrained_`) and its `weights`."""
     seed_everything(recipe.seed)
+    config = resolve_model_config(recipe.model)  # complete: model.json rebuilds it alone
     try:
-        model, spec = new_model(recipe.model, data.input_shape, data.num_classes, data.inputs)
+        model, spec = new_model(config, data.input_shape, data.num_classes, data.inputs)
     except (ValueError, RuntimeError, IndexError) as exc:  # the builder could not take the data
         raise RecipeError(
             f"model.architecture {recipe.model.architecture!r} cannot be built for the data's "
             f"input shape {tuple(data.input_shape)} and {data.num_classes} classes "
             f"({type(exc).__name__}: {exc})"
         ) from None
+    load_pretrained_(model, config, data.inputs)
     if recipe.model.weights:
         load_weights_(model, recipe.model.weights, recipe.model.weights_prefix)
     return model, spec

@@ -3,17 +3,22 @@
 The dependency graph decides which layers shrink together (a conv, its
 BatchNorm, the next conv's inputs, both sides of a residual add, a depthwise
 conv's groups), so the pruned model stays valid and really is smaller and
-faster on dense runtimes. Attention layers lose whole heads.
+faster on dense runtimes. Attention layers lose whole heads (each keeps its
+dimension) at `head_ratio`, FFN layers their intermediate width at `ffn_ratio`;
+which layers those are, and which write the residual stream and so are never
+pruned, is each attention family's call (`compress.pruning.attention`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from compress.errors import StageError
+from compress.pruning.attention import attention_plan, sync_heads_, unconverted_attention
 from compress.pruning.schedule import pruning_schedule
 from compress.recipe.per_layer import match_names, resolve_per_layer
 
@@ -74,28 +79,36 @@ def resolve_layer_ratios(
     return ratios, skipped
 
 
-def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
-    """The fused qkv Linear of every attention layer (a module with `qkv`, `num_heads`
-    and `head_dim`, as compress's and timm's) and its head count, so whole heads go."""
-    return {
-        m.qkv: m.num_heads
-        for m in model.modules()
-        if isinstance(getattr(m, "qkv", None), nn.Linear) and hasattr(m, "num_heads")
-    }
+# Open enough that torch-pruning always visits a head group (it removes heads only
+# in a group whose channel ratio removes something); with prune_head_dims=False
+# no channel goes but whole heads, at `head_ratio`.
+_HEAD_GATE = 0.999
 
 
-def _sync_heads_(model: nn.Module, pruned_heads: dict[nn.Module, int]) -> None:
-    """After a step, tell each attention module how many heads (and dims) it has left."""
-    for module in model.modules():
-        qkv = getattr(module, "qkv", None)
-        if qkv in pruned_heads:
-            module.num_heads = pruned_heads[qkv]
-            module.head_dim = qkv.out_features // (3 * module.num_heads)
+def _family_ratios(plan, ignored, head_ratio: float, ffn_ratio: float | None):
+    """The ignored layers and per-layer ratios the attention families ask for.
+
+    FFN layers get their own ratio only when `ffn_ratio` is set; otherwise they are
+    layers like any other (the stage's `ratio`, global ranking included).
+    """
+    ignored = [*ignored, *plan.residual]
+    ratios: dict[nn.Module, float] = {}
+    for linear in plan.heads:
+        if head_ratio == 0:
+            ignored.append(linear)
+        else:
+            ratios[linear] = _HEAD_GATE
+    for linear in plan.ffn if ffn_ratio is not None else []:
+        if ffn_ratio == 0:
+            ignored.append(linear)
+        else:
+            ratios[linear] = ffn_ratio
+    return ignored, ratios
 
 
-def unsupported_attention(model: nn.Module) -> list[str]:
-    """nn.MultiheadAttention layers: Torch-Pruning shrinks their head_dim, not their heads."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+def _as_tuple(inputs) -> tuple:
+    """A model's positional inputs: one tensor, or a tuple of them (token ids, mask)."""
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
 
 
 class StructuredPruner:
@@ -112,6 +125,10 @@ class StructuredPruner:
         global_pruning: rank channels across layers instead of within each.
         round_to: keep channel counts multiples of this.
         gradient_batches: for "taylor": (x, y) batches whose loss gradients rank channels.
+        head_ratio: final share of each attention layer's heads removed (whole heads;
+            None: `ratio`; 0: heads kept).
+        ffn_ratio: final share of each FFN layer's intermediate width removed
+            (None: `ratio`; 0: kept).
 
     Example:
         >>> pruner = StructuredPruner(model, torch.randn(1, 1, 28, 28), 0.5, 2,
@@ -132,6 +149,8 @@ class StructuredPruner:
         global_pruning: bool = False,
         round_to: int | None = None,
         gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        head_ratio: float | None = None,
+        ffn_ratio: float | None = None,
     ):
         import torch_pruning as tp
 
@@ -140,17 +159,28 @@ class StructuredPruner:
         self.gradient_batches = gradient_batches or []
         if importance in IMPORTANCE_NEEDS_GRADIENTS and not self.gradient_batches:
             raise ValueError("taylor importance needs gradient_batches")
-        heads = attention_heads(model)
-        unsupported = unsupported_attention(model)
+        plan = attention_plan(model)  # may convert modules (nn.MultiheadAttention)
+        unsupported = unconverted_attention(model)
         if unsupported:  # skipped with a reason, never a shape crash mid-run
             import warnings
 
             warnings.warn(
-                f"nn.MultiheadAttention layers {unsupported} are not pruned (heads cannot be "
-                "removed as units); use a fused-qkv attention module to prune heads",
+                f"nn.MultiheadAttention layers {unsupported} are not pruned (only the "
+                "self-attention of nn.TransformerEncoderLayer without kdim/vdim/bias_kv "
+                "becomes head-prunable)",
                 stacklevel=2,
             )
             ignored = [*ignored, *(dict(model.named_modules())[n] for n in unsupported)]
+        head_ratio = ratio if head_ratio is None else head_ratio
+        ignored, ratios = _family_ratios(plan, ignored, head_ratio, ffn_ratio)
+        ratios.update(layer_ratios or {})  # the recipe's own layer_ratios win
+        # torch-pruning ignores every submodule of an ignored module: so do the heads
+        skipped = {id(sub) for module in ignored for sub in module.modules()}
+        heads = {m: n for m, n in plan.heads.items() if id(m) not in skipped}
+        self.families = plan.families
+        self._initial_heads = dict(heads)
+        self._head_ratios = pruning_schedule(head_ratio, steps, schedule) if heads else []
+        self.global_pruning = global_pruning
 
         def scheduler(final: float, count: int) -> list[float]:
             # torch-pruning asks for the cumulative ratios, 0 first; each layer's own
@@ -164,7 +194,7 @@ class StructuredPruner:
                     example_input,
                     importance=_importance_table()[importance](),
                     pruning_ratio=ratio,
-                    pruning_ratio_dict=layer_ratios or None,
+                    pruning_ratio_dict=ratios or None,
                     iterative_steps=steps,
                     iterative_pruning_ratio_scheduler=scheduler,
                     ignored_layers=ignored,
@@ -173,7 +203,7 @@ class StructuredPruner:
                     num_heads=heads,
                     prune_num_heads=bool(heads),
                     prune_head_dims=False,
-                    head_pruning_ratio=ratio if heads else 0.0,
+                    head_pruning_ratio=head_ratio if heads else 0.0,
                 )
             except Exception as exc:  # tracing failures come in many types
                 raise StageError(
@@ -185,12 +215,34 @@ class StructuredPruner:
         self.example_input = example_input
         self.done = 0
 
+    def _set_head_step(self) -> None:
+        """Ask torch-pruning for exactly the heads this step should remove.
+
+        With local pruning it removes ceil(cumulative ratio x heads left) per layer,
+        which over-prunes from the second step on (12 heads at 0.5 in 2 steps: 12 ->
+        9 -> 4); so each step gets the share of the heads left that reaches
+        ceil(ratio x initial heads), at least one head kept. Global pruning counts
+        from the initial total itself.
+        """
+        if not self._initial_heads or self.global_pruning:
+            return
+        step = self._pruner.current_step + 1  # torch-pruning counts before pruning
+        target = self._head_ratios[step - 1]
+        table = {}
+        for linear, initial in self._initial_heads.items():
+            left = self._pruner.num_heads[linear]
+            removed_total = min(math.ceil(target * initial - 1e-9), initial - 1)
+            remove = removed_total - (initial - left)
+            share = (remove - 0.5) / left if remove > 0 else 0.0  # ceil(share*left) == remove
+            table[linear] = [share] * (len(self._head_ratios) + 1)
+        self._pruner.head_pruning_ratio_dict = table
+
     def _accumulate_gradients(self) -> None:
         self.model.zero_grad(set_to_none=True)
         self.model.eval()  # BatchNorm statistics stay fixed while ranking
         loss_fn = nn.CrossEntropyLoss()
         for x, y in self.gradient_batches:
-            loss_fn(self.model(x), y).backward()
+            loss_fn(self.model(*_as_tuple(x)), y).backward()
 
     def step(self) -> float:
         """Prune to the next scheduled ratio; returns that ratio.
@@ -202,17 +254,18 @@ class StructuredPruner:
             if self.importance in IMPORTANCE_NEEDS_GRADIENTS:
                 self._accumulate_gradients()
             self.model.eval()
+            self._set_head_step()
             try:
                 self._pruner.step()
             except Exception as exc:  # torch-pruning's errors on unsupported layers vary
                 raise StageError(
                     f"torch-pruning failed at step {self.done + 1}: {type(exc).__name__}: {exc}"
                 ) from exc
-            _sync_heads_(self.model, getattr(self._pruner, "num_heads", {}))
+            sync_heads_(self.model, getattr(self._pruner, "num_heads", {}))
         self.model.zero_grad(set_to_none=True)
         try:
             with torch.no_grad():
-                self.model(self.example_input)
+                self.model(*_as_tuple(self.example_input))
         except Exception as exc:
             raise StageError(
                 f"the model no longer runs after pruning step {self.done + 1} "

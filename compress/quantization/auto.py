@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,14 @@ def _format_errors() -> tuple[type[BaseException], ...]:
 
 
 def candidates(
-    calibration_x: Samples, per_channel: bool, calibration, reduce_range: bool = False
+    calibration_x: Samples,
+    per_channel: bool,
+    calibration,
+    reduce_range: bool = False,
+    op_types: Sequence[str] | None = None,
 ) -> dict[str, Callable]:
-    """Name -> function(fp32_path, out_path) for every format tried."""
+    """Name -> function(fp32_path, out_path) for every format tried (`op_types`: the
+    dynamic candidate's ops; None: MatMul, Gemm and any embedding Gather)."""
 
     def static(activation: str) -> Callable:
         return lambda src, dst: quantize_static_onnx(
@@ -51,7 +56,9 @@ def candidates(
     return {
         "u8s8 QDQ": static("uint8"),
         "s8s8 QDQ": static("int8"),
-        "dynamic int8": lambda src, dst: quantize_dynamic_onnx(src, dst, per_channel=per_channel),
+        "dynamic int8": lambda src, dst: quantize_dynamic_onnx(
+            src, dst, per_channel=per_channel, op_types=op_types
+        ),
     }
 
 
@@ -90,8 +97,11 @@ def search(
     per_channel: bool = True,
     calibration=None,
     reduce_range: bool = False,
+    op_types: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Try every candidate; write the chosen model (or fp32) to `out_path`."""
+    """Try every candidate; write the chosen model (or fp32) to `out_path`. Each is
+    timed interleaved with fp32 on the validation inputs (real samples: a text model's
+    tokenized batches, trimmed to their longest row), not random ones."""
 
     def accuracy(path: Path) -> float:
         return float((onnx_predictions(path, val_x).argmax(1) == val_y).mean())
@@ -102,7 +112,7 @@ def search(
         built: dict[str, Path] = {}
         failures: dict[str, str] = {}
         for name, build in candidates(
-            calibration_x, per_channel, calibration, reduce_range
+            calibration_x, per_channel, calibration, reduce_range, op_types
         ).items():
             path = Path(scratch) / f"{name.replace(' ', '-')}.onnx"
             try:
@@ -111,7 +121,9 @@ def search(
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 continue
             built[name] = path
-        stats = measure_with_runtime([fp32_path, *built.values()], signature, runtime)
+        stats = measure_with_runtime(
+            [fp32_path, *built.values()], signature, runtime, samples=val_x
+        )
         rows = []
         for (name, path), stat in zip(built.items(), stats[1:]):
             value = accuracy(path)

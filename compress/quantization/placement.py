@@ -191,7 +191,7 @@ def search_placement(
             quantize_static_onnx(
                 fp32_path, path, probe_x, **settings, exclude=tuple(excluded + group)
             )
-            stats = measure_with_runtime([current, path], signature, quick)
+            stats = measure_with_runtime([current, path], signature, quick, samples=val_x)
             ratio = speedup(stats[0], stats[1])  # > 1: the candidate is faster
             kept = ratio["min"] > 1 and ratio["median"] >= 1 + min_gain
             trials.append({"fp32_layers": group, "label": label, "speedup": ratio, "kept": kept})
@@ -232,7 +232,7 @@ def search_placement(
                                           exclude=tuple(excluded))  # fmt: skip
             paths.append(placed_path)
             names.append("int8 placement")
-        stats = measure_with_runtime(paths, signature, runtime)
+        stats = measure_with_runtime(paths, signature, runtime, samples=val_x)
         base_accuracy = accuracy(fp32_path)
         rows = []
         for index, (name, path) in enumerate(zip(names, paths[1:]), start=1):

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from compress.artifacts import atomic_path
-from compress.errors import StageError
 from compress.models.signature import Samples, as_feeds, sample_count, slice_samples
 from compress.recipe.stages import CalibrationConfig
 
@@ -133,7 +132,7 @@ def quantize_static_onnx(
         }
     with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        preprocess(fp32_path, prepared)
+        skipped = preprocess(fp32_path, prepared)
         import onnx
 
         graph = onnx.load(str(prepared), load_external_data=False).graph
@@ -163,20 +162,42 @@ def quantize_static_onnx(
         "reduce_range": reduce_range,
         "calibration": calibration.model_dump(),
         "calibration_samples": sample_count(calibration_x),
-        "preprocessed": True,
+        "preprocessed": skipped is None,
+        **({"preprocess_note": skipped} if skipped else {}),
         "float_nodes": list(exclude),
     }
 
 
-def preprocess(fp32_path: str | Path, out_path: str | Path) -> None:
+def preprocess(fp32_path: str | Path, out_path: str | Path) -> str | None:
     """ORT's quantization pre-processing: shape inference and Conv/BN fusion. The
-    graph it writes is the one quantization sees (node and tensor names included)."""
+    graph it writes is the one quantization sees (node and tensor names included).
+
+    Returns None, or why it was skipped: on a transformer export ORT's symbolic shape
+    inference is incomplete and raises (../shared/FIELD-NOTES.md); the float graph is
+    then quantized as exported (it has no Conv/BN to fuse) and the report says so.
+    """
+    import shutil
+    import warnings
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
     try:
-        quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
+        # a failing symbolic shape inference leaves its temporary model (and a .data
+        # file) in the working directory: give it a scratch one
+        with (
+            tempfile.TemporaryDirectory(prefix="compress-pre-") as scratch,
+            contextlib.chdir(scratch),
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
     except Exception as exc:  # ORT's pre-processing raises assorted types
-        raise StageError(f"ONNX Runtime quantization pre-processing failed: {exc}") from exc
+        shutil.copyfile(fp32_path, out_path)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"pre-processing skipped: {type(exc).__name__}: {detail}"[:300]
+    return None
 
 
 def quantizable_nodes(fp32_path: str | Path) -> list[str]:

@@ -11,8 +11,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
+from compress.recipe.prune_config import PruneStageConfig, PruneTarget  # noqa: F401 (re-export)
 from compress.recipe.schema import (
-    Budgets,
     CosineSchedule,
     ModelConfig,
     OptimizerConfig,
@@ -21,15 +21,7 @@ from compress.recipe.schema import (
     StrictModel,
     TrainingConfig,
 )
-
-
-class _StageBase(StrictModel):
-    name: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Stage name, used for its folder (default: its type, numbered if repeated).",
-    )
-    budgets: Budgets = Field(default_factory=Budgets, description="This stage's budgets.")
+from compress.recipe.stage_common import DistillConfig, FinetuneConfig, _StageBase
 
 
 class TrainStageConfig(_StageBase, TrainingConfig):
@@ -38,136 +30,24 @@ class TrainStageConfig(_StageBase, TrainingConfig):
     type: Literal["train"]
 
 
-class DistillConfig(StrictModel):
-    """Hinton distillation: alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE."""
-
-    temperature: float = Field(4.0, gt=0, description="Softmax temperature T.")
-    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the soft-target term.")
-
-
 class DistillStageConfig(_StageBase, TrainingConfig, DistillConfig):
     """Train `student` against the current model as a frozen teacher."""
 
     type: Literal["distill"]
     student: ModelConfig = Field(description="The student architecture table.")
-
-
-class FinetuneConfig(TrainingConfig, DistillConfig):
-    """Fine-tuning after each pruning step; `distill = true` adds the distillation loss."""
-
-    epochs: int = Field(1, ge=0, description="Fine-tune epochs after each step (0: none).")
-    distill: bool = Field(False, description="Distil from a teacher while fine-tuning.")
-    distill_from: Literal["input", "teacher"] = Field(
-        "input",
-        description="The distillation teacher: the stage's unpruned input model, or the "
-        "run's teacher (the first stage's model).",
+    feature_layers: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] | None = (
+        Field(
+            None,
+            min_length=1,
+            description="Hidden-state distillation (hf-encoder): [student, teacher] pairs of "
+            "hidden states, 0 the embeddings and i + 1 layer i's output (e.g. [[1, 1], "
+            "[2, 3], [3, 5]] for a student of teacher layers 0, 2, 4); MSE over unmasked "
+            "tokens, added to the logits loss. The teacher then runs on every batch.",
+        )
     )
-
-
-class PruneTarget(StrictModel):
-    """Prune until this is reached (exactly one key), relative to the run's teacher."""
-
-    speedup: float | None = Field(
-        None, gt=1, description="Teacher p50 / pruned p50, measured interleaved on ORT."
+    feature_weight: float = Field(
+        1.0, ge=0, description="Weight of the hidden-state loss (with feature_layers)."
     )
-    macs_ratio: float | None = Field(
-        None, gt=0, lt=1, description="Pruned MACs / teacher MACs at most this."
-    )
-    latency_p50_ms: float | None = Field(
-        None, gt=0, description="Pruned p50 on the recipe's runtime at most this (ms)."
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PruneTarget:
-        chosen = [k for k, v in self.model_dump().items() if v is not None]
-        if len(chosen) != 1:
-            raise ValueError(
-                f"set exactly one of speedup, macs_ratio, latency_p50_ms (got {chosen or 'none'})"
-            )
-        return self
-
-
-class PruneStageConfig(_StageBase):
-    """Prune the current model in `steps` steps, fine-tuning after each.
-
-    With `target`, pruning goes step by step towards `ratio` (the most it may
-    remove) and stops at the first step that meets the target, or earlier at the
-    last step whose validation accuracy still meets the stage's accuracy budgets.
-    """
-
-    type: Literal["prune"]
-    method: Literal["structured", "unstructured"] = Field(
-        "structured",
-        description="structured: remove channels physically; unstructured: zero weights.",
-    )
-    ratio: float = Field(
-        0.5,
-        gt=0,
-        lt=1,
-        description=(
-            "structured: share of output channels removed from each prunable layer "
-            "(params and MACs fall roughly with (1-ratio)^2); unstructured: share of "
-            "weights set to zero. With `target`: the most that may be removed."
-        ),
-    )
-    target: PruneTarget | None = Field(
-        None, description="Prune until a speed-up, MACs ratio or latency is reached."
-    )
-    steps: int = Field(1, gt=0, description="Pruning steps to reach `ratio`.")
-    schedule: Literal["linear", "agp"] = Field(
-        "linear", description="Ratio per step: linear or cubic (Zhu & Gupta)."
-    )
-    importance: Literal["l1", "l2", "taylor", "bn-scale", "lamp", "fpgm", "random"] = Field(
-        "l1",
-        description=(
-            "Structured channel importance: weight magnitude (l1, l2), first-order "
-            "Taylor on training batches, BatchNorm scale, LAMP, FPGM, or random (a baseline)."
-        ),
-    )
-    global_pruning: bool = Field(
-        False, description="Rank channels (or weights) across layers instead of per layer."
-    )
-    round_to: int | None = Field(
-        8,
-        gt=0,
-        description="Keep channel counts multiples of it (1: no rounding). ORT's CPU "
-        "convolutions ran 1.3-1.7x slower at counts such as 30, 43 and 63 than at the next "
-        "multiple of 8 (never slower at a multiple of 8), and pruning a digits student "
-        "24 -> 21 channels made it 0.85x as fast (scripts/bench_channel_rounding.py).",
-    )
-    ignored_layers: list[str] = Field(
-        default_factory=list,
-        description="Module names or 're:' patterns never pruned (the classifier always is).",
-    )
-    layer_ratios: dict[str, float | Literal["skip"]] = Field(
-        default_factory=dict,
-        description=(
-            "Per-layer ratio by module name or 're:' pattern, or 'skip'. An exact name "
-            "beats a pattern, a pattern beats `ratio`; the first matching pattern wins."
-        ),
-    )
-    finetune: FinetuneConfig = Field(
-        default_factory=FinetuneConfig, description="Fine-tuning after each step."
-    )
-
-    @model_validator(mode="after")
-    def _target_rules(self) -> PruneStageConfig:
-        if self.target is not None and self.steps < 2:
-            raise ValueError("a pruning target needs steps >= 2 (the most steps to take)")
-        if self.target is not None and self.method == "unstructured":
-            raise ValueError(
-                "a target needs method = 'structured': zeroed weights change neither MACs "
-                "nor speed on dense runtimes"
-            )
-        for name, value in self.layer_ratios.items():
-            if value != "skip" and not 0 < value < 1:
-                raise ValueError(f"layer_ratios[{name!r}] must be in (0, 1) or 'skip'")
-            if value != "skip" and self.method == "unstructured":
-                raise ValueError(
-                    f"layer_ratios[{name!r}]: unstructured pruning takes only 'skip' per "
-                    "layer (one sparsity for all layers, global or per layer)"
-                )
-        return self
 
 
 class CalibrationConfig(StrictModel):
@@ -263,6 +143,14 @@ class QuantizeStageConfig(_StageBase):
         "layers).",
     )
     qat: QATConfig = Field(default_factory=QATConfig, description="mode 'qat': the training table.")
+    op_types: list[Literal["MatMul", "Gemm", "Gather"]] | None = Field(
+        None,
+        min_length=1,
+        description="Modes 'dynamic' and 'int4' (and auto's dynamic candidate): ONNX ops "
+        "whose weights are quantized. Gather is an embedding lookup (a text model's token "
+        "table, most of its file); int4 converts MatMul and Gather only. Default: MatMul "
+        "and Gemm, plus Gather when the model has a Gather on a constant table.",
+    )
     block_size: int = Field(
         32, ge=16, description="mode 'int4': input features sharing one scale (power of 2)."
     )
@@ -344,6 +232,10 @@ class QuantizeStageConfig(_StageBase):
                 "mode 'qat' trains ORT's per-channel symmetric int8 weights: it needs "
                 "per_channel = true, weight_type = 'int8' and format = 'qdq'"
             )
+        if self.op_types is not None and self.mode not in ("dynamic", "int4") and (
+            self.format != "auto"
+        ):
+            raise ValueError("op_types applies to mode 'dynamic', 'int4' and format 'auto'")
         if self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size must be a power of 2, got {self.block_size}")
         if self.format == "auto" and (self.fallback is not None or self.exclude):

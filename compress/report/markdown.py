@@ -29,6 +29,15 @@ def _spread(ratio: dict[str, float] | None) -> str:
     return f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
 
 
+def _rate(latency: dict[str, Any]) -> str:
+    """Items per second, with the slowest and fastest round's where measured."""
+    rate = _fmt(latency.get("throughput"), "rate")
+    rounds = latency.get("throughput_rounds")
+    if not rounds:
+        return rate
+    return f"{rate} ({_fmt(rounds['min'], 'rate')}-{_fmt(rounds['max'], 'rate')})"
+
+
 def _profiles_table(report: dict[str, Any]) -> list[str]:
     """Every stage at every deployment profile (only when the recipe lists several)."""
     stages = [s for s in report["stages"] if len((s.get("metrics") or {}).get("profiles", {})) > 1]
@@ -37,7 +46,8 @@ def _profiles_table(report: dict[str, Any]) -> list[str]:
     lines = [
         "## Deployment profiles",
         "",
-        "| stage | profile | batch | threads | p50 ms | p90 ms | items/s | speed-up | vs input |",
+        "| stage | profile | batch | threads | p50 ms | p90 ms | items/s (rounds) | speed-up "
+        "| vs input |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in stages:
@@ -47,7 +57,7 @@ def _profiles_table(report: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {stage['name']} | {label} | {measured['batch']} | {measured['threads']} "
                 f"| {_fmt(lat.get('p50_ms'), 'ms')} | {_fmt(lat.get('p90_ms'), 'ms')} "
-                f"| {_fmt(lat.get('throughput'), 'rate')} | {_spread(measured.get('speedup'))} "
+                f"| {_rate(lat)} | {_spread(measured.get('speedup'))} "
                 f"| {_spread(measured.get('speedup_vs_input'))} |"
             )
     return [*lines, ""]
@@ -178,16 +188,27 @@ def render_markdown(report: dict[str, Any]) -> str:
     if final:
         contract = final["input"]
         pre = contract["preprocessing"]
+        if pre.get("kind") == "text":  # token ids: the tokenizer shipped beside the model
+            inputs = " and ".join(f"`{i['name']}`" for i in contract["inputs"])
+            described = (
+                f"Inputs {inputs}: int64 {contract['shape']}, from `final/{pre['tokenizer']}` "
+                f"(max_length {pre['max_length']}, padded on the {pre['padding_side']} "
+                f"with id {pre['pad_id']}; labels {pre['labels']}). "
+            )
+        else:
+            described = (
+                f"Input `{contract['name']}`: {contract['dtype']} {contract['shape']} "
+                f"({contract['layout']}); x = {pre['formula']} with scale {pre['scale']:.6g}, "
+                f"mean {pre['mean']}, std {pre['std']}. "
+            )
         lines += [
             "## Final model",
             "",
             f"`{final['path']}` (from stage `{final['stage']}`, "
             f"sha256 `{final['sha256'][:16]}...`).",
             "",
-            f"Input `{contract['name']}`: {contract['dtype']} {contract['shape']} "
-            f"({contract['layout']}); x = {pre['formula']} with scale {pre['scale']:.6g}, "
-            f"mean {pre['mean']}, std {pre['std']}. "
-            f"Output `{contract['output']['name']}`: {contract['output']['shape']} class logits.",
+            described
+            + f"Output `{contract['output']['name']}`: {contract['output']['shape']} class logits.",
             "",
         ]
         if report.get("best_stage") and report["best_stage"] != final["stage"]:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.models.signature import InputSignature, Samples, as_feeds, as_signature
+from compress.models.signature import (
+    InputSignature,
+    Samples,
+    as_feeds,
+    as_signature,
+    sample_count,
+)
 from compress.runtime.machine import LoadMeter
 from compress.runtime.sessions import make_session
 
@@ -43,8 +49,19 @@ class LatencyStats:
         """Items per second at the median latency (batch / p50)."""
         return self.batch_size * 1000.0 / self.p50_ms if self.p50_ms > 0 else float("nan")
 
+    def throughput_spread(self) -> dict[str, float]:
+        """Items per second of the slowest and the fastest round (batch / round p50)."""
+        rates = [self.batch_size * 1000.0 / p for p in self.round_p50_ms if p > 0]
+        if not rates:
+            return {"min": float("nan"), "max": float("nan")}
+        return {"min": min(rates), "max": max(rates)}
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "throughput": self.throughput}
+        return {
+            **asdict(self),
+            "throughput": self.throughput,
+            "throughput_rounds": self.throughput_spread(),
+        }
 
 
 def _stats(samples_ns: list[int], round_p50: list[float], provider: str, threads: int, batch: int):
@@ -86,7 +103,10 @@ def measure_latency(
         signature: the models' inputs (a per-sample shape stands for one image
             input); random inputs of `batch_size` rows are drawn from it.
         provider, threads, batch_size: the session and input under test.
-        samples: real inputs to time on instead (their first `batch_size` rows).
+        samples: real inputs to time on instead of random ones: up to `MAX_BATCHES`
+            batches of `batch_size` rows drawn (seeded) from them, each trimmed of the
+            padding no row of it needs (`real_batches`); each timed run takes the next
+            batch in turn, the same sequence for every model.
         warmup: untimed runs per model before the first round.
         repeats, rounds: timed runs per model per round, and the number of rounds.
         max_other_load: a round during which other processes used more than this
@@ -99,15 +119,15 @@ def measure_latency(
     """
     signature = as_signature(signature)
     if samples is None:
-        feed = signature.random_feed(signature.sizes(batch_size), seed)
+        batches = [signature.random_feed(signature.sizes(batch_size), seed)]
     else:
-        feed = {k: v[:batch_size] for k, v in as_feeds(samples, signature.names).items()}
+        batches = real_batches(samples, signature.names, batch_size, seed)
     sessions = [make_session(path, provider, threads) for path in paths]
-    feeds = [_feed_for(session, feed) for session in sessions]
-    for session, feed in zip(sessions, feeds):
-        for _ in range(warmup):
-            session.run(None, feed)
-    samples: list[list[int]] = [[] for _ in sessions]
+    feeds = [[_feed_for(session, batch) for batch in batches] for session in sessions]
+    for session, session_feeds in zip(sessions, feeds):
+        for index in range(warmup):
+            session.run(None, session_feeds[index % len(session_feeds)])
+    timings: list[list[int]] = [[] for _ in sessions]
     round_p50: list[list[float]] = [[] for _ in sessions]
     loads: list[float] = []
     disturbed = 0
@@ -117,9 +137,10 @@ def measure_latency(
         for attempt in range(retries + 1):
             meter.start()
             round_times = []
-            for session, feed in zip(sessions, feeds):
+            for session, session_feeds in zip(sessions, feeds):
                 times = []
-                for _ in range(repeats):
+                for index in range(repeats):
+                    feed = session_feeds[index % len(session_feeds)]
                     start = clock()
                     session.run(None, feed)
                     times.append(clock() - start)
@@ -131,12 +152,60 @@ def measure_latency(
             disturbed += 1
         loads.append(load if load is not None else float("nan"))
         for index, times in enumerate(round_times):
-            samples[index].extend(times)
+            timings[index].extend(times)
             round_p50[index].append(statistics.median(times) / 1e6)
-    results = [_stats(s, r, provider, threads, batch_size) for s, r in zip(samples, round_p50)]
+    results = [_stats(s, r, provider, threads, batch_size) for s, r in zip(timings, round_p50)]
     for result in results:
         result.other_load, result.disturbed_rounds = loads, disturbed
     return results
+
+
+# Distinct real batches a measurement cycles through: enough texts of different
+# lengths for a representative median, few enough to hold in memory at batch 32.
+MAX_BATCHES = 8
+MASK_NAME = "attention_mask"
+
+
+def real_batches(
+    samples: Samples, names: list[str], batch_size: int, seed: int = 0, count: int = MAX_BATCHES
+) -> list[dict[str, np.ndarray]]:
+    """Up to `count` batches of `batch_size` real rows (a seeded draw without
+    replacement; rows repeat only when there are fewer than `batch_size`), each padded
+    per batch: where the inputs have an `attention_mask`, the trailing columns no row
+    of the batch attends to are cut from every input as wide as the mask, as a server
+    batching real texts pads them to the batch's longest.
+
+    Example:
+        >>> ids = np.array([[5, 6, 0, 0], [7, 0, 0, 0]])
+        >>> batch = real_batches({"input_ids": ids, "attention_mask": (ids > 0) * 1},
+        ...                      ["input_ids", "attention_mask"], 2)[0]
+        >>> batch["input_ids"].shape
+        (2, 2)
+    """
+    feeds = as_feeds(samples, names)
+    rows = sample_count(feeds)
+    if rows == 0:
+        raise ValueError("no samples to time on")
+    order = np.random.default_rng(seed).permutation(rows)
+    if rows < batch_size:
+        order = np.resize(order, batch_size)
+    batches = []
+    for start in range(0, min(len(order) // batch_size, count) * batch_size, batch_size):
+        chosen = np.sort(order[start : start + batch_size])
+        batches.append(_trim_padding({k: np.asarray(v)[chosen] for k, v in feeds.items()}))
+    return batches
+
+
+def _trim_padding(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    mask = batch.get(MASK_NAME)
+    if mask is None or mask.ndim != 2:
+        return batch
+    used = np.flatnonzero(mask.any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    return {
+        name: value[:, :width] if value.ndim == 2 and value.shape[1] == mask.shape[1] else value
+        for name, value in batch.items()
+    }
 
 
 def _feed_for(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -157,10 +226,12 @@ def measure_with_runtime(
     provider: str | None = None,
     seed: int = 0,
     profile=None,
+    samples: Samples | None = None,
 ) -> list[LatencyStats]:
     """`measure_latency` with threads, batch size, warm-up, repeats and rounds taken from
     a recipe's `[runtime]` table (provider: its first one unless given; batch and
-    threads: its first deployment profile unless one is given)."""
+    threads: its first deployment profile unless one is given; repeats and rounds: the
+    profile's own where it sets them). `samples`: real inputs to time on."""
     profile = profile or runtime.deployment_profiles()[0]
     return measure_latency(
         paths,
@@ -169,9 +240,10 @@ def measure_with_runtime(
         threads=profile.threads,
         batch_size=profile.batch,
         warmup=runtime.warmup,
-        repeats=runtime.repeats,
-        rounds=runtime.rounds,
+        repeats=getattr(profile, "repeats", None) or runtime.repeats,
+        rounds=getattr(profile, "rounds", None) or runtime.rounds,
         seed=seed,
+        samples=samples,
     )
 
 

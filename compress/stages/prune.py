@@ -107,6 +107,10 @@ def accuracy_gate(ctx: RunContext, budgets) -> tuple[float | None, str]:
     return max(floors)
 
 
+def _or_ratio(value: float | None) -> str:
+    return "= ratio" if value is None else str(value)
+
+
 @register_stage("prune")
 class PruneStage(Stage):
     """Prune the current model to `ratio` in `steps` steps, fine-tuning after each."""
@@ -131,7 +135,9 @@ class PruneStage(Stage):
             "method": config.method,
             "importance": config.importance if config.method == "structured" else "l1",
             "ratio_meaning": (
-                "share of output channels (attention: heads) removed from each prunable layer"
+                "share of output channels removed from each prunable layer; attention: "
+                f"whole heads at head_ratio {_or_ratio(config.head_ratio)}, FFN width at "
+                f"ffn_ratio {_or_ratio(config.ffn_ratio)}"
                 if config.method == "structured"
                 else "share of prunable weights set to zero"
             ),
@@ -163,6 +169,8 @@ class PruneStage(Stage):
             global_pruning=config.global_pruning,
             round_to=config.round_to,
             gradient_batches=self._gradient_batches(ctx),
+            head_ratio=config.head_ratio,
+            ffn_ratio=config.ffn_ratio,
         )
         probe = TargetProbe(ctx, config.target, scratch) if config.target else None
         floor, floor_reason = accuracy_gate(ctx, config.budgets) if probe else (None, "")
@@ -194,6 +202,7 @@ class PruneStage(Stage):
                 outcome = {"stopped": f"step {step}: target {self._target_text()} reached"}
                 break
         outcome["flags"] = timer.annotate(steps_log)
+        outcome["attention_families"] = pruner.families
         if probe is not None:
             outcome.setdefault(
                 "stopped",
@@ -219,10 +228,12 @@ class PruneStage(Stage):
             return None
         generator = torch.Generator().manual_seed(ctx.seed)
         order = torch.randperm(len(ctx.data.train), generator=generator)[:256]
-        return [
-            (ctx.data.train.x[order[i : i + 64]], ctx.data.train.y[order[i : i + 64]])
-            for i in range(0, len(order), 64)
-        ]
+        train = ctx.data.train
+        batches = []
+        for i in range(0, len(order), 64):
+            inputs = train.take(order[i : i + 64])  # a tuple for several inputs
+            batches.append((inputs[0] if len(inputs) == 1 else inputs, train.y[order[i : i + 64]]))
+        return batches
 
     # ------------------------------------------------------------------ unstructured
 

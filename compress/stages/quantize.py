@@ -101,11 +101,14 @@ class QuantizeStage(Stage):
         elif config.format == "placement":
             settings = self._placement(ctx, fp32_path, int8_path)
         elif config.mode == "int4":
-            settings = quantize_int4_weights(fp32_path, int8_path, block_size=config.block_size)
+            settings = quantize_int4_weights(
+                fp32_path, int8_path, block_size=config.block_size, op_types=config.op_types
+            )
         elif config.mode == "dynamic":
             settings = quantize_dynamic_onnx(
-                fp32_path, int8_path, weight_type=config.weight_type, per_channel=config.per_channel
-            )
+                fp32_path, int8_path, weight_type=config.weight_type,
+                per_channel=config.per_channel, op_types=config.op_types,
+            )  # fmt: skip
         else:
             settings = self._static(ctx, fp32_path, int8_path)
         ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
@@ -244,6 +247,7 @@ class QuantizeStage(Stage):
             per_channel=config.per_channel,
             calibration=config.calibration,
             reduce_range=self._reduce_range(),
+            op_types=config.op_types,
         )
 
     def _placement(self, ctx: RunContext, fp32_path, out_path) -> dict:

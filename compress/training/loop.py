@@ -23,7 +23,9 @@ from compress.errors import AgreedStop, StageError
 from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import DistillConfig
 from compress.training.augment import augment_batch
+from compress.training.batches import batch_plan, take_batch
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
+from compress.training.features import FeatureDistiller
 from compress.training.inference import evaluate, teacher_logits_memo
 from compress.training.losses import distillation_loss
 from compress.training.optim import build_optimizer, build_schedule
@@ -152,15 +154,19 @@ def _train(
     stopper = EarlyStopping(config.early_stopping)
     guard = DivergenceGuard(config, data.num_classes)
     teacher_logits = None
+    features = None  # hidden-state distillation: the teacher then runs on every batch
+    if teacher is not None and distill is not None and getattr(distill, "feature_layers", None):
+        features = FeatureDistiller(model, teacher, distill.feature_layers, distill.feature_weight)
     if teacher is not None:
         teacher.to(device).eval()  # frozen: only ever run under no_grad below
-        if augment == "none":  # fixed inputs: the teacher's answers never change, compute once
-            teacher_logits = teacher_logits_memo.get(teacher, train.inputs)
+        if augment == "none" and features is None:  # fixed inputs: compute the answers once
+            teacher_logits = teacher_logits_memo.get(teacher, train.inputs, train.lengths)
     is_driver = strategy.is_driver
 
     def loss_fn(logits, y, target):
         if target is not None and distill is not None:
-            return distillation_loss(logits, target, y, distill.temperature, distill.alpha)
+            loss = distillation_loss(logits, target, y, distill.temperature, distill.alpha)
+            return loss + features.loss() if features is not None else loss
         return F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
 
     result = FitResult()
@@ -179,13 +185,11 @@ def _train(
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             model.train()
-            order = torch.randperm(len(train), generator=generator)
             total_loss, seen = 0.0, 0
-            for start in range(0, len(order), config.batch_size):
-                index = order[start : start + config.batch_size]
-                if not engine.usable(len(index), config.batch_size) and len(order) > 1:
+            for index in batch_plan(train, config.batch_size, generator):
+                if not engine.usable(len(index), config.batch_size) and len(train) > 1:
                     continue
-                inputs = train.take(index)
+                inputs = take_batch(train, index)
                 if images:
                     inputs = (augment_batch(inputs[0], augment, generator),)
                     if layout is not None:
@@ -194,7 +198,9 @@ def _train(
                 y = train.y[index].to(device)
                 target = None
                 if teacher is not None and distill is not None:
-                    if teacher_logits is not None:
+                    if features is not None:
+                        target = features.teacher_forward(inputs)
+                    elif teacher_logits is not None:
                         target = teacher_logits[index].to(device)
                     else:
                         with torch.no_grad():
@@ -248,6 +254,8 @@ def _train(
                 break
     finally:
         engine.close()
+        if features is not None:
+            features.close()
         if layout is not None:  # hand back the layout every exporter and pruner expects
             model.to(memory_format=torch.contiguous_format)
         if device.type != "cpu":  # export, ONNX evaluation and checkpoints read CPU weights

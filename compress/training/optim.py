@@ -19,6 +19,7 @@ from compress.recipe.schema import (
     RMSPropConfig,
     SGDConfig,
     StepSchedule,
+    WarmupSchedule,
 )
 
 
@@ -109,8 +110,10 @@ def build_schedule(optimizer, config, epochs: int, steps_per_epoch: int) -> Sche
     """The LR schedule a recipe's `schedule` table names, with optional linear warm-up.
 
     Per-epoch schedules (step, multistep, exponential, cosine) step after each epoch;
-    onecycle steps after each batch, as torch intends.
+    onecycle and warmup step after each batch, as torch intends.
     """
+    if isinstance(config, WarmupSchedule):
+        return Schedule(warmup_linear(optimizer, config, epochs * steps_per_epoch), True)
     if isinstance(config, OneCycleSchedule):
         max_lr = config.max_lr or optimizer.param_groups[0]["lr"]
         scheduler = lr_scheduler.OneCycleLR(
@@ -130,3 +133,27 @@ def build_schedule(optimizer, config, epochs: int, steps_per_epoch: int) -> Sche
     return Schedule(
         lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup]), per_batch=False
     )
+
+
+def warmup_linear(optimizer, config: WarmupSchedule, total: int) -> lr_scheduler.LambdaLR:
+    """A ramp up to lr over the first `warmup` batches (never 0: batch 1 already
+    learns), then a straight line down to 0 after batch `total`.
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        >>> s = warmup_linear(opt, WarmupSchedule(name="warmup", warmup_steps=2), 6)
+        >>> used = []
+        >>> for _ in range(6):
+        ...     used.append(round(s.get_last_lr()[0], 2)); opt.step(); s.step()
+        >>> used, s.get_last_lr()
+        ([0.33, 0.67, 1.0, 0.75, 0.5, 0.25], [0.0])
+    """
+    total = max(total, 1)
+    warmup = config.steps(total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1) if warmup else 1.0
+        return max(total - step, 0) / max(total - warmup, 1)
+
+    return lr_scheduler.LambdaLR(optimizer, factor)

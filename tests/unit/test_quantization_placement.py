@@ -81,7 +81,7 @@ def test_search_keeps_a_change_only_when_it_is_faster(fp32, tmp_path, monkeypatc
     first, second, linear = quantizable_nodes(fp32)
     cost = {first: -1.0, second: 3.0, linear: -0.5}  # ms saved by int8
 
-    def fake_measure(paths, signature, runtime):
+    def fake_measure(paths, signature, runtime, **timing):
         ms = [10.0 - sum(cost[n] for n in _int8_layers(p)) for p in paths]
         return [LatencyStats("cpu", 1, 1, m, m, m, m, 0.0, 1, [m] * runtime.rounds) for m in ms]
 

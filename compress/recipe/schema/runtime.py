@@ -17,6 +17,15 @@ class ProfileConfig(StrictModel):
     name: str | None = Field(
         None, description="What budgets call it (default 'b<batch>-t<threads>')."
     )
+    repeats: int | None = Field(
+        None,
+        gt=0,
+        description="Timed runs per model per round at this profile (default: [runtime] "
+        "repeats); a large batch of a big model needs fewer for a stable median.",
+    )
+    rounds: int | None = Field(
+        None, gt=0, description="Interleaved rounds at this profile (default: [runtime] rounds)."
+    )
 
     @property
     def label(self) -> str:
@@ -51,8 +60,9 @@ class RuntimeConfig(StrictModel):
         None,
         min_length=1,
         description="Deployment profiles, e.g. [{batch = 1, threads = 1}, {batch = 32, "
-        "threads = 2}]: each is measured (p50/p90, items/s); the first is what budgets "
-        "read unless they name another. Default: one profile of batch_size and threads.",
+        "threads = 2}]: each is measured (p50/p90, items/s) on real test inputs (text: "
+        "batches padded to their longest row); the first is what budgets read unless "
+        "they name another. Default: one profile of batch_size and threads.",
     )
     train_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads for training (default: all cores)."

@@ -119,6 +119,26 @@ class OneCycleSchedule(StrictModel):
     pct_start: float = Field(0.25, gt=0, lt=1, description="Share of steps spent rising.")
 
 
+class WarmupSchedule(StrictModel):
+    """Linear warm-up to the optimizer's lr, then linear decay to 0; stepped per batch.
+
+    The usual schedule for fine-tuning a pretrained encoder."""
+
+    name: Literal["warmup"]
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Batches of warm-up (overrides warmup_fraction)."
+    )
+    warmup_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of all training batches spent warming up."
+    )
+
+    def steps(self, total: int) -> int:
+        """Warm-up batches out of `total`."""
+        if self.warmup_steps is not None:
+            return min(self.warmup_steps, total)
+        return int(round(self.warmup_fraction * total))
+
+
 ScheduleConfig = Annotated[
     Union[
         ConstantSchedule,
@@ -127,6 +147,7 @@ ScheduleConfig = Annotated[
         ExponentialSchedule,
         CosineSchedule,
         OneCycleSchedule,
+        WarmupSchedule,
     ],
     Field(discriminator="name"),
 ]
@@ -168,7 +189,12 @@ class TrainingConfig(StrictModel):
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Early stopping; absent means train all epochs, keep the best."
     )
-    grad_clip: float | None = Field(None, gt=0, description="Clip gradient norm to this.")
+    grad_clip: float | None = Field(
+        None,
+        gt=0,
+        description="Clip the global gradient norm (all parameters together) to this "
+        "before each optimizer step (1.0 is usual for fine-tuning transformers).",
+    )
     divergence_factor: float = Field(
         10.0,
         ge=0,
