@@ -14,7 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from compress.artifacts import atomic_write_json
 from compress.budgets import check_budgets
 from compress.callbacks import Callback
 from compress.errors import CompressError, describe_failure
