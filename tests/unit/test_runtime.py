@@ -210,6 +210,7 @@ def test_latency_stats_serialise(exported):
         "other_load",
         "disturbed_rounds",
         "throughput",
+        "throughput_rounds",
     }
     assert data["throughput"] == pytest.approx(stats.batch_size * 1000 / stats.p50_ms)
     assert data["n"] == 2
