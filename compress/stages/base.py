@@ -86,7 +86,8 @@ class RunContext:
         if self.teacher_spec is None:  # the first result (an ONNX file has no torch teacher)
             self.teacher = None if result.model is None else copy.deepcopy(result.model).eval()
             self.teacher_spec = result.spec
-            self.baseline_metrics, self.baseline_onnx = metrics, onnx_path
+            # a trial accepts results unmeasured: an ONNX stage's own file is its model
+            self.baseline_metrics, self.baseline_onnx = metrics, onnx_path or result.onnx_path
         self.model, self.spec = result.model, result.spec
         if onnx_path is not None:
             self.input_onnx = onnx_path
