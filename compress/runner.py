@@ -87,6 +87,8 @@ class Runner:
             self.strategy.placement = resolve_placement(self.recipe.training)  # cuda: exit 2
             self.report.training = self.strategy.placement.identity()
             data = self.report.data = load_run_data(self.recipe)
+            for warning in data.warnings:
+                self._emit("on_data_warning", warning)
             model, spec = initial_model(self.recipe, data)
         except CompressError as exc:
             self.report.fail(None, exc, str(exc), exc.exit_code)
