@@ -30,7 +30,8 @@ def trained():
     for _ in range(4):
         for index in torch.randperm(len(data.train)).split(32):
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(data.train.x[index]), data.train.y[index])
+            logits = model(data.train.x[index])
+            loss = torch.nn.functional.cross_entropy(logits, data.train.y[index])
             loss.backward()
             optimizer.step()
     return model.eval(), data

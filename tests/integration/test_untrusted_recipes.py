@@ -69,8 +69,8 @@ def test_no_user_code_refuses_every_callable_naming_its_key_path(tmp_path, paylo
     )
     recipe["model"] = {"architecture": f"{name}:build"}  # a table of its own, no widths
     if command == "tune":
-        recipe["tune"] = {"stage": "train", "trials": 1,
-                          "space": {"stages[0].epochs": {"type": "int", "low": 1, "high": 2}}}  # fmt: skip
+        epochs = {"type": "int", "low": 1, "high": 2}
+        recipe["tune"] = {"stage": "train", "trials": 1, "space": {"stages[0].epochs": epochs}}
 
     result = _invoke(tmp_path, recipe, command, "--no-user-code")
 
