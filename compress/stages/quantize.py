@@ -122,10 +122,14 @@ class QuantizeStage(Stage):
 
     @staticmethod
     def _float_onnx(ctx: RunContext, fp32_path) -> None:
-        """The float model to quantize: the torch model exported, or, for an ONNX-input
-        recipe, the current ONNX file as it is."""
+        """The float model to quantize: for an ONNX-input recipe the current ONNX file
+        as it is; else the previous stage's deployed export of this very model (the
+        runner exported and parity-checked it; a second export costs seconds for a
+        transformer and gives the same graph), or a fresh export when there is none."""
         if ctx.model is None:
             shutil.copyfile(ctx.onnx_path, fp32_path)
+        elif ctx.onnx_path is None and ctx.input_onnx is not None and ctx.input_onnx.is_file():
+            shutil.copyfile(ctx.input_onnx, fp32_path)
         else:
             export_onnx(ctx.model, ctx.spec.signature, fp32_path, debug=ctx.debug)
 
