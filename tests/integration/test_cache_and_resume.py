@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,10 +49,17 @@ def reference(tmp_path_factory):
     return root / "run", run.report
 
 
-def test_rerun_of_an_unchanged_recipe_reuses_every_stage(reference, tmp_path):
+def _finished(reference, tmp_path: Path) -> tuple[Path, Path]:
+    """(recipe, run folder) in tmp_path: a copy of the reference run, as if this test had
+    just run the recipe there (cache keys hold no paths); the copy is the test's to change."""
     out = tmp_path / "run"
-    path = _recipe(tmp_path)
-    first = run_cli("run", path, "--out", out, cwd=tmp_path, out=out).report
+    shutil.copytree(reference[0], out)
+    return _recipe(tmp_path), out
+
+
+def test_rerun_of_an_unchanged_recipe_reuses_every_stage(reference, tmp_path):
+    path, out = _finished(reference, tmp_path)
+    first = reference[1]
 
     second = run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
 
@@ -62,13 +70,12 @@ def test_rerun_of_an_unchanged_recipe_reuses_every_stage(reference, tmp_path):
     assert _untimed(second.report) == _untimed(first)
 
 
-def test_changing_a_stage_reruns_it_and_everything_after_nothing_before(tmp_path):
-    out = tmp_path / "run"
-    run_cli("run", _recipe(tmp_path), "--out", out, cwd=tmp_path, out=out)
+def test_changing_a_stage_reruns_it_and_everything_after_nothing_before(reference, tmp_path):
+    path, out = _finished(reference, tmp_path)
 
     changed = run_cli(
         "run",
-        _recipe(tmp_path),
+        path,
         "--out",
         out,
         "--set",
@@ -81,9 +88,8 @@ def test_changing_a_stage_reruns_it_and_everything_after_nothing_before(tmp_path
     assert [s["cached"] for s in changed.report["stages"]] == [True, False, False]
 
 
-def test_changing_only_a_budget_rechecks_without_rerunning(tmp_path):
-    out = tmp_path / "run"
-    run_cli("run", _recipe(tmp_path), "--out", out, cwd=tmp_path, out=out)
+def test_changing_only_a_budget_rechecks_without_rerunning(reference, tmp_path):
+    _, out = _finished(reference, tmp_path)
 
     rerun = run_cli(
         "run", _recipe(tmp_path, budgets={"params_max": 10}), "--out", out, cwd=tmp_path, out=out
@@ -94,10 +100,9 @@ def test_changing_only_a_budget_rechecks_without_rerunning(tmp_path):
     assert "params" in rerun.stderr and "max 10" in rerun.stderr
 
 
-def test_a_corrupt_cached_artifact_is_detected_and_rebuilt(tmp_path):
-    out = tmp_path / "run"
-    path = _recipe(tmp_path)
-    first = run_cli("run", path, "--out", out, cwd=tmp_path, out=out).report
+def test_a_corrupt_cached_artifact_is_detected_and_rebuilt(reference, tmp_path):
+    path, out = _finished(reference, tmp_path)
+    first = reference[1]
     weights = out / "prune" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated, as by a full disk
 
@@ -111,11 +116,10 @@ def test_a_corrupt_cached_artifact_is_detected_and_rebuilt(tmp_path):
     assert _untimed(second.report) == _untimed(first)  # rebuilt identically
 
 
-def test_no_cache_flag_reruns_everything(tmp_path):
-    out = tmp_path / "run"
-    run_cli("run", _recipe(tmp_path), "--out", out, cwd=tmp_path, out=out)
+def test_no_cache_flag_reruns_everything(reference, tmp_path):
+    path, out = _finished(reference, tmp_path)
 
-    rerun = run_cli("run", _recipe(tmp_path), "--out", out, "--no-cache", cwd=tmp_path, out=out)
+    rerun = run_cli("run", path, "--out", out, "--no-cache", cwd=tmp_path, out=out)
 
     assert [s["cached"] for s in rerun.report["stages"]] == [False, False, False]
 
@@ -163,9 +167,7 @@ KILL_POINTS = {
 
 def test_a_half_written_stage_folder_is_never_reused(reference, tmp_path):
     ref_dir, ref_report = reference
-    out = tmp_path / "run"
-    path = _recipe(tmp_path)
-    run_cli("run", path, "--out", out, cwd=tmp_path, out=out)
+    path, out = _finished(reference, tmp_path)
     # what a kill during the prune stage's writes leaves: no metrics.json, a truncated
     # file and a temporary sibling
     (out / "prune" / "metrics.json").unlink()

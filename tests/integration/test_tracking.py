@@ -193,15 +193,22 @@ def refusing_server():
     server.server_close()
 
 
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """The tiny recipe run once without tracking: what a run with a dead server must match."""
+    root = tmp_path_factory.mktemp("plain")
+    path = write_recipe(root / "t.toml", tiny_recipe_dict())
+    return run_cli("run", path, "--out", root / "plain", cwd=root, out=root / "plain")
+
+
 @pytest.mark.parametrize("server", ["down", "refusing"])
 def test_a_tracking_server_that_is_down_or_refuses_is_one_warning_and_the_run_goes_on(
-    tmp_path, server, request
+    tmp_path, server, request, plain
 ):
     uri = f"http://127.0.0.1:{free_port()}" if server == "down" else request.getfixturevalue(
         "refusing_server"
     )
     path = write_recipe(tmp_path / "t.toml", tiny_recipe_dict())
-    plain = run_cli("run", path, "--out", tmp_path / "plain", cwd=tmp_path, out=tmp_path / "plain")
 
     run = run_cli("run", path, "--out", tmp_path / "run", "--mlflow", uri, cwd=tmp_path,
                   out=tmp_path / "run")  # fmt: skip
