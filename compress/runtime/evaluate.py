@@ -32,6 +32,13 @@ def split_samples(split: Split, signature: InputSignature | None = None) -> Samp
     return x.numpy()
 
 
+def onnx_logits(
+    path: str | Path, split: Split, signature: InputSignature | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """Logits of an ONNX model over a whole split."""
+    return onnx_predictions(path, split_samples(split, signature), batch_size)
+
+
 def onnx_accuracy(path: str | Path, split: Split, signature: InputSignature | None = None) -> float:
     """Top-1 accuracy of an ONNX model on a split."""
     logits = onnx_predictions(path, split_samples(split, signature))
