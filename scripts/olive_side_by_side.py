@@ -415,7 +415,7 @@ def accuracy(models: dict, x: np.ndarray, y: np.ndarray) -> dict:
 def time_interleaved(
     models: dict, x: np.ndarray, threads: int, batch: int, rounds: int, repeats: int
 ) -> dict:
-    """Per round, each model runs `repeats` times in turn (A B C A B C ...);
+    """Per round, each model runs `repeats` times in turn (A B C D, then B C D A ...);
     speed-ups are medians of per-round p50 ratios vs fp32."""
     sessions = {name: session(path, threads) for name, path in models.items()}
     feed = {"input": x[:batch]}
@@ -423,8 +423,12 @@ def time_interleaved(
         for _ in range(5):
             s.run(None, feed)
     per_round = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, s in sessions.items():
+    names = list(sessions)
+    for r in range(rounds):
+        # the order rotates every round (A B C D, B C D A, ...): no model always
+        # follows the same one (a weight-dequantizing model leaves a cold cache)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            s = sessions[name]
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
