@@ -413,10 +413,16 @@ def accuracy(models: dict, x: np.ndarray, y: np.ndarray) -> dict:
 
 
 def time_interleaved(
-    models: dict, x: np.ndarray, threads: int, batch: int, rounds: int, repeats: int
+    models: dict,
+    x: np.ndarray,
+    threads: int,
+    batch: int,
+    rounds: int,
+    repeats: int,
+    baseline: str = "fp32",
 ) -> dict:
     """Per round, each model runs `repeats` times in turn (A B C D, then B C D A ...);
-    speed-ups are medians of per-round p50 ratios vs fp32."""
+    speed-ups are medians of per-round p50 ratios vs `baseline`."""
     sessions = {name: session(path, threads) for name, path in models.items()}
     feed = {"input": x[:batch]}
     for s in sessions.values():  # warm-up
@@ -437,7 +443,7 @@ def time_interleaved(
             per_round[name].append(statistics.median(times) * 1000)
     out = {}
     for name, p50s in per_round.items():
-        ratios = [f / m for f, m in zip(per_round["fp32"], p50s)]
+        ratios = [f / m for f, m in zip(per_round[baseline], p50s)]
         out[name] = {
             "p50_ms": statistics.median(p50s),
             "round_p50_ms": p50s,
@@ -482,6 +488,11 @@ def step_bench(work: Path, rounds: int, profiles: list[tuple[int, int]]) -> dict
                 for k, v in result["timing"][f"b{batch}-t{threads}"].items()
             )
         )
+    # the two u8s8 models head to head (b1 t1, 20 rounds): equal graphs should be ~1.0x
+    pair = {k: models[k] for k in ("olive-compress-like", "compress")}
+    head = time_interleaved(pair, x, 1, 1, 20, 100, baseline="olive-compress-like")
+    result["compress_vs_olive_compress_like_b1_t1"] = head["compress"]
+    print(f"compress vs olive-compress-like, b1 t1: {head['compress']['speedup']:.3f}x")
     result["size_bytes"] = {
         name: path.stat().st_size + (path.with_name(path.name + ".data").stat().st_size
                                      if path.with_name(path.name + ".data").exists() else 0)
