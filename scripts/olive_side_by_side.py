@@ -20,6 +20,7 @@ Steps (all files under --work, nothing in the repository):
            (A B C A B C ...) at every profile; accuracy on the 10k test images,
            top-1 agreement and mean KL vs fp32; sizes; int8 node counts after ORT's
            optimizer. Writes work/results.json and work/results.md.
+  profile  ORT's profiler on Olive's default and compress's int8 (op time shares, b1 t1)
 """
 
 from __future__ import annotations
@@ -398,6 +399,9 @@ def accuracy(models: dict, x: np.ndarray, y: np.ndarray) -> dict:
         logits[name] = np.concatenate(
             [s.run(None, {"input": x[i : i + 256]})[0] for i in range(0, len(x), 256)]
         )
+    # the two u8s8 models: test images where their top-1 differs
+    u8s8 = [logits[k].argmax(1) for k in ("olive-compress-like", "compress")]
+    differ = int((u8s8[0] != u8s8[1]).sum())
     p_ref = softmax(logits["fp32"].astype(np.float64))
     top_ref = p_ref.argmax(1)
     out = {}
@@ -409,6 +413,7 @@ def accuracy(models: dict, x: np.ndarray, y: np.ndarray) -> dict:
             "agreement": float((p.argmax(1) == top_ref).mean()),
             "kl_mean": float(kl.mean()),
         }
+    out["top1_differs_olive_compress_like_vs_compress"] = differ
     return out
 
 
@@ -451,6 +456,52 @@ def time_interleaved(
             "speedup_min": min(ratios),
             "speedup_max": max(ratios),
         }
+    return out
+
+
+def op_time_shares(path: Path, x: np.ndarray, runs: int = 100) -> dict:
+    """Share of kernel time per op type (ORT's profiler, b1 t1, after 10 warm-up runs)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {"input": x[:1]}
+        for _ in range(10 + runs):
+            s.run(None, feed)
+        events = json.loads(Path(s.end_profiling()).read_text())
+    per_run: list[dict] = []
+    for event in events:
+        if event.get("cat") == "Session" and event.get("name") == "model_run":
+            per_run.append({})
+        elif event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and per_run:
+            op = event["args"]["op_name"]
+            per_run[-1][op] = per_run[-1].get(op, 0) + event["dur"]
+    totals: dict[str, float] = {}
+    for run in per_run[-runs:]:  # the warm-up runs left out
+        for op, us in run.items():
+            totals[op] = totals.get(op, 0) + us
+    whole = sum(totals.values())
+    return {op: round(us / whole, 3) for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def step_profile(work: Path) -> dict:
+    pre = contract(work)
+    data = np.load(work / "fashion.npz")
+    x = ((data["x_test"][:1] * float(data["scale"]) - pre["mean"][0]) / pre["std"][0]).astype(
+        np.float32
+    )
+    out = {
+        name: op_time_shares(work / f"{name}.onnx", x)
+        for name in ("olive-default", "compress-int8")
+    }
+    for name, shares in out.items():
+        print(
+            f"profile {name}: " + ", ".join(f"{op} {v:.0%}" for op, v in list(shares.items())[:4])
+        )
     return out
 
 
@@ -593,7 +644,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/olive-sbs"))
     parser.add_argument("--compress", default="/work/wt-olive/.venv/bin/compress")
     parser.add_argument("--model", type=Path, help="an existing ONNX file instead of training one")
-    parser.add_argument("--steps", default="train,prepare,olive,compress,bench")
+    parser.add_argument("--steps", default="train,prepare,olive,compress,bench,profile")
     parser.add_argument(
         "--torch-side",
         action="store_true",
@@ -620,6 +671,8 @@ def main() -> None:
     if "bench" in steps:
         profiles = [(1, 1), (2, 1), (1, 32), (2, 32)]
         results["bench"] = step_bench(work, args.rounds, profiles)
+    if "profile" in steps:
+        results["profile_b1_t1"] = step_profile(work)
     results["user_wrote"] = {
         "olive": {
             "config_json_lines": code_lines(
