@@ -1,4 +1,4 @@
-"""Issue 17: compress vs Microsoft Olive on the same ResNet-18-shaped ONNX file.
+r"""Issue 17: compress vs Microsoft Olive on the same ResNet-18-shaped ONNX file.
 
 Run with the Python of a separate Olive venv (olive-ai, torch==2.13.0 CPU,
 onnxruntime==1.32.0; docs/olive.md says how it was installed); compress runs as
@@ -84,30 +84,6 @@ onnx = "{model}"
 [data]
 source = "fashion-mnist"
 max_train_samples = 12000
-[[stages]]
-type = "quantize"
-mode = "static"
-[[stages]]
-type = "export"
-# int8 of this 82%-accurate model agrees with fp32 on ~95% of predictions (its -0.1 pt
-# accuracy change aside): the default agreement_min 0.97 fails the stage (exit 3)
-agreement_min = 0.9
-"""
-
-# The fallback while main has no [model] onnx: the same trained weights through
-# compress's torch side (a resnet of depth 18 whose weights are the trained
-# safetensors), quantize + export. Same data, split and calibration rows as the
-# training run.
-COMPRESS_TORCH_RECIPE = """\
-name = "resnet18-weights-int8"
-seed = 0
-[data]
-source = "fashion-mnist"
-max_train_samples = 12000
-[model]
-architecture = "resnet"
-depth = 18
-weights = "{weights}"
 [[stages]]
 type = "quantize"
 mode = "static"
@@ -258,7 +234,10 @@ def calibration_rows(y_train: np.ndarray, max_train_samples: int | None = MAX_TR
 
 
 def contract(work: Path) -> dict:
-    path = work / "train-run" / "final" / "model.contract.json"
+    """The model's preprocessing (mean, std, scale) from compress's contract."""
+    path = work / "resnet18.contract.json"
+    if not path.exists():
+        path = work / "train-run" / "final" / "model.contract.json"
     return json.loads(path.read_text())["preprocessing"]
 
 
@@ -317,13 +296,9 @@ def step_olive(work: Path) -> dict:
     return results
 
 
-def step_compress(work: Path, compress: str, torch_side: bool) -> dict:
+def step_compress(work: Path, compress: str) -> dict:
     pre = contract(work)
-    if torch_side:
-        weights = work / "train-run" / "train" / "model.safetensors"
-        recipe = COMPRESS_TORCH_RECIPE.format(weights=weights)
-    else:
-        recipe = COMPRESS_ONNX_RECIPE.format(model=work / "resnet18.onnx")
+    recipe = COMPRESS_ONNX_RECIPE.format(model=work / "resnet18.onnx")
     path = work / "compress.toml"
     path.write_text(recipe)
     out = work / "compress-run"
@@ -341,7 +316,6 @@ def step_compress(work: Path, compress: str, torch_side: bool) -> dict:
     return {
         "wall_s": seconds,
         "recipe": recipe,
-        "torch_side": torch_side,
         "report": str(out / "report.json"),
         "status": report["status"],
         "stage_s": {stage["name"]: stage["duration_s"] for stage in report["stages"]},
@@ -643,21 +617,22 @@ def main() -> None:
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/olive-sbs"))
     parser.add_argument("--compress", default="/work/wt-olive/.venv/bin/compress")
-    parser.add_argument("--model", type=Path, help="an existing ONNX file instead of training one")
-    parser.add_argument("--steps", default="train,prepare,olive,compress,bench,profile")
     parser.add_argument(
-        "--torch-side",
-        action="store_true",
-        help="compress half from the trained weights (no [model] onnx on main yet)",
+        "--model",
+        type=Path,
+        help="the train recipe's final/model.onnx from elsewhere (its model.contract.json "
+        "beside it), instead of training here",
     )
+    parser.add_argument("--steps", default="train,prepare,olive,compress,bench,profile")
     parser.add_argument("--rounds", type=int, default=8, help="timing rounds (bench)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each command (wall time)")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     steps = args.steps.split(",")
-    if args.model:
+    if args.model:  # a final/model.onnx of the train recipe, with its contract beside it
         shutil.copy(args.model, work / "resnet18.onnx")
+        shutil.copy(args.model.with_name("model.contract.json"), work / "resnet18.contract.json")
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results["machine"] = machine()
@@ -674,7 +649,7 @@ def main() -> None:
             for name, row in results["olive"].items():
                 walls.setdefault(f"olive {name}", []).append(row["wall_s"])
         if "compress" in steps:
-            results["compress"] = step_compress(work, args.compress, args.torch_side)
+            results["compress"] = step_compress(work, args.compress)
             walls.setdefault("compress", []).append(results["compress"]["wall_s"])
     if "olive" in steps:
         for name, row in results["olive"].items():
