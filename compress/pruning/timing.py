@@ -29,9 +29,14 @@ class StepTimer:
         self.signature, self.runtime, self.scratch, self.seed = signature, runtime, scratch, seed
         self.paths: dict[int, Path] = {}
 
-    def add(self, model: nn.Module, step: int) -> None:
+    def add(self, model: nn.Module, step: int, exported: Path | None = None) -> None:
+        """Export step `step`'s model, or time `exported`: a file of this same model
+        that exists already (the stage's input, deployed by the previous stage)."""
         from compress.runtime.onnx_export import export_onnx
 
+        if exported is not None and exported.is_file():
+            self.paths[step] = exported
+            return
         self.paths[step] = export_onnx(model, self.signature, self.scratch / f"timed{step}.onnx")
 
     def annotate(self, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -108,12 +108,16 @@ class StageResult:
             runner exports `model` for evaluation.
         details: stage-specific facts for the report (fit history, pruning
             steps, quantization types, parity figures).
+        exported: an export of `model` the stage made anyway (prune times its last
+            step's file), in the stage folder: the runner deploys it after the usual
+            parity check instead of exporting the same model again.
     """
 
     model: nn.Module | None
     spec: ModelSpec | None
     onnx_path: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    exported: Path | None = None
 
 
 def seed_everything(seed: int) -> None:

@@ -10,6 +10,7 @@ validation accuracy still met the stage's accuracy budgets.
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -148,10 +149,12 @@ class PruneStage(Stage):
                 model, steps_log, outcome = self._structured(
                     ctx, model, unpruned, ignored, layer_ratios, Path(scratch)
                 )
+            exported = outcome.pop("exported", None)
             details.update(steps=steps_log, **outcome)
         else:
+            exported = None
             details.update(self._unstructured(ctx, model, unpruned, ignored))
-        return StageResult(model, ctx.spec, details=details)
+        return StageResult(model, ctx.spec, details=details, exported=exported)
 
     # ------------------------------------------------------------------ structured
 
@@ -175,7 +178,8 @@ class PruneStage(Stage):
         probe = TargetProbe(ctx, config.target, scratch) if config.target else None
         floor, floor_reason = accuracy_gate(ctx, config.budgets) if probe else (None, "")
         timer = StepTimer(ctx.spec.signature, ctx.recipe.runtime, scratch, ctx.seed)
-        timer.add(model, 0)
+        # step 0 is the stage's input, which the previous stage deployed: time that file
+        timer.add(model, 0, exported=ctx.input_onnx if ctx.onnx_path is None else None)
         steps_log = [self._step_record(ctx, model, 0, 0.0, None)]
         if probe is not None:
             steps_log[0].update(probe.measure(model, 0))
@@ -203,6 +207,9 @@ class PruneStage(Stage):
                 break
         outcome["flags"] = timer.annotate(steps_log)
         outcome["attention_families"] = pruner.families
+        if probe is None:  # the model ships as its last step was timed: deploy that file
+            outcome["exported"] = ctx.workdir / "model.onnx"
+            shutil.copyfile(timer.paths[max(timer.paths)], outcome["exported"])
         if probe is not None:
             outcome.setdefault(
                 "stopped",
