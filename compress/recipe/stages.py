@@ -262,11 +262,17 @@ class ExportStageConfig(_StageBase):
     )
     parity_atol: float = Field(1e-4, gt=0, description="Absolute tolerance on logits.")
     parity_rtol: float = Field(1e-3, ge=0, description="Relative tolerance on logits.")
+    # 0.9, not 0.97: a ResNet-18 whose int8 file lost 0.13 points of accuracy agreed on
+    # 95% of its validation predictions (docs/olive.md). This check catches a broken
+    # int8 file (exit 3); how faithful it must be is a budget (agreement_min, exit 1,
+    # the model still saved).
     agreement_min: float = Field(
-        0.97,
+        0.9,
         ge=0,
         le=1,
-        description="For an int8 model: least share of predictions equal to the fp32 model's.",
+        description="For an int8 model: least share of validation predictions equal to the "
+        "fp32 model's, below which the int8 file counts as broken (the stage fails). Gate "
+        "fidelity with the budget `agreement_min` (test split, vs the baseline).",
     )
 
 
