@@ -17,7 +17,7 @@ import numpy as np
 
 from compress.data.bundle import RawData
 from compress.data.checks import check_arrays, check_scale
-from compress.data.image_folder import scan_image_folder
+from compress.data.image_files import scan_image_folder
 from compress.data.text import load_texts
 from compress.errors import DataError
 from compress.recipe.schema import DataConfig
