@@ -1,4 +1,5 @@
-"""Generated image folders for tests: learnable PNG classes and broken files.
+"""Generated image folders for tests (learnable PNG classes, broken files) and lazy
+splits whose reads can be counted.
 
 Example:
     >>> root = write_image_folder(tmp_path / "images")  # doctest: +SKIP
@@ -8,9 +9,15 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from compress.data.bundle import DataBundle
 
 
 def class_image(label: int, size: tuple[int, int], channels: int, rng) -> np.ndarray:
@@ -70,3 +77,40 @@ def break_file(path: str | Path, how: str = "truncate") -> Path:
     else:
         path.write_bytes(b"this is not an image\n")
     return path
+
+
+class CountingRows:
+    """A `RowReader` over tensors that records every read: a lazy split whose reads a
+    test can count (how many rows at once, how many in all).
+
+    Example:
+        >>> from compress.data import Split
+        >>> rows = CountingRows(torch.zeros(10, 1, 2, 2))
+        >>> split = Split(None, torch.zeros(10, dtype=torch.int64), reader=rows)
+        >>> [len(x[0]) for x, _ in split.chunks(4)], rows.reads
+        ([4, 4, 2], [4, 4, 2])
+    """
+
+    def __init__(self, x: torch.Tensor, num_workers: int = 0):
+        self.x, self.num_workers = x, num_workers
+        self.shapes = (tuple(x.shape[1:]),)
+        self.reads: list[int] = []  # rows per read, in order
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def read(self, rows) -> tuple[torch.Tensor, ...]:
+        self.reads.append(len(rows))
+        return (self.x[torch.as_tensor(list(rows), dtype=torch.int64)].clone(),)
+
+
+def as_lazy(bundle: DataBundle) -> DataBundle:
+    """The same bundle with every split read through a `CountingRows` reader."""
+    from compress.data import Split
+
+    def lazy(split: Split) -> Split:
+        return Split(None, split.y, reader=CountingRows(split.x))
+
+    return dataclasses.replace(
+        bundle, train=lazy(bundle.train), val=lazy(bundle.val), test=lazy(bundle.test)
+    )
