@@ -81,7 +81,9 @@ def _target_size(config: DataConfig) -> tuple[int, int] | None:
     size = config.image_size
     if size is None:
         return None
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if isinstance(size, int):
+        return size, size
+    return (int(size[0]), int(size[-1]))  # [N] or [height, width]
 
 
 def _list(config: DataConfig, root: Path) -> tuple[str, dict[str, list[Path]], dict, list[str]]:

@@ -85,14 +85,10 @@ class DataConfig(StrictModel):
         "to feed a pretrained model its own normalisation; default: computed from the "
         "training split (image-folder: from a seeded sample of up to 2,000 training images).",
     )
-    std: list[Annotated[float, Field(gt=0)]] | None = Field(
+    std: list[float] | None = Field(
         None, min_length=1, description="Normalisation std per channel, with `mean`."
     )
-    image_size: (
-        Annotated[int, Field(ge=1)]
-        | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
-        | None
-    ) = Field(
+    image_size: int | list[int] | None = Field(
         None,
         description="image-folder: the model's input size, N or [height, width]: each image "
         "is resized (bilinear) so it covers that size (shorter side to N), then centre "
@@ -132,6 +128,21 @@ class DataConfig(StrictModel):
             "instead of an error): such a classifier is right by construction."
         ),
     )
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(v > 0 for v in value):
+            raise ValueError(f"every std must be > 0, got {value}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: int | list[int] | None) -> int | list[int] | None:
+        sizes = [value] if isinstance(value, int) else value or []
+        if value is not None and (len(sizes) not in (1, 2) or min(sizes) < 1):
+            raise ValueError(f"image_size is N or [height, width], each >= 1, got {value}")
+        return value
 
     @field_validator("source")
     @classmethod
