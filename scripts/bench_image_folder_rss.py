@@ -70,7 +70,7 @@ def recipe(data: dict, workers: int) -> dict:
                 "type": "train",
                 "epochs": 1,
                 "batch_size": 128,
-                "optimizer": {"name": "adam", "lr": 0.003},
+                "optimizer": {"name": "adam", "lr": 0.01},
             },  # fmt: skip
             {"type": "quantize", "mode": "static", "calibration": {"samples": 256}},
             # the point is memory, not int8 fidelity: a 1-epoch model on a small folder
