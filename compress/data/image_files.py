@@ -68,6 +68,8 @@ def problem(path: Path) -> tuple[str | None, tuple[int, int] | None]:
                 image.load()
             else:
                 image.verify()
+    except PermissionError as exc:  # an OSError, but not the file's fault
+        return f"cannot be opened ({exc.strerror})", None
     except UnidentifiedImageError:
         return "not an image Pillow can read (PNG, JPEG)", None
     except Image.DecompressionBombError as exc:
