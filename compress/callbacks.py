@@ -37,6 +37,10 @@ class Callback:
         """For each thing a person should know about a stage that no budget gates
         (a model slower than its input)."""
 
+    def on_data_warning(self, message: str) -> None:
+        """For each thing the data loader noticed that is no error (skipped files, one
+        class only); they are in report.json's data entry too."""
+
     def on_run_end(self, report: dict[str, Any]) -> None:
         """After report.json was written."""
 
@@ -154,6 +158,9 @@ class ConsoleReporter(Callback):
 
     def on_flag(self, stage, flag):
         self.console.print(f"     [yellow]SLOWER[/] {escape(flag['message'])}")
+
+    def on_data_warning(self, message):
+        self.console.print(f"  [yellow]data:[/] {escape(message)}")
 
     def on_run_end(self, report):
         status = report["status"]

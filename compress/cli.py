@@ -338,6 +338,7 @@ def report(
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Worker processes.")
 @click.option("--storage", default=None, help="optuna storage URL shared by workers/machines.")
 @_mlflow_option
+@_no_user_code_option
 @_debug_option
 def tune_command(
     recipe: Path,
@@ -347,6 +348,7 @@ def tune_command(
     workers: int,
     storage: str | None,
     mlflow_uri: str | None,
+    no_user_code: bool,
     debug: bool,
 ) -> None:
     """Search RECIPE's [tune] space; write the winning recipe as best.toml."""
@@ -357,7 +359,8 @@ def tune_command(
 
     console = _stdout_console()
     try:
-        loaded = with_mlflow(load_recipe(recipe, overrides), mlflow_uri)
+        loaded = load_recipe(recipe, overrides, user_code=not no_user_code)
+        loaded = with_mlflow(loaded, mlflow_uri)
         out_dir = out or Path("runs") / f"{loaded.name}-tune"
         outcome = tune(
             loaded, recipe.name, out_dir, resume=resume, workers=workers, storage=storage

@@ -87,6 +87,8 @@ class Runner:
             self.strategy.placement = resolve_placement(self.recipe.training)  # cuda: exit 2
             self.report.training = self.strategy.placement.identity()
             data = self.report.data = load_run_data(self.recipe)
+            for warning in data.warnings:
+                self._emit("on_data_warning", warning)
             model, spec = initial_model(self.recipe, data)
         except CompressError as exc:
             self.report.fail(None, exc, str(exc), exc.exit_code)
@@ -139,7 +141,8 @@ class Runner:
         ctx.resume_dir, ctx.fits_started = self.cache.resume_dir(name, key), 0
         try:
             result = run_stage(ctx, config, name, stage_dir)
-            save_model(result.model, result.spec, stage_dir)
+            if result.model is not None:  # an ONNX-input recipe's stages have only files
+                save_model(result.model, result.spec, stage_dir)
             onnx_path = deployable_onnx(result, stage_dir, self.recipe.seed, self.debug)
             metrics = self.measurement.evaluate(result, onnx_path, stage_dir, ctx)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded in the report
@@ -160,6 +163,7 @@ class Runner:
     def _complete(self, ctx, config, record, result, onnx_path, metrics, started) -> dict:
         """Budgets, the baseline and metrics.json for a stage run or taken from cache."""
         stage_dir = self.out_dir / record["dir"]
+        result.spec = result.spec or ctx.spec  # a cached ONNX-only stage keeps the run's
         checks = [c.to_dict() for c in check_budgets(config.budgets, metrics, ctx.baseline_metrics)]
         previous = ctx.history[-1]["name"] if ctx.history else None
         accepted = config.budgets.speedup_vs_input_min
@@ -173,18 +177,22 @@ class Runner:
             budgets=checks,
             flags=([flag] if flag else []) + result.details.get("flags", []),
             details=result.details,
-            artifacts={
-                "onnx": self._rel(onnx_path),
-                "weights": self._rel(stage_dir / "model.safetensors"),
-                "structure": self._rel(stage_dir / "model.json"),
-                "onnx_only": result.onnx_path is not None,
-            },
+            artifacts=self._artifacts(stage_dir, onnx_path, result),
         )
         record["cache"]["artifacts"] = self.cache.artifact_hashes(stage_dir)
         self.cache.seal(stage_dir, record)  # last: it is what makes the folder reusable
         self.input_hash = chained_input_hash(record["cache"]["artifacts"])
         ctx.history.append(record)
         return record
+
+    def _artifacts(self, stage_dir: Path, onnx_path: Path, result) -> dict[str, Any]:
+        torch_files = result.model is not None  # None: an ONNX-input recipe's stage
+        return {
+            "onnx": self._rel(onnx_path),
+            "weights": self._rel(stage_dir / "model.safetensors") if torch_files else None,
+            "structure": self._rel(stage_dir / "model.json") if torch_files else None,
+            "onnx_only": result.onnx_path is not None,
+        }
 
     def _finalize(self, last: dict[str, Any], signature) -> None:
         """Copy the last good stage's model to final/ and check the final budgets."""

@@ -21,6 +21,7 @@ SECTIONS = [
     ('[model] architecture = "mlp"', schema.MLPConfig),
     ('[model] architecture = "hf-encoder"', schema.HFEncoderConfig),
     ('[model] architecture = "package.module:function"', schema.CallableModelConfig),
+    ('[model] onnx = "model.onnx" (an ONNX file; ONNX stages only)', schema.OnnxModelConfig),
     ("[runtime]", schema.RuntimeConfig),
     ("[distributed]", schema.DistributedConfig),
     ("[budgets] and [stages.budgets]", schema.Budgets),

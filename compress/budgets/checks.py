@@ -72,6 +72,8 @@ RULES: dict[str, Rule] = {
         lambda v: f"{v * 100:.2f} points",
         lambda m, t: t["accuracy"] if t else None,
     ),
+    # fidelity to the baseline (the first stage's model): labels are not needed
+    "agreement_min": Rule("agreement", "min", lambda m, t: m.get("agreement"), _pct),
     "latency_p50_ms_max": Rule("latency_p50_ms", "max", lambda m, t: _latency(m, "p50_ms"), _ms),
     "latency_p90_ms_max": Rule("latency_p90_ms", "max", lambda m, t: _latency(m, "p90_ms"), _ms),
     "throughput_min": Rule(

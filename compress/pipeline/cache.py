@@ -24,9 +24,12 @@ from compress.stages import StageResult
 
 
 def initial_input_hash(recipe: Recipe) -> str:
-    """What the first stage's input is: the model table (+ its weights file), hashed."""
+    """What the first stage's input is: the model table (+ its weights or ONNX file), hashed."""
     start = recipe.model.model_dump_json()
-    if recipe.model.weights:
+    onnx_file = getattr(recipe.model, "onnx", None)
+    if onnx_file:
+        start += sha256_file(onnx_file) if Path(onnx_file).is_file() else "missing"
+    elif recipe.model.weights:
         weights = Path(recipe.model.weights)
         weights = weights / "model.safetensors" if weights.is_dir() else weights
         start += sha256_file(weights) if weights.is_file() else "missing"
@@ -95,10 +98,12 @@ class StageCache:
             artifact = self.out_dir / rel
             if not artifact.is_file() or sha256_file(artifact) != digest:
                 return f"{rel} does not match its recorded hash"
-        try:
-            model, spec = load_model(stage_dir)
-        except CompressError as exc:
-            return str(exc)
+        model = spec = None  # an ONNX-input recipe's stage: its file is the model
+        if old["artifacts"].get("weights") is not None:
+            try:
+                model, spec = load_model(stage_dir)
+            except CompressError as exc:
+                return str(exc)
         onnx_only = old["artifacts"].get("onnx_only", False)
         onnx_path = self.out_dir / old["artifacts"]["onnx"]
         result = StageResult(model, spec, onnx_path if onnx_only else None, old.get("details", {}))

@@ -83,26 +83,28 @@ class Measurement:
     def __init__(self, recipe: Recipe, unavailable: dict[str, str]):
         self.recipe = recipe
         self.unavailable = unavailable
+        # computed once a run: the baseline's test logits, an ONNX model's counts
+        self._baseline_logits: tuple[Path | None, Any] = (None, None)
+        self._onnx_counts: tuple[Path, dict[str, int]] | None = None
 
     def evaluate(
         self, result: StageResult, onnx_path: Path, stage_dir: Path, ctx: RunContext
     ) -> dict[str, Any]:
         """Accuracy, size, params, MACs and latency of a stage's deployed file, with
         ratios against the run's baseline (none yet while measuring the first stage)."""
-        from compress.runtime.evaluate import onnx_accuracy, split_samples
+        from compress.runtime.evaluate import split_samples
 
-        runtime, data, model = self.recipe.runtime, ctx.data, result.model
+        runtime, data = self.recipe.runtime, ctx.data
         baseline, baseline_onnx = ctx.baseline_metrics, ctx.baseline_onnx
         input_onnx = ctx.input_onnx
         signature = result.spec.signature
         metrics: dict[str, Any] = {
-            "accuracy": onnx_accuracy(onnx_path, data.test, signature),
+            **self._outputs(onnx_path, baseline_onnx, data.test, signature),
             "size_bytes": onnx_path.stat().st_size,
             # zeros (unstructured pruning) and shared values (codebooks) only pay off once
             # compressed; report it beside the raw size rather than implying a speed-up
             "size_compressed_bytes": len(zlib.compress(onnx_path.read_bytes(), 9)),
-            "params": count_params(model),
-            "macs": count_macs(model, signature),
+            **self._counts(result, baseline_onnx or onnx_path, signature),
             "primary_provider": runtime.providers[0],
             "latency": {},
         }
@@ -117,8 +119,46 @@ class Measurement:
             metrics["speedup"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
         reference = baseline or metrics
         metrics["size_ratio"] = reference["size_bytes"] / metrics["size_bytes"]
-        metrics["accuracy_change"] = metrics["accuracy"] - reference["accuracy"]
+        if metrics["accuracy"] is not None and reference["accuracy"] is not None:
+            metrics["accuracy_change"] = metrics["accuracy"] - reference["accuracy"]
+        else:  # no labels: agreement with the baseline is the fidelity figure
+            metrics["accuracy_change"] = None
         return metrics
+
+    def _outputs(self, onnx_path, baseline_onnx, split, signature) -> dict[str, Any]:
+        """Test accuracy (None without labels) and fidelity to the baseline's outputs:
+        top-1 agreement and mean KL (the baseline itself: 1 and 0)."""
+        from compress.runtime.evaluate import onnx_logits
+        from compress.runtime.fidelity import fidelity
+
+        logits = onnx_logits(onnx_path, split, signature)
+        labeled = bool((split.y >= 0).all()) and len(split) > 0
+        accuracy = float((logits.argmax(1) == split.y.numpy()).mean()) if labeled else None
+        if baseline_onnx is None or baseline_onnx == onnx_path:
+            self._baseline_logits = (onnx_path, logits)
+            return {"accuracy": accuracy, "agreement": 1.0, "kl_mean": 0.0}
+        cached_path, reference = self._baseline_logits
+        if cached_path != baseline_onnx:  # a resumed run: the baseline came from cache
+            reference = onnx_logits(baseline_onnx, split, signature)
+            self._baseline_logits = (baseline_onnx, reference)
+        return {"accuracy": accuracy, **fidelity(reference, logits)}
+
+    def _counts(self, result, float_onnx: Path, signature) -> dict[str, int]:
+        """Parameters and MACs of the torch model, or, for an ONNX-input recipe, of the
+        float file it started from (quantization keeps both counts), counted once."""
+        if result.model is not None:
+            return {
+                "params": count_params(result.model),
+                "macs": count_macs(result.model, signature),
+            }
+        counted = self._onnx_counts
+        if counted is None or counted[0] != float_onnx:
+            from compress.models.onnx_file import count_onnx_macs, count_onnx_params
+
+            figures = {"params": count_onnx_params(float_onnx),
+                       "macs": count_onnx_macs(float_onnx, signature)}  # fmt: skip
+            self._onnx_counts = counted = (float_onnx, figures)
+        return dict(counted[1])
 
     def _latency(self, metrics, signature, files, stage_dir, samples) -> None:
         """Latency at every deployment profile. The top-level keys hold the first

@@ -18,8 +18,10 @@ from compress.artifacts import atomic_write_text
 from compress.data import DataBundle, load_data
 from compress.errors import RecipeError
 from compress.models import ModelSpec, load_weights_, new_model
+from compress.models.onnx_file import onnx_spec
 from compress.models.pretrained import load_pretrained_, resolve_model_config
 from compress.recipe.loader import Recipe
+from compress.recipe.schema import OnnxModelConfig
 from compress.recipe.schema.data import TEXT_SOURCES
 from compress.stages import STAGES, RunContext, StageResult
 from compress.stages.base import seed_everything
@@ -56,7 +58,40 @@ def load_run_data(recipe: Recipe) -> DataBundle:
         folder = model_files(recipe.model)
         if folder is not None:
             data = data.model_copy(update={"tokenizer": str(folder)})
-    return load_data(data, recipe.seed)
+    bundle = load_data(data, recipe.seed)
+    check_labels_needed(recipe, bundle)
+    return bundle
+
+
+# What reads labels: training (train, distill, prune's fine-tunes, QAT) and accuracy.
+_LABEL_STAGES = ("train", "distill", "prune")
+_ACCURACY_BUDGETS = ("accuracy_min", "accuracy_drop_max")
+
+
+def check_labels_needed(recipe: Recipe, data: DataBundle) -> None:
+    """Data without labels (calibration images only) can quantize, export and be
+    measured for agreement with the baseline; refuse, before anything runs, every
+    stage and budget that would need labels, naming its key path."""
+    if getattr(data, "labeled", True):
+        return
+    problems = []
+    for index, stage in enumerate(recipe.stages):
+        if stage.type in _LABEL_STAGES or getattr(stage, "mode", None) == "qat":
+            problems.append(f"stages[{index}] ({stage.type}) trains, and training needs labels")
+    tables = [("budgets", recipe.budgets)] + [
+        (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
+    ]
+    for where, budgets in tables:
+        for key in _ACCURACY_BUDGETS:
+            if getattr(budgets, key) is not None:
+                problems.append(
+                    f"{where}.{key} reads accuracy, which needs labels "
+                    "(agreement_min measures fidelity to the baseline without them)"
+                )
+    if problems:
+        raise RecipeError(
+            "\n".join(f"the data has no labels ({recipe.data.source}): {p}" for p in problems)
+        )
 
 
 def model_files(config: Any) -> Path | None:
@@ -68,10 +103,13 @@ def model_files(config: Any) -> Path | None:
     return None
 
 
-def initial_model(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, ModelSpec]:
+def initial_model(recipe: Recipe, data: DataBundle) -> tuple[nn.Module | None, ModelSpec]:
     """The recipe's `[model]`, built (seeded) for the data's inputs, with its pretrained
-    weights (a family that names a folder: `load_pretrained_`) and its `weights`."""
+    weights (a family that names a folder: `load_pretrained_`) and its `weights`; for
+    an ONNX file, no torch model and the file's own inputs (checked against the data)."""
     seed_everything(recipe.seed)
+    if isinstance(recipe.model, OnnxModelConfig):  # read, not built: no torch model
+        return None, onnx_spec(recipe.model, data)
     config = resolve_model_config(recipe.model)  # complete: model.json rebuilds it alone
     try:
         model, spec = new_model(config, data.input_shape, data.num_classes, data.inputs)
@@ -91,7 +129,9 @@ def stage_plan(recipe: Recipe) -> list[tuple[Any, str]]:
     """(config, folder name) of every stage to run, in order: the starting model
     first when the recipe brings trained weights (it is then the baseline)."""
     plan = list(zip(recipe.stages, recipe.stage_names()))
-    if recipe.model.weights:
+    if isinstance(recipe.model, OnnxModelConfig):
+        plan.insert(0, (StartConfig(onnx=recipe.model.onnx), "input"))
+    elif recipe.model.weights:
         plan.insert(0, (StartConfig(weights=recipe.model.weights), "input"))
     return plan
 

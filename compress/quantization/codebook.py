@@ -118,6 +118,26 @@ def _rebuild(name: str, layer: int, shape, codebook, packed, width: int) -> tupl
     return tensors, nodes
 
 
+def layer_name(weight: str) -> str:
+    """The name `layers` knows a weight by: its module ("<module>.weight"), or the
+    initializer's own name where the producer gave it another (ONNX files from elsewhere)."""
+    return weight[: -len(".weight")] if weight.endswith(".weight") else weight
+
+
+def weighted_layers(path: str | Path) -> list[str]:
+    """The layer names of every Conv/Gemm/MatMul weight initializer of an ONNX file."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    names = {
+        node.input[WEIGHT_OPS[node.op_type]]
+        for node in graph.node
+        if node.op_type in WEIGHT_OPS and len(node.input) > WEIGHT_OPS[node.op_type]
+    }
+    return sorted(layer_name(name) for name in names & initializers)
+
+
 def encode_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -156,7 +176,7 @@ def encode_onnx(
     new_nodes = []
     for name in sorted(weight_names & initializers.keys()):
         values = numpy_helper.to_array(initializers[name])
-        layer_bits = (layers or {}).get(name.rpartition(".")[0], bits)
+        layer_bits = (layers or {}).get(layer_name(name), bits)
         if values.dtype != np.float32 or values.size < 16 or layer_bits == "skip":
             kept.append(name)  # skipped, or too small to be worth a subgraph
             continue

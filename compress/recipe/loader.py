@@ -23,6 +23,7 @@ from compress.recipe.schema import (
     DataConfig,
     DistributedConfig,
     ModelConfig,
+    OnnxModelConfig,
     RuntimeConfig,
     StrictModel,
     TrackingConfig,
@@ -233,7 +234,10 @@ def check_stage_order(recipe: Recipe, file_label: str) -> None:
             problems.append("only export may follow quantize (its output is an int8 ONNX model)")
     if types.count("quantize") > 1:
         problems.append("at most one quantize stage")
-    if types[0] != "train" and recipe.model.weights is None:
+    onnx_input = isinstance(recipe.model, OnnxModelConfig)
+    if onnx_input:
+        problems += _torch_stage_problems(recipe)
+    elif types[0] != "train" and recipe.model.weights is None:
         problems.append(
             f"the first stage is {types[0]!r} but the model is untrained: start with a "
             "train stage or set model.weights"
@@ -261,6 +265,25 @@ def _unlabeled_problems(recipe: Recipe) -> list[str]:
                 "has none (unlabeled images only calibrate and export a trained model)"
             )
     return out
+
+
+def _torch_stage_problems(recipe: Recipe) -> list[str]:
+    """An ONNX file has no torch model to train, distill, prune or fake-quantize."""
+    torch_only = []
+    for index, stage in enumerate(recipe.stages):
+        if stage.type in ("train", "distill", "prune"):
+            torch_only.append(f"stages[{index}] ({stage.type})")
+        elif stage.type == "quantize" and getattr(stage, "mode", None) == "qat":
+            torch_only.append(f"stages[{index}] (quantize, mode = 'qat')")
+    if not torch_only:
+        return []
+    return [
+        f"{', '.join(torch_only)} need a torch model, and model.onnx = "
+        f"{recipe.model.onnx!r} is an ONNX file: its recipes run ONNX stages only "
+        "(quantize: static, dynamic, int4, format = 'auto' or 'placement', fallback, "
+        "kmeans/pow2 codebooks; then export). To train or prune, start from the torch "
+        "model and its weights (model.architecture + model.weights)"
+    ]
 
 
 def _profile_problems(recipe: Recipe) -> list[str]:

@@ -44,17 +44,18 @@ def compare_runs(
 
     new, old = current["final"], baseline["final"]
     rows = []
-    drop = old["metrics"]["accuracy"] - new["metrics"]["accuracy"]
-    rows.append(
-        Comparison(
-            "accuracy",
-            old["metrics"]["accuracy"],
-            new["metrics"]["accuracy"],
-            f"{-drop * 100:+.2f} pts",
-            f"drop <= {limits.accuracy_drop * 100:.2f} pts",
-            drop > limits.accuracy_drop,
-        )
-    )
+    if old["metrics"].get("accuracy") is not None and new["metrics"].get("accuracy") is not None:
+        drop = old["metrics"]["accuracy"] - new["metrics"]["accuracy"]
+        rows.append(
+            Comparison(
+                "accuracy",
+                old["metrics"]["accuracy"],
+                new["metrics"]["accuracy"],
+                f"{-drop * 100:+.2f} pts",
+                f"drop <= {limits.accuracy_drop * 100:.2f} pts",
+                drop > limits.accuracy_drop,
+            )
+        )  # runs on data without labels have no accuracy to compare
     size_change = new["metrics"]["size_bytes"] / old["metrics"]["size_bytes"] - 1
     rows.append(
         Comparison(

@@ -35,15 +35,19 @@ def _tradeoff_plot(report: dict[str, Any], plt) -> str:
     stages = [s for s in _evaluated(report) if _shown_provider(s["metrics"])]
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     xs = [s["metrics"]["latency"][_shown_provider(s["metrics"])]["p50_ms"] for s in stages]
-    ys = [s["metrics"]["accuracy"] * 100 for s in stages]
+    # data without labels has no accuracy: plot agreement with the baseline instead
+    key = (
+        "accuracy" if all(s["metrics"].get("accuracy") is not None for s in stages) else "agreement"
+    )
+    ys = [(s["metrics"].get(key) or 0.0) * 100 for s in stages]
     axis.plot(xs, ys, "-o", color="#3465a4")
     for index, (stage, x, y) in enumerate(zip(stages, xs, ys)):
         offset = (5, 6) if index % 2 == 0 else (5, -14)  # neighbours often coincide
         axis.annotate(stage["name"], (x, y), textcoords="offset points", xytext=offset)
     shown = _shown_provider(stages[0]["metrics"]) if stages else "none measured"
     axis.set_xlabel(f"p50 latency, ms ({shown})")
-    axis.set_ylabel("test accuracy, %")
-    axis.set_title("Accuracy vs latency, teacher to final")
+    axis.set_ylabel("test accuracy, %" if key == "accuracy" else "agreement with the baseline, %")
+    axis.set_title(f"{key.capitalize()} vs latency, teacher to final")
     axis.grid(alpha=0.3)
     uri = _figure_to_data_uri(figure)
     plt.close(figure)

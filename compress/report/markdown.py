@@ -90,9 +90,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Stages",
         "",
-        "| stage | type | status | accuracy | vs teacher (pts) | p50 ms | p90 ms | speed-up "
-        "| vs input | size bytes | size ratio | params | MACs | folder |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stage | type | status | accuracy | vs teacher (pts) | agreement | p50 ms | p90 ms "
+        "| speed-up | vs input | size bytes | size ratio | params | MACs | folder |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in report["stages"]:
         m = stage.get("metrics") or {}
@@ -103,7 +103,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {stage['name']} | {stage['type']} | {stage['status']} "
             f"| {_fmt(m.get('accuracy'), 'pct')} "
-            f"| {_fmt(m.get('accuracy_change'), 'pts')} | {_fmt(lat.get('p50_ms'), 'ms')} "
+            f"| {_fmt(m.get('accuracy_change'), 'pts')} | {_fmt(m.get('agreement'), 'pct')} "
+            f"| {_fmt(lat.get('p50_ms'), 'ms')} "
             f"| {_fmt(lat.get('p90_ms'), 'ms')} | {_fmt(speed, 'x')} "
             f"| {_fmt(vs_input, 'x')}{slower} "
             f"| {_fmt(m.get('size_bytes'), 'int')} "

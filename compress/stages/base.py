@@ -26,7 +26,8 @@ class RunContext:
     """Everything a stage may read: the recipe, data, current model, teacher, folder.
 
     Attributes:
-        model: the current float torch model (input of the next stage).
+        model: the current float torch model (input of the next stage); None when the
+            recipe starts from an ONNX file and has no torch model.
         spec: how to rebuild `model` (architecture, input signature, classes).
         strategy: where and how training runs (one process, DDP ranks, ...); stages
             hand it to `fit`.
@@ -40,7 +41,7 @@ class RunContext:
 
     recipe: Recipe
     data: DataBundle
-    model: nn.Module
+    model: nn.Module | None
     spec: ModelSpec
     workdir: Path
     seed: int
@@ -82,10 +83,11 @@ class RunContext:
         """
         import copy
 
-        if self.teacher is None:
-            self.teacher = copy.deepcopy(result.model).eval()
+        if self.teacher_spec is None:  # the first result (an ONNX file has no torch teacher)
+            self.teacher = None if result.model is None else copy.deepcopy(result.model).eval()
             self.teacher_spec = result.spec
-            self.baseline_metrics, self.baseline_onnx = metrics, onnx_path
+            # a trial accepts results unmeasured: an ONNX stage's own file is its model
+            self.baseline_metrics, self.baseline_onnx = metrics, onnx_path or result.onnx_path
         self.model, self.spec = result.model, result.spec
         if onnx_path is not None:
             self.input_onnx = onnx_path
@@ -98,7 +100,8 @@ class StageResult:
     """What a stage produced.
 
     Attributes:
-        model: the new float torch model (may be the input, changed in place).
+        model: the new float torch model (may be the input, changed in place); None
+            for a stage of an ONNX-input recipe (its `onnx_path` is the model).
         spec: its rebuild spec (a distilled student has a new architecture).
         onnx_path: the stage's own deployable ONNX file, when the model exists
             only as ONNX (quantize) or the stage is the export itself; else the
@@ -107,8 +110,8 @@ class StageResult:
             steps, quantization types, parity figures).
     """
 
-    model: nn.Module
-    spec: ModelSpec
+    model: nn.Module | None
+    spec: ModelSpec | None
     onnx_path: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -144,7 +147,8 @@ class Stage:
         seed_everything(ctx.seed)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         result = self._run(ctx)
-        result.model.eval()
+        if result.model is not None:  # None: the model is an ONNX file (`[model] onnx`)
+            result.model.eval()
         return result
 
     def _run(self, ctx: RunContext) -> StageResult:

@@ -57,8 +57,12 @@ class ExportStage(Stage):
             if out.shape[0] != batch:
                 raise StageError(f"int8 model returned {out.shape[0]} rows for batch {batch}")
         val = ctx.data.val
-        quantized = onnx_predictions(path, split_samples(val, signature)).argmax(1)
-        reference = predict_logits(ctx.model, val.inputs).argmax(1).numpy()
+        val_x = split_samples(val, signature)
+        quantized = onnx_predictions(path, val_x).argmax(1)
+        if ctx.model is None:  # an ONNX-input recipe: the float file it started from
+            reference = onnx_predictions(ctx.baseline_onnx, val_x).argmax(1)
+        else:
+            reference = predict_logits(ctx.model, val.inputs).argmax(1).numpy()
         agreement = float(np.mean(quantized == reference))
         if agreement < self.config.agreement_min:
             raise StageError(

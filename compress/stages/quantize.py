@@ -9,13 +9,14 @@ pow2: per-layer codebook weights.
 from __future__ import annotations
 
 import copy
+import shutil
 
 import torch
 from torch import nn
 
 from compress.models.signature import Samples, slice_samples
 from compress.quantization.auto import search
-from compress.quantization.codebook import encode_onnx
+from compress.quantization.codebook import encode_onnx, weighted_layers
 from compress.quantization.dynamic import quantize_dynamic_onnx
 from compress.quantization.fallback import restore_accuracy
 from compress.quantization.int4 import quantize_int4_weights
@@ -33,7 +34,7 @@ from compress.quantization.static import (
     quantize_static_onnx,
 )
 from compress.recipe.stages import QuantizeStageConfig
-from compress.runtime.evaluate import split_samples
+from compress.runtime.evaluate import onnx_predictions, split_samples
 from compress.runtime.machine import int8_saturates
 from compress.runtime.onnx_export import export_onnx
 from compress.stages.base import RunContext, Stage, StageResult
@@ -64,14 +65,17 @@ class QuantizeStage(Stage):
     def _codebook(self, ctx: RunContext) -> StageResult:
         """Per-layer codebook weights: the file stores codebook + packed indices."""
         config = self.config
-        weighted = [
-            name
-            for name, module in ctx.model.named_modules()
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear))
-        ]
-        per_layer = resolve_per_layer(weighted, config.layers, config.bits, "layers")
         fp32_path = ctx.workdir / "model.fp32.onnx"
-        export_onnx(ctx.model, ctx.spec.signature, fp32_path, debug=ctx.debug)
+        self._float_onnx(ctx, fp32_path)
+        if ctx.model is None:  # an ONNX file: its weighted nodes' weight names
+            weighted = weighted_layers(fp32_path)
+        else:
+            weighted = [
+                name
+                for name, module in ctx.model.named_modules()
+                if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear))
+            ]
+        per_layer = resolve_per_layer(weighted, config.layers, config.bits, "layers")
         out_path = ctx.workdir / "model.onnx"
         encoded = encode_onnx(fp32_path, out_path, config.method, config.bits, per_layer)
         fp32_path.unlink()
@@ -94,7 +98,7 @@ class QuantizeStage(Stage):
     def _uniform(self, ctx: RunContext) -> StageResult:
         config = self.config
         fp32_path = ctx.workdir / "model.fp32.onnx"
-        export_onnx(ctx.model, ctx.spec.signature, fp32_path, debug=ctx.debug)
+        self._float_onnx(ctx, fp32_path)
         int8_path = ctx.workdir / "model.onnx"
         if config.format == "auto":
             settings = self._auto(ctx, fp32_path, int8_path)
@@ -115,6 +119,15 @@ class QuantizeStage(Stage):
         fp32_path.unlink()  # the int8 file is the artifact; fp32 lives in the previous stage
         details = {"quantization": {**settings, **ops}}
         return StageResult(ctx.model, ctx.spec, onnx_path=int8_path, details=details)
+
+    @staticmethod
+    def _float_onnx(ctx: RunContext, fp32_path) -> None:
+        """The float model to quantize: the torch model exported, or, for an ONNX-input
+        recipe, the current ONNX file as it is."""
+        if ctx.model is None:
+            shutil.copyfile(ctx.onnx_path, fp32_path)
+        else:
+            export_onnx(ctx.model, ctx.spec.signature, fp32_path, debug=ctx.debug)
 
     def _qat(self, ctx: RunContext) -> StageResult:
         """Calibrate, train the scales and weights with fake quantization, re-quantize."""
@@ -229,14 +242,25 @@ class QuantizeStage(Stage):
         calibration samples, validation inputs and labels, runtime, signature, the
         accuracy limit."""
         signature = ctx.spec.signature
+        val_x = split_samples(ctx.data.val, signature)
         return (
             self._calibration_x(ctx),
-            split_samples(ctx.data.val, signature),
-            ctx.data.val.y.numpy(),
+            val_x,
+            self._val_labels(ctx, val_x),
             ctx.recipe.runtime,
             signature,
             self.config.auto_val_accuracy_drop_max,
         )
+
+    @staticmethod
+    def _val_labels(ctx: RunContext, val_x, fp32_path=None):
+        """The labels the searches score accuracy on. Without labels: the float model's
+        own predictions, so their "accuracy" is top-1 agreement with it."""
+        labels = ctx.data.val.y.numpy()
+        if (labels >= 0).all():
+            return labels
+        fp32_path = fp32_path or ctx.workdir / "model.fp32.onnx"
+        return onnx_predictions(fp32_path, val_x).argmax(1)
 
     def _auto(self, ctx: RunContext, fp32_path, out_path) -> dict:
         config = self.config
@@ -279,12 +303,13 @@ class QuantizeStage(Stage):
             fp32_path, int8_path, calibration_x, **settings, exclude=always_float
         )
         if config.fallback is not None:
+            val_x = split_samples(ctx.data.val, ctx.spec.signature)
             report["fallback"] = restore_accuracy(
                 fp32_path,
                 int8_path,
                 calibration_x,
-                split_samples(ctx.data.val, ctx.spec.signature),
-                ctx.data.val.y.numpy(),
+                val_x,
+                self._val_labels(ctx, val_x, fp32_path),
                 settings,
                 config.fallback.val_accuracy_drop_max,
                 config.fallback.max_layers,

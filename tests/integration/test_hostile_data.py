@@ -114,6 +114,7 @@ def test_one_class_the_recipe_allows_trains_with_a_warning_in_the_report(tmp_pat
         f"npz {data}: every label in y_train is 0: a one-class model is right by "
         "construction (accepted by data.allow_single_class)"
     ]
+    assert f"data: npz {data}: every label in y_train is 0" in run.output  # on the console too
 
 
 def test_an_exploding_learning_rate_stops_the_train_stage_and_nothing_after_runs(tmp_path):

@@ -52,11 +52,11 @@ def _invoke(tmp_path, recipe: dict, *args: str):
     path = tmp_path / "pr.toml"
     path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
     command, *rest = args
-    extra = ["--out", str(tmp_path / "run")] if command == "run" else []
+    extra = ["--out", str(tmp_path / "run")] if command in ("run", "tune") else []
     return CliRunner().invoke(main, [command, str(path), *extra, *rest])
 
 
-@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("command", ["validate", "run", "tune"])
 def test_no_user_code_refuses_every_callable_naming_its_key_path(tmp_path, payload, command):
     name, marker = payload
     recipe = tiny_recipe_dict(
@@ -68,6 +68,9 @@ def test_no_user_code_refuses_every_callable_naming_its_key_path(tmp_path, paylo
         ],
     )
     recipe["model"] = {"architecture": f"{name}:build"}  # a table of its own, no widths
+    if command == "tune":
+        epochs = {"type": "int", "low": 1, "high": 2}
+        recipe["tune"] = {"stage": "train", "trials": 1, "space": {"stages[0].epochs": epochs}}
 
     result = _invoke(tmp_path, recipe, command, "--no-user-code")
 

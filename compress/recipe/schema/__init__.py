@@ -30,6 +30,7 @@ from compress.recipe.schema.models import (
     MLPConfig,
     MobileNetConfig,
     ModelConfig,
+    OnnxModelConfig,
     ResNetConfig,
     TransformerConfig,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "MlflowConfig",
     "MobileNetConfig",
     "ModelConfig",
+    "OnnxModelConfig",
     "MultiStepSchedule",
     "OneCycleSchedule",
     "OptimizerConfig",

@@ -14,6 +14,11 @@ class Budgets(StrictModel):
     accuracy_drop_max: Fraction | None = Field(
         None, description="Largest accuracy drop vs the teacher (absolute fraction)."
     )
+    agreement_min: Fraction | None = Field(
+        None,
+        description="Lowest top-1 agreement with the baseline model's predictions on the "
+        "test split (0-1); needs no labels, so it gates data that has none.",
+    )
     latency_p50_ms_max: float | None = Field(None, gt=0, description="Highest p50, ms.")
     latency_p90_ms_max: float | None = Field(None, gt=0, description="Highest p90, ms.")
     throughput_min: float | None = Field(

@@ -207,16 +207,39 @@ class CallableModelConfig(_ModelBase):
         return value
 
 
+class OnnxModelConfig(StrictModel):
+    """An ONNX file as the starting model: `[model] onnx = "model.onnx"`.
+
+    There is no torch model behind it, so a recipe runs ONNX stages only (quantize,
+    export); inputs, shapes and dynamic axes are the file's own."""
+
+    architecture: Literal["onnx"] = Field(
+        "onnx", description="Set by `onnx`; leave unset in recipes."
+    )
+    onnx: str = Field(
+        description="The ONNX model file (relative to the working directory). It is "
+        "copied into the run folder's `input/` stage and measured there as the baseline."
+    )
+
+    @property
+    def weights(self) -> None:
+        """An ONNX file carries its weights: no `weights` to load (read by the plan)."""
+        return None
+
+
+# the torch families compress builds (an ONNX file is not built: it is read)
 BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp", "mobilenet", "transformer", "hf-encoder")
 
 
 def _architecture_tag(value: Any) -> str:
+    if isinstance(value, dict) and "onnx" in value:
+        return "onnx"
     arch = (
         value.get("architecture", "cnn")
         if isinstance(value, dict)
         else getattr(value, "architecture", "cnn")
     )
-    return arch if arch in BUILTIN_ARCHITECTURES else "callable"
+    return arch if arch in (*BUILTIN_ARCHITECTURES, "onnx") else "callable"
 
 
 ModelConfig = Annotated[
@@ -227,6 +250,7 @@ ModelConfig = Annotated[
         Annotated[MobileNetConfig, Tag("mobilenet")],
         Annotated[TransformerConfig, Tag("transformer")],
         Annotated[HFEncoderConfig, Tag("hf-encoder")],
+        Annotated[OnnxModelConfig, Tag("onnx")],
         Annotated[CallableModelConfig, Tag("callable")],
     ],
     Discriminator(_architecture_tag),
