@@ -49,3 +49,32 @@ def test_a_bad_file_without_skip_is_exit_2_naming_it(tmp_path):
 
     assert run.returncode == 2, run.output
     assert "class1/005.png: truncated or corrupt PNG" in run.output
+
+
+def test_unlabeled_images_calibrate_and_export_a_model_you_bring(tmp_path):
+    import torch
+
+    from compress.models import build_model
+    from compress.recipe.schema import CNNConfig
+
+    torch.manual_seed(0)
+    model = build_model(CNNConfig(widths=[8, 16]), (1, 12, 12), 4)
+    torch.save(model.state_dict(), tmp_path / "mine.pt")
+    root = write_image_folder(tmp_path / "calibration" / "any" / "depth", per_class=8)
+    recipe = tiny_recipe_dict(
+        data={"source": "image-folder", "path": str(tmp_path / "calibration"), "channels": 1,
+              "labeled": False, "num_classes": 4},
+        model={"architecture": "cnn", "widths": [8, 16], "weights": str(tmp_path / "mine.pt")},
+        stages=STAGES[1:],
+    )  # fmt: skip
+    path = write_recipe(tmp_path / "unlabeled.toml", recipe)
+
+    run = run_cli("run", path, "--out", tmp_path / "run", cwd=tmp_path, out=tmp_path / "run")
+
+    assert run.returncode == 0, run.output
+    assert root.is_dir() and "(no labels)" in run.output
+    stages = run.report["stages"]
+    assert [s["name"] for s in stages] == ["input", "quantize", "export"]
+    assert all(s["metrics"]["accuracy"] is None for s in stages)
+    assert stages[1]["metrics"]["agreement"] > 0.5  # int8 vs the float model, no labels
+    assert run.report["final"]["input"]["output"]["labeled"] is False
