@@ -134,8 +134,14 @@ class ConsoleReporter(Callback):
         if (record.get("cache") or {}).get("hit"):
             mark += " [cyan](cached)[/]"
         p50, p90 = latency.get("p50_ms", float("nan")), latency.get("p90_ms", float("nan"))
+        # no labels (data.labeled = false): agreement with the baseline instead
+        quality = (
+            f"acc {m['accuracy'] * 100:.2f}%"
+            if m.get("accuracy") is not None
+            else f"agree {m.get('agreement', float('nan')) * 100:.2f}% (no labels)"
+        )
         line = (
-            f"  {mark} acc {m['accuracy'] * 100:.2f}%  p50 {p50:.4g} ms"
+            f"  {mark} {quality}  p50 {p50:.4g} ms"
             f"  p90 {p90:.4g} ms  size {_human_bytes(m['size_bytes'])}"
             f"  params {_human_count(m['params'])}  MACs {_human_count(m['macs'])}"
         )

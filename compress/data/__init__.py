@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from compress.data.bundle import DataBundle, RawData, Split
+from compress.data.bundle import DataBundle, RawData, RowReader, Split
+from compress.data.image_files import ImageFiles
+from compress.data.image_folder import build_image_bundle
 from compress.data.sources import DATA_SOURCES, load_raw
 from compress.data.splits import build_bundle, stratified_split
 from compress.data.text import TextRaw, build_text_bundle
@@ -20,6 +22,8 @@ def load_data(config: DataConfig, seed: int) -> DataBundle:
     raw = load_raw(config)
     if isinstance(raw, TextRaw):
         return build_text_bundle(raw, config, seed)
+    if isinstance(raw, ImageFiles):
+        return build_image_bundle(raw, config, seed)
     return build_bundle(raw, config, seed)
 
 
@@ -27,6 +31,7 @@ __all__ = [
     "DATA_SOURCES",
     "DataBundle",
     "RawData",
+    "RowReader",
     "Split",
     "build_bundle",
     "load_data",

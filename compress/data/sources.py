@@ -17,6 +17,7 @@ import numpy as np
 
 from compress.data.bundle import RawData
 from compress.data.checks import check_arrays, check_scale
+from compress.data.image_files import scan_image_folder
 from compress.data.text import load_texts
 from compress.errors import DataError
 from compress.recipe.schema import DataConfig
@@ -26,6 +27,8 @@ DATA_SOURCES: Registry[Callable[[DataConfig], RawData]] = Registry("data source"
 # labelled texts: they return a TextRaw, which load_data tokenizes and splits itself
 DATA_SOURCES.register("csv")(load_texts)
 DATA_SOURCES.register("jsonl")(load_texts)
+# image files, listed and checked here, decoded lazily: load_data builds the lazy splits
+DATA_SOURCES.register("image-folder")(scan_image_folder)
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 

@@ -34,11 +34,69 @@ def stratified_split(
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
+def _train_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of scaled training images (one value for features)."""
+    axes = (0, 2, 3) if x_train.ndim == 4 else (0,)
+    mean = x_train.mean(axis=axes, dtype=np.float64)
+    std = x_train.std(axis=axes, dtype=np.float64)
+    std = np.where(std < 1e-6, 1.0, std)
+    if x_train.ndim == 2:  # per-feature stats would be a huge contract; use one value
+        mean, std = np.array([x_train.mean()]), np.array([max(float(x_train.std()), 1e-6)])
+    return mean, std
+
+
 def _subsample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     if count >= len(labels):
         return np.arange(len(labels))
     kept, _ = stratified_split(labels, 1.0 - count / len(labels), seed)
     return kept
+
+
+def split_indices(
+    labels: np.ndarray,
+    config: DataConfig,
+    seed: int,
+    carve_test: bool = True,
+    carve_val: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Rows (train, val, test) of `labels`, the seeded stratified splits every source
+    shares (None for a split the source brings itself).
+
+    Test is `test_fraction` of each class (when carved), validation `val_fraction`
+    of what is left, and `max_train_samples` a stratified subsample of the rest.
+
+    Example:
+        >>> train, val, test = split_indices(np.array([0, 1] * 10), DataConfig(), seed=0)
+        >>> len(train), len(val), len(test)
+        (14, 2, 4)
+    """
+    pool = np.arange(len(labels))
+    test = val = None
+    if carve_test:
+        kept, test = stratified_split(labels, config.test_fraction, seed)
+        pool = pool[kept]
+    if carve_val:
+        train_rel, val_rel = stratified_split(labels[pool], config.val_fraction, seed + 1)
+        train, val = pool[train_rel], pool[val_rel]
+    else:
+        train = pool
+    if config.max_train_samples is not None:
+        train = train[_subsample(labels[train], config.max_train_samples, seed + 2)]
+    return train, val, test
+
+
+def given_stats(config: DataConfig, channels: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """`data.mean` / `data.std` as float64 arrays, one value per channel (or one for
+    flat features); a count that does not match the data is a DataError."""
+    mean, std = np.asarray(config.mean, np.float64), np.asarray(config.std, np.float64)
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != channels:
+            raise DataError(
+                f"{where}: data.{key} has {len(values)} value{'s' * (len(values) != 1)}, the "
+                f"data has {channels} channel{'s' * (channels != 1)} (one value per channel"
+                + (", one for flat features)" if channels == 1 else ")")
+            )
+    return mean, std
 
 
 def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
@@ -59,26 +117,21 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
 
     x_all, y_all = raw.x_train, raw.y_train
     if raw.x_test is None:
-        trainval_idx, test_idx = stratified_split(y_all, config.test_fraction, seed)
+        train_idx, val_idx, test_idx = split_indices(y_all, config, seed)
         x_test, y_test = x_all[test_idx], y_all[test_idx]
-        x_all, y_all = x_all[trainval_idx], y_all[trainval_idx]
     else:
+        train_idx, val_idx, _ = split_indices(y_all, config, seed, carve_test=False)
         x_test, y_test = raw.x_test, raw.y_test
-    train_idx, val_idx = stratified_split(y_all, config.val_fraction, seed + 1)
     num_classes = int(max(y_all.max(), y_test.max())) + 1
     if config.max_train_samples is not None:
-        train_idx = train_idx[_subsample(y_all[train_idx], config.max_train_samples, seed + 2)]
         check_train_split(y_all[train_idx], num_classes, config, where)
 
-    x_train = x_all[train_idx] * raw.scale
-    axes = (0, 2, 3) if x_train.ndim == 4 else (0,)
-    mean = x_train.mean(axis=axes, dtype=np.float64)
-    std = x_train.std(axis=axes, dtype=np.float64)
-    std = np.where(std < 1e-6, 1.0, std)
-    if x_train.ndim == 2:  # per-feature stats would be a huge contract; use one value
-        mean, std = np.array([x_train.mean()]), np.array([max(float(x_train.std()), 1e-6)])
+    if config.mean is not None:  # the user's normalisation (a pretrained model's own)
+        mean, std = given_stats(config, x_all.shape[1] if x_all.ndim == 4 else 1, where)
+    else:
+        mean, std = _train_stats(x_all[train_idx] * raw.scale)
 
-    stat_shape = (1, -1, 1, 1) if x_train.ndim == 4 else (1, -1)
+    stat_shape = (1, -1, 1, 1) if x_all.ndim == 4 else (1, -1)
     mean_b, std_b = mean.reshape(stat_shape), std.reshape(stat_shape)
 
     def to_split(x: np.ndarray, y: np.ndarray) -> Split:
@@ -100,7 +153,9 @@ def build_bundle(raw: RawData, config: DataConfig, seed: int) -> DataBundle:
             raw.x_train, raw.y_train, *([raw.x_test, raw.y_test] if raw.x_test is not None else [])
         ),
         warnings=warnings,
-    )
+        preprocessing={"stats": "data.mean / data.std" if config.mean is not None
+                       else "computed from the training split"},
+    )  # fmt: skip
     for name in ("train", "val", "test"):  # finite raw values can still overflow float32
         if not torch.isfinite(getattr(bundle, name).x).all():
             raise DataError(

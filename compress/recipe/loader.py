@@ -242,12 +242,29 @@ def check_stage_order(recipe: Recipe, file_label: str) -> None:
             f"the first stage is {types[0]!r} but the model is untrained: start with a "
             "train stage or set model.weights"
         )
+    problems.extend(_unlabeled_problems(recipe))
     lines = [f"{file_label}: stages: {problem} (stage order: {order})" for problem in problems]
     lines.extend(f"{file_label}: {problem}" for problem in _profile_problems(recipe))
     if recipe.tune is not None:
         lines.extend(f"{file_label}: {problem}" for problem in _tune_problems(recipe, names))
     if lines:
         raise RecipeError("\n".join(lines))
+
+
+def _unlabeled_problems(recipe: Recipe) -> list[str]:
+    """Images without labels (`data.labeled = false`) calibrate and export; nothing
+    that trains on labels can run on them."""
+    if getattr(recipe.data, "labeled", True):
+        return []
+    out = []
+    for index, stage in enumerate(recipe.stages):
+        finetune = getattr(getattr(stage, "finetune", None), "epochs", 0)
+        if stage.type in ("train", "distill") or finetune or getattr(stage, "mode", "") == "qat":
+            out.append(
+                f"stages[{index}] ({stage.type}) trains on labels, and data.labeled = false "
+                "has none (unlabeled images only calibrate and export a trained model)"
+            )
+    return out
 
 
 def _torch_stage_problems(recipe: Recipe) -> list[str]:

@@ -7,9 +7,13 @@ length-bucketed batches instead: the shuffled rows are cut into buckets of
 `BUCKET_BATCHES` batches, each bucket sorted by length and cut into batches, and the
 batches shuffled; each batch is then trimmed to its longest row (dynamic padding),
 so a batch of short reviews does not pay for the longest one in the split.
+A lazy split (image files) decodes each epoch's batches in a DataLoader
+(`epoch_batches`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 
@@ -47,3 +51,25 @@ def take_batch(split: Split, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return inputs
     width = max(int(split.lengths[index].max()), 1)
     return tuple(t[:, :width] for t in inputs)
+
+
+def epoch_batches(
+    split: Split, plan: list[torch.Tensor]
+) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
+    """(row indices, inputs) of each batch of `plan`, in order.
+
+    In memory each batch is `take_batch` of its rows; a lazy split decodes the
+    batches in a DataLoader over the plan (`Split.batches`), so `num_workers`
+    processes decode ahead of the step that trains on them.
+
+    Example:
+        >>> split = Split(torch.arange(4.0)[:, None], torch.zeros(4, dtype=torch.int64))
+        >>> [x[0].flatten().tolist() for _, x in epoch_batches(split, [torch.tensor([3, 1])])]
+        [[3.0, 1.0]]
+    """
+    if not split.lazy:
+        for index in plan:
+            yield index, take_batch(split, index)
+        return
+    for index, (inputs, _) in zip(plan, split.batches(plan)):
+        yield index, inputs

@@ -23,7 +23,7 @@ from compress.errors import AgreedStop, StageError
 from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import DistillConfig
 from compress.training.augment import augment_batch
-from compress.training.batches import batch_plan, take_batch
+from compress.training.batches import batch_plan, epoch_batches
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.features import FeatureDistiller
 from compress.training.inference import evaluate, teacher_logits_memo
@@ -139,7 +139,11 @@ def _train(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     train = data.train
-    images = len(train.inputs) == 1 and train.inputs[0].ndim == 4
+    if not data.labeled:
+        raise StageError(
+            "the data has no labels (data.labeled = false): training needs labelled images"
+        )
+    images = len(train.input_shapes) == 1 and len(train.input_shapes[0]) == 3
     steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
     # oneDNN's convolutions are faster on NHWC than on NCHW, forward and backward.
     layout = (
@@ -160,7 +164,8 @@ def _train(
     if teacher is not None:
         teacher.to(device).eval()  # frozen: only ever run under no_grad below
         if augment == "none" and features is None:  # fixed inputs: compute the answers once
-            teacher_logits = teacher_logits_memo.get(teacher, train.inputs, train.lengths)
+            # computed chunk by chunk: a lazy split is never decoded whole
+            teacher_logits = teacher_logits_memo.get(teacher, train)
     is_driver = strategy.is_driver
 
     def loss_fn(logits, y, target):
@@ -181,15 +186,17 @@ def _train(
         if result.stop_reason.startswith("stopped early"):
             first_epoch = config.epochs + 1  # it had already stopped: nothing left to run
         guard.resume(result.history)
-    engine = strategy.engine(model, tuple(train.inputs[0].shape[1:]), config.batch_size)
+    engine = strategy.engine(model, train.input_shapes[0], config.batch_size)
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             model.train()
             total_loss, seen = 0.0, 0
-            for index in batch_plan(train, config.batch_size, generator):
-                if not engine.usable(len(index), config.batch_size) and len(train) > 1:
-                    continue
-                inputs = take_batch(train, index)
+            plan = [  # batches an engine cannot take are skipped, before any draw
+                index
+                for index in batch_plan(train, config.batch_size, generator)
+                if engine.usable(len(index), config.batch_size) or len(train) <= 1
+            ]
+            for index, inputs in epoch_batches(train, plan):
                 if images:
                     inputs = (augment_batch(inputs[0], augment, generator),)
                     if layout is not None:

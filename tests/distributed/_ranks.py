@@ -35,7 +35,7 @@ def model_and_spec(kind: str, data):
         CNNConfig(widths=[8, 16], batch_norm=True) if kind == "cnn" else MLPConfig(hidden=[32, 16])
     )
     torch.manual_seed(0)
-    return new_model(config, tuple(data.train.x.shape[1:]), data.num_classes)
+    return new_model(config, tuple(data.train.input_shapes[0]), data.num_classes)
 
 
 def training_config() -> TrainingConfig:
@@ -47,11 +47,14 @@ def training_config() -> TrainingConfig:
     )
 
 
-def train(strategy: str, kind: str, out: Path) -> None:
-    """fit() through the real job protocol: rank 0 drives, rank 1 serves."""
+def train(strategy: str, kind: str, out: Path, lazy: bool = False) -> None:
+    """fit() through the real job protocol: rank 0 drives, rank 1 serves. `lazy`: every
+    rank reads the same splits through a row reader (as an image folder does)."""
+    from compress.testing.images import as_lazy
+
     config = DistributedConfig(strategy=strategy, micro_batches=2)
     ranks = DistributedStrategy(distributed.start(config))
-    data = tiny_data()
+    data = as_lazy(tiny_data()) if lazy else tiny_data()
     if ranks.is_driver:
         model, _ = model_and_spec(kind, data)
         fit(model, data, training_config(), seed=3, strategy=ranks)
@@ -89,5 +92,5 @@ if __name__ == "__main__":
     if mode == "pipeline-step":
         pipeline_step(out)
     else:
-        strategy, kind = mode.split("-")
-        train(strategy, kind, out)
+        strategy, kind, *lazy = mode.split("-")
+        train(strategy, kind, out, lazy=bool(lazy))

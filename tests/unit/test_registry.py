@@ -103,8 +103,9 @@ def test_builtin_architectures_match_the_schema():
 
 @pytest.mark.parametrize("name", DATA_SOURCES.names())
 def test_every_registered_data_source_validates_in_a_recipe(name):
-    # file sources of labelled texts need their file (a missing one is a recipe error)
-    needs_file = {"csv": "reviews.csv", "jsonl": "reviews.jsonl"}
+    # file sources (labelled texts, image folders) need their path (a missing one is a
+    # recipe error)
+    needs_file = {"csv": "reviews.csv", "jsonl": "reviews.jsonl", "image-folder": "images"}
     config = DataConfig(source=name, path=needs_file.get(name))
 
     assert config.source == name

@@ -9,6 +9,9 @@ from pydantic import Field, field_validator, model_validator
 from compress.recipe.schema.base import CALLABLE_PATTERN, StrictModel
 
 TEXT_SOURCES = ("csv", "jsonl")
+IMAGE_FOLDER = "image-folder"
+_IMAGE_ONLY = ("image_size", "channels", "num_workers", "skip_bad_images", "labeled",
+               "num_classes")  # fmt: skip
 _TEXT_ONLY = ("package", "text_column", "label_column", "label_map", "exclude_labels",
               "group_column", "max_length", "tokenizer")  # fmt: skip
 
@@ -19,12 +22,14 @@ class DataConfig(StrictModel):
     source: str = Field(
         "sklearn-digits",
         description="'sklearn-digits', 'fashion-mnist', 'npz', 'csv', 'jsonl' (labelled "
-        "texts), or 'package.module:function'.",
+        "texts), 'image-folder' (JPEG/PNG files, read lazily), or 'package.module:function'.",
     )
     path: str | None = Field(
         None,
-        description="Folder of the fashion-mnist IDX files, the .npz file for 'npz', or the "
-        "text file for 'csv' (.csv, .csv.gz, .csv.bz2) and 'jsonl' (one object a line).",
+        description="Folder of the fashion-mnist IDX files, the .npz file for 'npz', the "
+        "text file for 'csv' (.csv, .csv.gz, .csv.bz2) and 'jsonl' (one object a line), or "
+        "the image folder for 'image-folder' (<class>/*.png|jpg|jpeg, or train/ val/ test/ "
+        "folders of class folders).",
     )
     package: str | None = Field(
         None,
@@ -72,6 +77,50 @@ class DataConfig(StrictModel):
     augment: Literal["none", "crop", "crop-flip"] = Field(
         "none", description="Training-time augmentation: random 2-pixel shift crops, h-flips."
     )
+    mean: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="Normalisation mean per channel (one value for flat features), applied "
+        "after scaling to [0, 1]: x = (raw * scale - mean[c]) / std[c]. Give it with `std` "
+        "to feed a pretrained model its own normalisation; default: computed from the "
+        "training split (image-folder: from a seeded sample of up to 2,000 training images).",
+    )
+    std: list[float] | None = Field(
+        None, min_length=1, description="Normalisation std per channel, with `mean`."
+    )
+    image_size: int | list[int] | None = Field(
+        None,
+        description="image-folder: the model's input size, N or [height, width]: each image "
+        "is resized (bilinear) so it covers that size (shorter side to N), then centre "
+        "cropped. Default: the images' own size (they must then all share one).",
+    )
+    channels: Literal[1, 3] = Field(
+        3, description="image-folder: 1 decodes to grayscale (Pillow 'L'), 3 to RGB."
+    )
+    num_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="image-folder: DataLoader worker processes decoding batches in parallel "
+        "(0: decode in the main process).",
+    )
+    skip_bad_images: bool = Field(
+        False,
+        description="image-folder: skip files that are not readable images (zero bytes, "
+        "truncated, not an image) and count them in the report's data warnings, instead "
+        "of failing with the file's name.",
+    )
+    labeled: bool = Field(
+        True,
+        description="image-folder: false takes every image under `path` (recursively) "
+        "without labels: calibration and export only, no training or accuracy.",
+    )
+    num_classes: int | None = Field(
+        None,
+        ge=1,
+        description="image-folder with labeled = false: the model's number of outputs "
+        "(the images cannot tell).",
+    )
     allow_single_class: bool = Field(
         False,
         description=(
@@ -80,10 +129,25 @@ class DataConfig(StrictModel):
         ),
     )
 
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(v > 0 for v in value):
+            raise ValueError(f"every std must be > 0, got {value}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: int | list[int] | None) -> int | list[int] | None:
+        sizes = [value] if isinstance(value, int) else value or []
+        if value is not None and (len(sizes) not in (1, 2) or min(sizes) < 1):
+            raise ValueError(f"image_size is N or [height, width], each >= 1, got {value}")
+        return value
+
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        builtin = ("sklearn-digits", "fashion-mnist", "npz", *TEXT_SOURCES)
+        builtin = ("sklearn-digits", "fashion-mnist", "npz", *TEXT_SOURCES, IMAGE_FOLDER)
         if value in builtin or CALLABLE_PATTERN.match(value):
             return value
         raise ValueError(
@@ -93,6 +157,28 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _text_keys_for_text_sources(self) -> DataConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std come together: give both or neither")
+        if self.mean is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std {len(self.std)}")
+        fields = type(self).model_fields
+        if self.source == IMAGE_FOLDER:
+            if not self.path:
+                raise ValueError("data.source = 'image-folder' needs data.path (the folder)")
+            if self.labeled == (self.num_classes is not None):
+                raise ValueError(
+                    "num_classes is for labeled = false (images without labels), and "
+                    "labeled = false needs it"
+                    if self.labeled
+                    else "labeled = false needs num_classes: the model's number of outputs"
+                )
+        else:
+            stray = sorted(k for k in _IMAGE_ONLY if getattr(self, k) != fields[k].get_default())
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} only apply to data.source = 'image-folder', "
+                    f"not {self.source!r}"
+                )
         if self.source in TEXT_SOURCES:
             if not self.path:
                 raise ValueError(f"data.source = {self.source!r} needs data.path (the file)")
@@ -100,7 +186,6 @@ class DataConfig(StrictModel):
                 raise ValueError(f"augment = {self.augment!r} is for images, not texts")
             return self
         # the resolved recipe writes every default back: only a changed value is a mistake
-        fields = type(self).model_fields
         stray = sorted(k for k in _TEXT_ONLY if getattr(self, k) != fields[k].get_default())
         if stray:
             raise ValueError(
