@@ -113,7 +113,7 @@ class Measurement:
             metrics["providers_unavailable"] = self.unavailable
         # timed on real test inputs (a text model's batches padded to their longest row),
         # the same rows for every model of the run
-        samples = split_samples(data.test, signature)
+        samples = split_samples(data.test, signature, max_rows=self._latency_rows(data.test))
         files = (onnx_path, baseline_onnx, input_onnx)
         self._latency(metrics, signature, files, stage_dir, samples)
         if baseline is None:
@@ -126,6 +126,16 @@ class Measurement:
             metrics["accuracy_change"] = None
         return metrics
 
+    def _latency_rows(self, split) -> int | None:
+        """Rows of a lazy split to decode for latency: what the biggest profile's timed
+        batches draw from (the first rows; an in-memory split keeps its seeded draw)."""
+        from compress.runtime.latency import MAX_BATCHES
+
+        if split.reader is None:
+            return None
+        biggest = max(profile.batch for profile in self.recipe.runtime.deployment_profiles())
+        return MAX_BATCHES * biggest
+
     def _outputs(self, onnx_path, baseline_onnx, split, signature) -> dict[str, Any]:
         """Test accuracy (None without labels) and fidelity to the baseline's outputs:
         top-1 agreement and mean KL (the baseline itself: 1 and 0)."""
@@ -133,7 +143,7 @@ class Measurement:
         from compress.runtime.fidelity import fidelity
 
         logits = onnx_logits(onnx_path, split, signature)
-        labeled = bool((split.y >= 0).all()) and len(split) > 0
+        labeled = split.labeled and len(split) > 0
         accuracy = float((logits.argmax(1) == split.y.numpy()).mean()) if labeled else None
         if baseline_onnx is None or baseline_onnx == onnx_path:
             self._baseline_logits = (onnx_path, logits)

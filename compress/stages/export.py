@@ -8,11 +8,11 @@ import torch
 from compress.artifacts import atomic_write_bytes
 from compress.errors import StageError
 from compress.recipe.stages import ExportStageConfig
-from compress.runtime.evaluate import onnx_predictions, split_samples
+from compress.runtime.evaluate import onnx_logits, onnx_predictions
 from compress.runtime.onnx_export import check_parity, export_onnx, shape_label
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
-from compress.training import predict_logits
+from compress.training.inference import split_logits
 
 
 @register_stage("export")
@@ -56,13 +56,12 @@ class ExportStage(Stage):
                 raise StageError(f"int8 model fails at {shape_label(sizes)}: {exc}") from exc
             if out.shape[0] != batch:
                 raise StageError(f"int8 model returned {out.shape[0]} rows for batch {batch}")
-        val = ctx.data.val
-        val_x = split_samples(val, signature)
-        quantized = onnx_predictions(path, val_x).argmax(1)
+        val = ctx.data.val  # streamed: a lazy split is decoded chunk by chunk
+        quantized = onnx_logits(path, val, signature).argmax(1)
         if ctx.model is None:  # an ONNX-input recipe: the float file it started from
-            reference = onnx_predictions(ctx.baseline_onnx, val_x).argmax(1)
+            reference = onnx_logits(ctx.baseline_onnx, val, signature).argmax(1)
         else:
-            reference = predict_logits(ctx.model, val.inputs).argmax(1).numpy()
+            reference = split_logits(ctx.model, val).argmax(1).numpy()
         agreement = float(np.mean(quantized == reference))
         if agreement < self.config.agreement_min:
             raise StageError(

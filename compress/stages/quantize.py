@@ -14,7 +14,7 @@ import shutil
 import torch
 from torch import nn
 
-from compress.models.signature import Samples, slice_samples
+from compress.models.signature import Samples, sample_count, slice_samples
 from compress.quantization.auto import search
 from compress.quantization.codebook import encode_onnx, weighted_layers
 from compress.quantization.dynamic import quantize_dynamic_onnx
@@ -42,6 +42,9 @@ from compress.stages.registry import register_stage
 from compress.training import SingleProcess, evaluate, fit
 
 REBUILD_OPS = {"Gather", "BitShift", "BitwiseAnd"}  # what the codebook subgraph runs
+# Validation rows a search scores candidates on when the split is read lazily (image
+# folders): its candidates are scored again and again, so the rows are decoded once and held.
+SEARCH_ROWS = 2048
 
 
 @register_stage("quantize")
@@ -246,7 +249,7 @@ class QuantizeStage(Stage):
         calibration samples, validation inputs and labels, runtime, signature, the
         accuracy limit."""
         signature = ctx.spec.signature
-        val_x = split_samples(ctx.data.val, signature)
+        val_x = self._val_samples(ctx)
         return (
             self._calibration_x(ctx),
             val_x,
@@ -257,11 +260,19 @@ class QuantizeStage(Stage):
         )
 
     @staticmethod
+    def _val_samples(ctx: RunContext):
+        """Validation inputs the searches (auto, placement, fallback) score on, as arrays:
+        all of an in-memory split, the first SEARCH_ROWS of a lazy one (decoded once)."""
+        val = ctx.data.val
+        rows = None if val.reader is None else SEARCH_ROWS
+        return split_samples(val, ctx.spec.signature, max_rows=rows)
+
+    @staticmethod
     def _val_labels(ctx: RunContext, val_x, fp32_path=None):
         """The labels the searches score accuracy on. Without labels: the float model's
         own predictions, so their "accuracy" is top-1 agreement with it."""
-        labels = ctx.data.val.y.numpy()
-        if (labels >= 0).all():
+        labels = ctx.data.val.y.numpy()[: sample_count(val_x)]
+        if ctx.data.val.labeled:
             return labels
         fp32_path = fp32_path or ctx.workdir / "model.fp32.onnx"
         return onnx_predictions(fp32_path, val_x).argmax(1)
@@ -307,7 +318,7 @@ class QuantizeStage(Stage):
             fp32_path, int8_path, calibration_x, **settings, exclude=always_float
         )
         if config.fallback is not None:
-            val_x = split_samples(ctx.data.val, ctx.spec.signature)
+            val_x = self._val_samples(ctx)
             report["fallback"] = restore_accuracy(
                 fp32_path,
                 int8_path,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import onnx
 from pydantic import Field, model_validator
 
 from compress.artifacts import atomic_path, sha256_file
@@ -48,6 +47,8 @@ class StartStage(Stage):
     def _run(self, ctx: RunContext) -> StageResult:
         if self.config.weights is not None:
             return StageResult(ctx.model, ctx.spec, details={"weights": self.config.weights})
+        import onnx  # not at import time: `compress --help` need not load onnx
+
         target = ctx.workdir / "model.onnx"
         model = read_onnx(self.config.onnx)  # external data, if any, is embedded below
         with atomic_path(target) as tmp:

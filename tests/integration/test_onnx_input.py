@@ -230,3 +230,37 @@ def test_the_resolved_recipe_of_an_onnx_run_validates_again(tmp_path, user_onnx)
     again = load_recipe(resolved)
     assert again.model.onnx == str(user_onnx)
     assert json.loads(again.model.model_dump_json()) == json.loads(recipe.model.model_dump_json())
+
+
+def test_an_onnx_file_and_images_without_labels_are_gated_by_agreement(tmp_path):
+    """Calibration images only: accuracy cannot be measured, fidelity to the file can."""
+    from compress.models.signature import InputSignature
+    from compress.testing.images import write_image_folder
+
+    torch.manual_seed(0)
+    model = build_model(CNNConfig(widths=[8, 16]), (1, 12, 12), 4).eval()
+    export_onnx(model, InputSignature.image((1, 12, 12)), tmp_path / "mine.onnx")
+    write_image_folder(tmp_path / "calibration", classes=2, per_class=20)
+    data = {"source": "image-folder", "path": str(tmp_path / "calibration"), "channels": 1,
+            "labeled": False, "num_classes": 4, "mean": [0.5], "std": [0.25]}  # fmt: skip
+    plan = [{"type": "quantize", "calibration": {"samples": 16}}, {"type": "export"}]
+    path = _onnx_recipe(tmp_path, tmp_path / "mine.onnx", plan, data=data,
+                        budgets={"agreement_min": 0.5})  # fmt: skip
+
+    run = _run(tmp_path, path)
+
+    assert run.returncode == 0, run.output
+    stages = run.report["stages"]
+    assert [s["name"] for s in stages] == ["input", "quantize", "export"]
+    assert all(s["metrics"]["accuracy"] is None for s in stages)
+    assert stages[1]["metrics"]["agreement"] >= 0.5
+    (check,) = run.report["final"]["budgets"]
+    assert check["metric"] == "agreement" and check["passed"]
+    contract = run.report["final"]["input"]
+    assert contract["preprocessing"]["mean"] == [0.5] and contract["preprocessing"]["std"] == [0.25]
+
+    accuracy_gate = _onnx_recipe(tmp_path, tmp_path / "mine.onnx", [{"type": "export"}],
+                                 data=data, budgets={"accuracy_min": 0.9})  # fmt: skip
+    code, output = _refused(tmp_path, accuracy_gate)
+    assert code == 2, output
+    assert "budgets.accuracy_min reads accuracy, which needs labels" in output
