@@ -98,7 +98,11 @@ class Runner:
                          strategy=self.strategy, debug=self.debug)  # fmt: skip
         last_good = None
         for index, (config, name) in enumerate(self.plan, 1):
-            record = self._run_stage(ctx, config, name, index)
+            try:
+                record = self._run_stage(ctx, config, name, index)
+            except Exception as exc:  # noqa: BLE001 - a bug after the stage ran: report it too
+                record = {"name": name, "type": config.type, "dir": name}
+                self._record_error(record, name, exc, time.monotonic())
             self.report.records.append(record)
             self._emit("on_stage_end", record)
             for check in record.get("budgets", []):

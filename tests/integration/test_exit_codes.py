@@ -93,6 +93,23 @@ def test_our_own_bug_outside_a_stage_is_exit_4_with_the_traceback_under_debug(
     assert "Traceback" in debug.output
 
 
+def test_our_own_bug_after_a_stage_ran_is_in_the_report_not_left_running(tmp_path, monkeypatch):
+    import compress.runner
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'eval'")
+
+    monkeypatch.setattr(compress.runner, "check_budgets", broken)  # in the runner's own step
+
+    result, out = _run(tmp_path, tiny_recipe_dict())
+
+    assert result.exit_code == 4, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert (report["status"], report["exit_code"]) == ("error", 4)
+    assert report["error"]["stage"] == "train" and report["error"]["type"] == "AttributeError"
+    assert report["stages"][0]["status"] == "error"
+
+
 def test_cuda_on_a_machine_without_a_gpu_is_exit_2_before_anything_trains(tmp_path):
     import torch
 
