@@ -58,8 +58,8 @@ def _size_plot(report: dict[str, Any], plt) -> str:
     stages = _evaluated(report)
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
     names = [s["name"] for s in stages]
-    raw = [s["metrics"]["size_bytes"] / 1000 for s in stages]
-    packed = [s["metrics"].get("size_compressed_bytes", 0) / 1000 for s in stages]
+    raw = [(s["metrics"].get("size_bytes") or 0) / 1000 for s in stages]
+    packed = [(s["metrics"].get("size_compressed_bytes") or 0) / 1000 for s in stages]
     positions = range(len(names))
     axis.bar([p - 0.2 for p in positions], raw, width=0.4, label="ONNX file", color="#3465a4")
     axis.bar(

@@ -39,6 +39,10 @@ class _Latency(_Open):
 
 class _Metrics(_Open):
     accuracy: float | None = None
+    agreement: float | None = None  # plotted instead of accuracy when there is none
+    kl_mean: float | None = None
+    size_bytes: float | None = None
+    size_compressed_bytes: float | None = None
     latency: dict[str, _Latency] = {}
     speedup: dict[str, Any] | None = None
     speedup_vs_input: dict[str, Any] | None = None

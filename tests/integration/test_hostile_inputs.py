@@ -500,6 +500,28 @@ def test_compress_report_on_a_report_json_of_the_wrong_shape_says_so(tmp_path, f
     assert "report.json: not a compress report" in result.output
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "code"), [("agreement", [], 3), ("size_bytes", None, 0)], ids=str
+)
+def test_a_damaged_plotted_metric_is_said_or_drawn_without_a_traceback(
+    tmp_path, finished_run, key, value, code
+):
+    """Found by the property above: a list where a plotted number was (`agreement`)
+    reached matplotlib and ended as a ValueError traceback."""
+    _, run = finished_run
+    copy_ = tmp_path / "run"
+    shutil.copytree(run, copy_)
+    report = json.loads((copy_ / "report.json").read_text())
+    report["stages"][0]["metrics"][key] = value
+    (copy_ / "report.json").write_text(json.dumps(report), encoding="utf-8")
+
+    result = _invoke("report", copy_)
+
+    _assert_clean(result, {code})
+    if code == 3:
+        assert "report.json: not a compress report" in result.output and key in result.output
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
