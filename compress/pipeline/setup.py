@@ -58,40 +58,7 @@ def load_run_data(recipe: Recipe) -> DataBundle:
         folder = model_files(recipe.model)
         if folder is not None:
             data = data.model_copy(update={"tokenizer": str(folder)})
-    bundle = load_data(data, recipe.seed)
-    check_labels_needed(recipe, bundle)
-    return bundle
-
-
-# What reads labels: training (train, distill, prune's fine-tunes, QAT) and accuracy.
-_LABEL_STAGES = ("train", "distill", "prune")
-_ACCURACY_BUDGETS = ("accuracy_min", "accuracy_drop_max")
-
-
-def check_labels_needed(recipe: Recipe, data: DataBundle) -> None:
-    """Data without labels (calibration images only) can quantize, export and be
-    measured for agreement with the baseline; refuse, before anything runs, every
-    stage and budget that would need labels, naming its key path."""
-    if getattr(data, "labeled", True):
-        return
-    problems = []
-    for index, stage in enumerate(recipe.stages):
-        if stage.type in _LABEL_STAGES or getattr(stage, "mode", None) == "qat":
-            problems.append(f"stages[{index}] ({stage.type}) trains, and training needs labels")
-    tables = [("budgets", recipe.budgets)] + [
-        (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
-    ]
-    for where, budgets in tables:
-        for key in _ACCURACY_BUDGETS:
-            if getattr(budgets, key) is not None:
-                problems.append(
-                    f"{where}.{key} reads accuracy, which needs labels "
-                    "(agreement_min measures fidelity to the baseline without them)"
-                )
-    if problems:
-        raise RecipeError(
-            "\n".join(f"the data has no labels ({recipe.data.source}): {p}" for p in problems)
-        )
+    return load_data(data, recipe.seed)
 
 
 def model_files(config: Any) -> Path | None:

@@ -264,6 +264,16 @@ def _unlabeled_problems(recipe: Recipe) -> list[str]:
                 f"stages[{index}] ({stage.type}) trains on labels, and data.labeled = false "
                 "has none (unlabeled images only calibrate and export a trained model)"
             )
+    tables = [("budgets", recipe.budgets)] + [
+        (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
+    ]
+    for where, budgets in tables:
+        for key in ("accuracy_min", "accuracy_drop_max"):
+            if getattr(budgets, key) is not None:
+                out.append(
+                    f"{where}.{key} reads accuracy, which needs labels, and data.labeled = "
+                    "false has none (agreement_min measures fidelity to the baseline without them)"
+                )
     return out
 
 

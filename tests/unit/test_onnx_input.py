@@ -11,7 +11,6 @@ from compress.models import build_model
 from compress.models.onnx_file import count_onnx_macs, count_onnx_params
 from compress.models.signature import InputSignature
 from compress.models.stats import count_macs
-from compress.pipeline.setup import check_labels_needed
 from compress.recipe.loader import validate_recipe
 from compress.recipe.schema import CNNConfig, MLPConfig, MobileNetConfig
 from compress.runtime.fidelity import fidelity
@@ -51,21 +50,19 @@ def test_fidelity_is_agreement_and_kl_of_the_reference():
         fidelity(reference, reference[:2])
 
 
-class _Unlabeled:
-    labeled = False
-
-
 def test_unlabeled_data_refuses_training_stages_and_accuracy_budgets_by_key_path():
-    recipe = validate_recipe(
-        tiny_recipe_dict(
-            budgets={"accuracy_drop_max": 0.01, "agreement_min": 0.99},
-            stages=[{"type": "train", "epochs": 1}, {"type": "quantize"}, {"type": "export"}],
-        )
-    )
+    unlabeled = {"source": "image-folder", "path": "calibration", "labeled": False,
+                 "num_classes": 4}  # fmt: skip
     with pytest.raises(RecipeError) as caught:
-        check_labels_needed(recipe, _Unlabeled())
+        validate_recipe(
+            tiny_recipe_dict(
+                data=unlabeled,
+                budgets={"accuracy_drop_max": 0.01, "agreement_min": 0.99},
+                stages=[{"type": "train", "epochs": 1}, {"type": "quantize"}, {"type": "export"}],
+            )
+        )
     message = str(caught.value)
-    assert "stages[0] (train) trains, and training needs labels" in message
+    assert "stages[0] (train) trains on labels" in message
     assert "budgets.accuracy_drop_max reads accuracy" in message
     assert "agreement_min" in message  # what to use instead
     assert "stages[1]" not in message  # quantize and export need no labels
