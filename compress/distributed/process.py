@@ -43,7 +43,7 @@ def serve_and_exit(strategy: DistributedStrategy, loaded, on_error) -> None:
         sys.stdout.flush()
         os._exit(exc.exit_code)  # peers may be mid-collective: do not wait on teardown
     distributed.stop()
-    sys.exit(0)
+    distributed.exit_process(0)
 
 
 def finish_driver(strategy: DistributedStrategy, exit_code: int) -> None:
@@ -57,4 +57,4 @@ def finish_driver(strategy: DistributedStrategy, exit_code: int) -> None:
         os._exit(exit_code or 3)
     strategy.shutdown()
     distributed.stop()
-    sys.exit(0 if os.environ.get(LAUNCHED_ENV) else exit_code)
+    distributed.exit_process(0 if os.environ.get(LAUNCHED_ENV) else exit_code)

@@ -63,6 +63,7 @@ def train(strategy: str, kind: str, out: Path, lazy: bool = False) -> None:
     else:
         serve(ranks, data)
     distributed.stop()
+    distributed.exit_process(0)
 
 
 def pipeline_step(out: Path) -> None:
@@ -85,6 +86,7 @@ def pipeline_step(out: Path) -> None:
     result["loss"] = torch.tensor([loss])
     save_file({k: v.contiguous() for k, v in result.items()}, f"{out}.rank{session.rank}")
     distributed.stop()
+    distributed.exit_process(0)
 
 
 if __name__ == "__main__":

@@ -270,3 +270,21 @@ def test_a_killed_two_rank_run_resumes_from_its_last_epoch_with_the_same_result(
     ]
     assert digest[0] == digest[1]
     assert not list(out.glob(".resume/*"))  # spent checkpoints are removed
+
+
+def test_a_rank_exits_with_its_code_after_its_exit_handlers_ran(tmp_path):
+    """exit_process skips C++ static teardown (where gloo can abort) but not Python's:
+    exit handlers run, buffered output reaches the pipe, the code is the one given."""
+    marker = tmp_path / "atexit-ran"
+    script = (
+        "import atexit, pathlib, sys\n"
+        "from compress.distributed.session import exit_process\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "exit_process(3)\n"
+        "print('unreachable')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 3, run.stderr
+    assert run.stdout == "buffered, no newline"
+    assert marker.read_text() == "yes"
