@@ -42,7 +42,6 @@ def serve_and_exit(strategy: DistributedStrategy, loaded, on_error) -> None:
         on_error(strategy.session.rank, exc)
         sys.stdout.flush()
         os._exit(exc.exit_code)  # peers may be mid-collective: do not wait on teardown
-    distributed.stop()
     distributed.exit_process(0)
 
 
@@ -56,5 +55,4 @@ def finish_driver(strategy: DistributedStrategy, exit_code: int) -> None:
         sys.stderr.flush()
         os._exit(exit_code or 3)
     strategy.shutdown()
-    distributed.stop()
     distributed.exit_process(0 if os.environ.get(LAUNCHED_ENV) else exit_code)

@@ -111,15 +111,17 @@ def stop() -> None:
 
 
 def exit_process(code: int) -> NoReturn:
-    """End this rank's process with `code` once it has left the group (`stop`).
+    """Leave the group (`stop`) and end this rank's process with `code`.
 
     Python's exit handlers and buffered output run as at a normal exit; C++ static
     destructors do not. After the GPipe schedule's gloo send/recv traffic, a gloo
     thread is sometimes still joinable when the interpreter tears torch down, and
     std::terminate aborts the process ("terminate called without an active
-    exception", SIGABRT, about 1 run in 80 on 2 cores; seen in CI on both ranks).
-    The work is finished and saved by then, but torchrun would report the job failed.
+    exception", SIGABRT, 2 of ~180 runs of the GPipe test script on 2 cores, on
+    either rank; in CI too). The work is finished and saved by then, but torchrun
+    would report the job failed.
     """
+    stop()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

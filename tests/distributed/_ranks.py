@@ -62,7 +62,6 @@ def train(strategy: str, kind: str, out: Path, lazy: bool = False) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
     else:
         serve(ranks, data)
-    distributed.stop()
     distributed.exit_process(0)
 
 
@@ -85,7 +84,6 @@ def pipeline_step(out: Path) -> None:
         result["outputs"] = torch.cat(outputs)
     result["loss"] = torch.tensor([loss])
     save_file({k: v.contiguous() for k, v in result.items()}, f"{out}.rank{session.rank}")
-    distributed.stop()
     distributed.exit_process(0)
 
 
