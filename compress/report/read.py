@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError
 
 from compress.errors import ArtifactError
 
@@ -28,6 +28,15 @@ class _Check(_Open):
     message: str
 
 
+class _Range(_Open):
+    min: float
+    max: float
+
+
+class _Spread(_Range):  # a speed-up over interleaved rounds
+    median: float
+
+
 class _Latency(_Open):
     p50_ms: float
     p90_ms: float
@@ -35,6 +44,17 @@ class _Latency(_Open):
     mean_ms: float
     std_ms: float
     n: int
+    percentiles: dict[str, float] | None = None
+    throughput: float | None = None
+    throughput_rounds: _Range | None = None
+
+
+class _Profile(_Open):  # one deployment profile (batch, threads) of a stage
+    batch: int
+    threads: int
+    latency: dict[str, _Latency]
+    speedup: _Spread | None = None
+    speedup_vs_input: _Spread | None = None
 
 
 class _Metrics(_Open):
@@ -43,9 +63,29 @@ class _Metrics(_Open):
     kl_mean: float | None = None
     size_bytes: float | None = None
     size_compressed_bytes: float | None = None
+    accuracy_change: float | None = None
+    size_ratio: float | None = None
+    params: float | None = None
+    macs: float | None = None
+    primary_provider: str | None = None
     latency: dict[str, _Latency] = {}
-    speedup: dict[str, Any] | None = None
-    speedup_vs_input: dict[str, Any] | None = None
+    profiles: dict[str, _Profile] = {}
+    speedup: _Spread | None = None
+    speedup_vs_input: _Spread | None = None
+
+
+class _PruneStep(_Open):
+    step: int
+    ratio: float
+    params: int
+    macs: int
+    val_accuracy: float | None = None
+    speedup_vs_input: _Spread | None = None
+    speedup_vs_previous: _Spread | None = None
+
+
+class _Details(_Open):
+    steps: list[_PruneStep] | None = None  # a pruning stage's table
 
 
 class _Stage(_Open):
@@ -56,15 +96,72 @@ class _Stage(_Open):
     metrics: _Metrics | None = None
     budgets: list[_Check] = []
     flags: list[dict[str, Any]] = []
-    details: dict[str, Any] | None = None
+    details: _Details | None = None
+
+
+class _Output(_Open):
+    name: str
+    shape: list[Any]
+
+
+class _ImagePreprocessing(_Open):
+    formula: str
+    scale: float
+    mean: Any
+    std: Any
+
+
+class _TextPreprocessing(_Open):
+    tokenizer: str
+    max_length: int
+    padding_side: str
+    pad_id: int
+    labels: Any
+
+
+class _Named(_Open):
+    name: str
+
+
+class _ImageContract(_Open):
+    name: str
+    dtype: str
+    shape: list[Any]
+    layout: str
+    preprocessing: _ImagePreprocessing
+    output: _Output
+
+
+class _TextContract(_Open):
+    inputs: list[_Named]
+    shape: list[Any]
+    preprocessing: _TextPreprocessing
+    output: _Output
+
+
+def _contract_kind(contract: Any) -> str:
+    """The final model's input contract is described by its preprocessing's kind."""
+    pre = contract.get("preprocessing") if isinstance(contract, dict) else None
+    return "text" if isinstance(pre, dict) and pre.get("kind") == "text" else "image"
 
 
 class _Final(_Open):
     path: str
     stage: str
     sha256: str
-    input: dict[str, Any]
+    input: Annotated[
+        Annotated[_TextContract, Tag("text")] | Annotated[_ImageContract, Tag("image")],
+        Discriminator(_contract_kind),
+    ]
     budgets: list[_Check] = []
+
+
+class _Runtime(_Open):  # how latency was measured, as the report states it
+    batch_size: int
+    threads: int
+    warmup: int
+    rounds: int
+    repeats: int
 
 
 class _Recipe(_Open):
@@ -78,7 +175,7 @@ class _Report(_Open):
     recipe: _Recipe
     finished_at: str
     duration_s: float
-    runtime: dict[str, Any]
+    runtime: _Runtime
     environment: dict[str, Any]
     stages: list[_Stage]
     final: _Final | None = None

@@ -522,6 +522,43 @@ def test_a_damaged_plotted_metric_is_said_or_drawn_without_a_traceback(
         assert "report.json: not a compress report" in result.output and key in result.output
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("stages", 0, "metrics", "profiles"), None),
+        (("stages", 0, "metrics", "profiles", "b1-t1", "latency"), None),
+        (("stages", 0, "metrics", "speedup", "median"), None),
+        (("stages", 0, "metrics", "params"), {}),
+        (("stages", 0, "metrics", "primary_provider"), []),
+        (("final", "input", "preprocessing"), None),
+        (("final", "input", "output"), None),
+        (("runtime",), {}),
+    ],
+    ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else repr(v),
+)
+def test_a_damaged_rendered_value_is_said_not_an_internal_error(
+    tmp_path, finished_run, path, value
+):
+    """Found by the run-folder property (CI, one draw in 50): every value the renderers
+    read is in the reader's shape check, so damage to one is exit 3 naming its key path."""
+    _, run = finished_run
+    copy_ = tmp_path / "run"
+    shutil.copytree(run, copy_)
+    report = json.loads((copy_ / "report.json").read_text())
+    node = report
+    for part in path[:-1]:
+        node = node[part]
+    assert path[-1] in node  # the tiny run writes this value: the damage is real
+    node[path[-1]] = value
+    (copy_ / "report.json").write_text(json.dumps(report), encoding="utf-8")
+
+    result = _invoke("report", copy_)
+
+    _assert_clean(result, {3})
+    assert "report.json: not a compress report" in result.output
+    assert ".".join(map(str, path[:2])) in result.output
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
