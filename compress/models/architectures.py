@@ -1,4 +1,5 @@
-"""Built-in architectures by recipe name. Each builder takes (config, input_shape, num_classes).
+"""The built-in image architectures' modules. Each takes (config, input_shape, num_classes);
+their families (`compress/models/families/`) build them by recipe name.
 
 Every built-in model names its final layer `classifier`, so pruning can leave
 it whole (its outputs are the classes) without guessing.
@@ -6,25 +7,17 @@ it whole (its outputs are the classes) without guessing.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from compress.errors import RecipeError, StageError
+from compress.errors import RecipeError
 from compress.recipe.schema import (
-    CallableModelConfig,
     CNNConfig,
     MLPConfig,
     MobileNetConfig,
     ResNetConfig,
     TransformerConfig,
 )
-from compress.registry import Registry, import_callable
-
-Builder = Callable[..., nn.Module]
-ARCHITECTURES: Registry[Builder] = Registry("architecture")
 
 
 class CNN(nn.Module):
@@ -260,72 +253,6 @@ class Transformer(nn.Module):
         return self.classifier(self.norm(self.blocks(x)).mean(dim=1))
 
 
-ARCHITECTURES.register("cnn")(CNN)
-ARCHITECTURES.register("mobilenet")(MobileNet)
-ARCHITECTURES.register("transformer")(Transformer)
-
-
-@ARCHITECTURES.register("resnet")
-def build_resnet(config: ResNetConfig, input_shape: tuple[int, ...], num_classes: int):
-    """The compact ResNet, or torchvision's layout when the config sets `depth`."""
-    if config.depth is not None:
-        from compress.models.torchvision_resnet import TorchvisionResNet
-
-        return TorchvisionResNet(config.depth, input_shape, num_classes)
-    return ResNet(config, input_shape, num_classes)
-
-
-ARCHITECTURES.register("mlp")(MLP)
-
-
-@ARCHITECTURES.register("hf-encoder")
-def build_hf_encoder(config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A Hugging Face encoder + mean-pool classifier (architecture only: see
-    `load_pretrained_` for its weights)."""
-    from compress.models.hf_encoder import HFEncoderClassifier
-
-    return HFEncoderClassifier(config, input_shape, num_classes)
-
-
-def _build_user_model(
-    config: CallableModelConfig, input_shape: tuple[int, ...], num_classes: int
-) -> nn.Module:
-    function = import_callable(config.architecture, "model.architecture")
-    kwargs = dict(config.kwargs)
-    accepted = inspect.signature(function).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    for name, value in (("num_classes", num_classes), ("input_shape", tuple(input_shape))):
-        if (name in accepted or takes_any) and name not in kwargs:
-            kwargs[name] = value
-    try:
-        model = function(**kwargs)
-    except Exception as exc:  # the user's code: name it, keep its message
-        raise StageError(
-            f"model.architecture {config.architecture} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(model, nn.Module):
-        raise StageError(
-            f"model.architecture {config.architecture} returned {type(model).__name__}, "
-            "expected a torch.nn.Module"
-        )
-    return model
-
-
-def build_model(config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Instantiate the architecture a model config names.
-
-    Example:
-        >>> model = build_model(CNNConfig(widths=[8]), (1, 8, 8), 10)
-        >>> model(torch.zeros(2, 1, 8, 8)).shape
-        torch.Size([2, 10])
-    """
-    if isinstance(config, CallableModelConfig):
-        return _build_user_model(config, input_shape, num_classes)
-    if config.architecture not in ARCHITECTURES:
-        raise RecipeError(f"unknown architecture {config.architecture!r}")
-    return ARCHITECTURES.get(config.architecture)(config, tuple(input_shape), num_classes)
-
-
 def find_classifier(model: nn.Module, num_classes: int) -> nn.Module | None:
     """The layer producing the class logits: `classifier`, else the last Linear with
     `num_classes` outputs."""
@@ -337,7 +264,3 @@ def find_classifier(model: nn.Module, num_classes: int) -> nn.Module | None:
         if isinstance(module, nn.Linear) and module.out_features == num_classes:
             last = module
     return last
-
-
-# the pretrained-family steps live in models/pretrained.py; importable from here as well
-from compress.models.pretrained import load_pretrained_, resolve_model_config  # noqa: E402,F401

@@ -21,7 +21,7 @@ from torch import nn
 
 from compress.artifacts import atomic_path, atomic_write_json, sha256_file
 from compress.errors import ArtifactError
-from compress.models.architectures import build_model
+from compress.models.family import build_model, family_of
 from compress.models.signature import InputSignature
 from compress.recipe.schema import ModelConfig
 
@@ -102,9 +102,17 @@ def new_model(
 ) -> tuple[nn.Module, ModelSpec]:
     """Build the architecture `config` names, tagged with its spec (see `spec_of`).
 
+    Args:
+        config: a family's config.
+        input_shape: the data's per-sample shape.
+        num_classes: width of the logits.
+        inputs: the data's input signature (None: one image tensor); the family
+            decides the model's own from it (`ModelFamily.signature`).
+
     Example:
         >>> model, spec = new_model(CNNConfig(widths=[8]), (1, 8, 8), 10)  # doctest: +SKIP
     """
+    inputs = family_of(config).signature(config, inputs)
     spec = ModelSpec(config, tuple(input_shape), num_classes, inputs)
     return tag_spec_(build_model(config, spec.input_shape, num_classes), spec), spec
 

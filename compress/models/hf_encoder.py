@@ -1,7 +1,7 @@
-"""`architecture = "hf-encoder"`: a Hugging Face BERT-family encoder with a classifier
-over mean-pooled tokens.
+"""The hf-encoder family's model: a Hugging Face BERT-family encoder with a classifier
+over mean-pooled tokens (its family object and config: `families/hf_encoder.py`).
 
-Building and weights are two steps, as for every family:
+Building and weights are two steps, as for every family with pretrained files:
 
 1. `resolve_config` reads the folder's `config.json` (never its weights), keeps the
    chosen `layers` and records the result in the config's `encoder` field. That dict

@@ -18,8 +18,8 @@ from compress.artifacts import atomic_write_text
 from compress.data import DataBundle, load_data
 from compress.errors import RecipeError
 from compress.models import ModelSpec, load_weights_, new_model
+from compress.models.family import family_of, load_pretrained_, resolve_model_config
 from compress.models.onnx_file import onnx_spec
-from compress.models.pretrained import load_pretrained_, resolve_model_config
 from compress.recipe.loader import Recipe
 from compress.recipe.schema import OnnxModelConfig
 from compress.recipe.schema.data import TEXT_SOURCES
@@ -51,7 +51,7 @@ def load_run_data(recipe: Recipe) -> DataBundle:
     """`prepare_process`, then the recipe's data, split by its seed.
 
     Texts without a `data.tokenizer` take the tokenizer of the model's folder
-    (an hf-encoder's `path` or `package`)."""
+    (the folder its family's `files` names)."""
     prepare_process(recipe)
     data = recipe.data
     if data.source in TEXT_SOURCES and data.tokenizer is None:
@@ -62,12 +62,11 @@ def load_run_data(recipe: Recipe) -> DataBundle:
 
 
 def model_files(config: Any) -> Path | None:
-    """The folder a pretrained family's config names (None for other families)."""
-    if getattr(config, "architecture", None) == "hf-encoder" and (config.path or config.package):
-        from compress.models.hf_encoder import model_folder
-
-        return model_folder(config)
-    return None
+    """The folder of the pretrained files a model config names (its family's `files`;
+    None for an ONNX file and for families without files)."""
+    if isinstance(config, OnnxModelConfig):
+        return None
+    return family_of(config).files(config)
 
 
 def initial_model(recipe: Recipe, data: DataBundle) -> tuple[nn.Module | None, ModelSpec]:

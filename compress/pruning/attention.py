@@ -15,7 +15,9 @@ says, for its kind of transformer block, what the graph cannot know:
 
 Adapters match modules by the attributes their forward reads (duck typing), so a
 family is one class here, registered by name, and no `isinstance` chain spreads
-through the prune stage.
+through the prune stage. A model family names the adapters that apply to it
+(`ModelFamily.attention`: `bert` for hf-encoder, none for a CNN); a model of unknown
+family or a user's model is looked at by every adapter.
 """
 
 from __future__ import annotations
@@ -170,15 +172,40 @@ class TorchEncoderLayer(AttentionFamily):
         return found
 
 
-def attention_plan(model: nn.Module) -> AttentionPlan:
-    """Run every family's `prepare_`, then collect what each finds in `model`.
+def adapters_for(model: nn.Module) -> list[str]:
+    """The adapters that apply to `model`: the ones its family names (`ModelFamily.
+    attention`), or every registered one for a model of unknown family or shape.
+
+    Example:
+        >>> adapters_for(build_model(TransformerConfig(), (3, 32, 32), 10))  # doctest: +SKIP
+        ['fused-qkv']
+    """
+    from compress.models.checkpoint import spec_of
+    from compress.models.family import family_of
+
+    spec = spec_of(model)
+    named = family_of(spec.config).attention if spec is not None else None
+    if named is None:
+        return list(ATTENTION_FAMILIES)
+    for name in named:
+        ATTENTION_FAMILIES.get(name)  # a name no adapter registered: an error listing them
+    return list(named)
+
+
+def attention_plan(model: nn.Module, adapters: list[str] | None = None) -> AttentionPlan:
+    """Run each adapter's `prepare_`, then collect what each finds in `model`.
+
+    Args:
+        model: the model to prune.
+        adapters: the adapter names to apply (default: `adapters_for(model)`).
 
     Example:
         >>> plan = attention_plan(model)  # doctest: +SKIP
         >>> sorted(plan.families)  # doctest: +SKIP
         ['bert']
     """
-    families = {name: ATTENTION_FAMILIES.get(name)() for name in ATTENTION_FAMILIES}
+    names = adapters_for(model) if adapters is None else adapters
+    families = {name: ATTENTION_FAMILIES.get(name)() for name in names}
     for family in families.values():
         family.prepare_(model)
     plan = AttentionPlan()
@@ -188,9 +215,11 @@ def attention_plan(model: nn.Module) -> AttentionPlan:
     return plan
 
 
-def sync_heads_(model: nn.Module, heads: dict[nn.Module, int]) -> None:
-    """After a pruning step, every family writes its modules' head counts."""
-    for name in ATTENTION_FAMILIES:
+def sync_heads_(
+    model: nn.Module, heads: dict[nn.Module, int], adapters: list[str] | None = None
+) -> None:
+    """After a pruning step, every adapter that applies writes its modules' head counts."""
+    for name in adapters_for(model) if adapters is None else adapters:
         ATTENTION_FAMILIES.get(name)().sync_(model, heads)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compress.models import load_weights_, new_model
-from compress.models.pretrained import load_pretrained_, resolve_model_config
+from compress.models.family import family_of, resolve_model_config
 from compress.models.stats import count_params
 from compress.recipe.stages import DistillStageConfig
 from compress.stages.base import RunContext, Stage, StageResult
@@ -24,15 +24,13 @@ class DistillStage(Stage):
 
     def _run(self, ctx: RunContext) -> StageResult:
         teacher = ctx.model.eval()
-        # a student of a pretrained family is completed from the teacher's recorded
-        # config (an hf-encoder keeping some of the teacher's layers)
-        student_config = resolve_model_config(
-            self.config.student, getattr(ctx.spec.config, "encoder", None)
-        )
+        # the student's family completes its config, from the teacher's where it keeps
+        # part of the teacher (e.g. some of its layers), and says how the student starts
+        student_config = resolve_model_config(self.config.student, ctx.spec.config)
         student, spec = new_model(
             student_config, ctx.spec.input_shape, ctx.spec.num_classes, ctx.spec.inputs
         )
-        initialised = self._initialise_(student, student_config, teacher)
+        initialised = family_of(student_config).init_student_(student, student_config, teacher)
         if student_config.weights:
             load_weights_(
                 student,
@@ -65,19 +63,3 @@ class DistillStage(Stage):
             },
         }
         return StageResult(student, spec, details=details)
-
-    @staticmethod
-    def _initialise_(student, config, teacher) -> str:
-        """Pretrained students start from weights: an hf-encoder with a path or package
-        from its folder, one without from the teacher's embeddings, kept layers and
-        classifier. Returns where the weights came from, for the report."""
-        if getattr(config, "architecture", None) != "hf-encoder":
-            return "random (seeded)"
-        if config.path or config.package:
-            load_pretrained_(student, config)
-            return f"pretrained {config.path or config.package}, layers {config.layers}"
-        from compress.models.hf_encoder import init_from_teacher_
-
-        layers = config.layers or list(range(len(teacher.encoder.encoder.layer)))
-        init_from_teacher_(student, teacher, layers)
-        return f"teacher layers {layers}, embeddings and classifier"

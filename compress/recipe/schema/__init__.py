@@ -8,7 +8,8 @@ One module per table; every name is re-exported here, so import from
 
 - `base`: `StrictModel` (every table's base), `CALLABLE_PATTERN`, `Fraction`
 - `data`: `[data]`, `DataConfig`
-- `models`: `[model]`, the per-architecture configs, `BUILTIN_ARCHITECTURES`, `ModelConfig`
+- `models`: `[model]`, the built-in families' configs, `MODEL_CONFIGS` (filled by the
+  family registration), `ModelConfigBase`, `ModelConfig`
 - `runtime`: `[runtime]`, `RuntimeConfig`
 - `distributed`: `[distributed]`, `DistributedConfig`
 - `budgets`: `[budgets]` and `[stages.budgets]`, `Budgets`
@@ -23,13 +24,13 @@ from compress.recipe.schema.data import DataConfig
 from compress.recipe.schema.device import TrainingPlacementConfig
 from compress.recipe.schema.distributed import DistributedConfig
 from compress.recipe.schema.models import (
-    BUILTIN_ARCHITECTURES,
+    MODEL_CONFIGS,
     CallableModelConfig,
     CNNConfig,
-    HFEncoderConfig,
     MLPConfig,
     MobileNetConfig,
     ModelConfig,
+    ModelConfigBase,
     OnnxModelConfig,
     ResNetConfig,
     TransformerConfig,
@@ -55,14 +56,13 @@ from compress.recipe.schema.training import (
 )
 
 __all__ = [
-    "BUILTIN_ARCHITECTURES",
+    "MODEL_CONFIGS",
     "CALLABLE_PATTERN",
     "AdagradConfig",
     "AdamConfig",
     "Budgets",
     "CNNConfig",
     "CallableModelConfig",
-    "HFEncoderConfig",
     "ConstantSchedule",
     "CosineSchedule",
     "DataConfig",
@@ -74,6 +74,7 @@ __all__ = [
     "MlflowConfig",
     "MobileNetConfig",
     "ModelConfig",
+    "ModelConfigBase",
     "OnnxModelConfig",
     "MultiStepSchedule",
     "OneCycleSchedule",

