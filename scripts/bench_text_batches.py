@@ -22,8 +22,9 @@ import torch
 from compress.data import load_data
 from compress.data.bundle import Split
 from compress.models import new_model
-from compress.models.pretrained import load_pretrained_, resolve_model_config
-from compress.recipe.schema import DataConfig, HFEncoderConfig
+from compress.models.families.hf_encoder import HFEncoderConfig
+from compress.models.family import load_pretrained_, resolve_model_config
+from compress.recipe.schema import DataConfig
 from compress.runtime.machine import run_environment
 from compress.training.batches import batch_plan, take_batch
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from compress.errors import RecipeError
-from compress.recipe.schema.models import MODEL_CONFIGS, ModelConfigBase, architecture_names
+from compress.recipe.schema.models import MODEL_CONFIGS, ModelConfigBase
 from compress.registry import Registry
 
 if TYPE_CHECKING:
@@ -142,7 +142,6 @@ def family_of(config: Any) -> ModelFamily:
     Raises:
         RecipeError: no registered family has that config class (an ONNX file's config).
     """
-    architecture_names()  # the built-in families are registered on first use
     for cls in type(config).__mro__:
         if cls in _BY_CONFIG:
             return _BY_CONFIG[cls]
@@ -173,3 +172,8 @@ def load_pretrained_(model: nn.Module, config: Any, signature: InputSignature | 
     """Load the pretrained weights `config` names into `model` through its family,
     after checking that inputs of `signature` (the data's) fit it."""
     return family_of(config).load_pretrained_(model, config, signature)
+
+
+# The built-in families register on import; last, so the names above exist when their
+# modules import this one.
+import compress.models.families  # noqa: E402,F401

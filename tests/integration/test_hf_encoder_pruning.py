@@ -12,10 +12,10 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from compress.models.checkpoint import load_model, new_model, save_model  # noqa: E402
-from compress.models.pretrained import load_pretrained_, resolve_model_config  # noqa: E402
+from compress.models.families.hf_encoder import HFEncoderConfig  # noqa: E402
+from compress.models.family import load_pretrained_, resolve_model_config  # noqa: E402
 from compress.models.signature import InputSignature  # noqa: E402
 from compress.pruning.structured import StructuredPruner  # noqa: E402
-from compress.recipe.schema.models import HFEncoderConfig  # noqa: E402
 from compress.runtime.onnx_export import check_parity, export_onnx  # noqa: E402
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe  # noqa: E402
 from compress.testing.text import TINY_BERT, tiny_bert_folder, write_reviews  # noqa: E402

@@ -12,11 +12,12 @@ import torch
 pytest.importorskip("transformers")
 
 from compress.models import load_model, new_model, save_model  # noqa: E402
+from compress.models.families.hf_encoder import HFEncoderConfig  # noqa: E402
+from compress.models.family import load_pretrained_, resolve_model_config  # noqa: E402
 from compress.models.hf_encoder import HFEncoderClassifier, init_from_teacher_  # noqa: E402
-from compress.models.pretrained import load_pretrained_, resolve_model_config  # noqa: E402
 from compress.models.signature import InputSignature  # noqa: E402
 from compress.models.stats import count_macs  # noqa: E402
-from compress.recipe.schema import HFEncoderConfig, TrainingConfig  # noqa: E402
+from compress.recipe.schema import TrainingConfig  # noqa: E402
 from compress.testing.text import tiny_bert_folder  # noqa: E402
 from compress.training.features import FeatureDistiller  # noqa: E402
 from compress.training.inference import predict_logits  # noqa: E402
@@ -107,7 +108,7 @@ def test_missing_folder_and_bad_layers_are_recipe_errors(folder, tmp_path):
 
 def test_student_starts_from_the_teachers_layers(folder):
     teacher, spec = _model(folder)
-    student_config = resolve_model_config(HFEncoderConfig(layers=[0, 2]), spec.config.encoder)
+    student_config = resolve_model_config(HFEncoderConfig(layers=[0, 2]), spec.config)
     student, _ = new_model(student_config, (16,), 2, SIGNATURE)
     init_from_teacher_(student, teacher, [0, 2])
     t, s = teacher.encoder.encoder.layer, student.encoder.encoder.layer

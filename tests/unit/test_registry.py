@@ -9,8 +9,9 @@ import pytest
 
 from compress.data import DATA_SOURCES
 from compress.errors import RecipeError
-from compress.models import ARCHITECTURES
-from compress.recipe.schema import BUILTIN_ARCHITECTURES, DataConfig
+from compress.models import FAMILIES
+from compress.recipe.schema import MODEL_CONFIGS, DataConfig
+from compress.recipe.schema.models import USER_ARCHITECTURE
 from compress.recipe.stages import StageConfig
 from compress.registry import Registry, import_callable
 from compress.stages import STAGES
@@ -97,8 +98,19 @@ def test_registered_stage_uses_the_config_class_of_its_type(stage_type):
     assert stage_class.config_class is configs[stage_type]
 
 
-def test_builtin_architectures_match_the_schema():
-    assert ARCHITECTURES.names() == sorted(BUILTIN_ARCHITECTURES)
+def test_builtin_families_are_registered_with_their_config_classes():
+    builtin = ["cnn", "hf-encoder", "mlp", "mobilenet", "resnet", "transformer", USER_ARCHITECTURE]
+
+    assert set(builtin) <= set(FAMILIES.names())
+    assert FAMILIES.names() == MODEL_CONFIGS.names()
+    for name in FAMILIES.names():
+        family = FAMILIES.get(name)
+        assert MODEL_CONFIGS.get(name) is family.config_class
+        assert family.name == name
+        if name != USER_ARCHITECTURE:  # a config's architecture literal is its family's name
+            field = family.config_class.model_fields["architecture"]
+            (literal,) = typing.get_args(field.annotation)
+            assert literal == name
 
 
 @pytest.mark.parametrize("name", DATA_SOURCES.names())
