@@ -105,13 +105,14 @@ class ModelFamily:
         return []
 
 
-FAMILIES: Registry[ModelFamily] = Registry("architecture")
-_BY_CONFIG: dict[type, ModelFamily] = {}
+FAMILIES: Registry[type[ModelFamily]] = Registry("architecture")
+_BY_CONFIG: dict[type, ModelFamily] = {}  # config class -> its family (one instance)
 
 
 def register_family(name: str) -> Callable[[type[ModelFamily]], type[ModelFamily]]:
-    """Class decorator: register a `ModelFamily` subclass under `name` (one instance),
-    and its `config_class` as the recipe's config for `architecture = name`.
+    """Class decorator: register a `ModelFamily` subclass under `name` (`FAMILIES`; the
+    pipeline calls one instance of it) and its `config_class` as the recipe's config
+    for `architecture = name` (`MODEL_CONFIGS`).
 
     Registering a name twice is an error that names both places.
 
@@ -126,11 +127,10 @@ def register_family(name: str) -> Callable[[type[ModelFamily]], type[ModelFamily
         config_class = getattr(cls, "config_class", None)
         if not (isinstance(config_class, type) and issubclass(config_class, ModelConfigBase)):
             raise TypeError(f"family {name!r}: config_class must subclass ModelConfigBase")
-        family = cls()
-        FAMILIES.register(name)(family)
+        FAMILIES.register(name)(cls)  # a name taken: an error naming both classes' places
         MODEL_CONFIGS.register(name)(config_class)
         cls.name = name
-        _BY_CONFIG[config_class] = family
+        _BY_CONFIG[config_class] = cls()
         return cls
 
     return decorator
