@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from compress.models.families.hf_encoder import HFEncoderConfig
 from compress.recipe import schema, stages, tune
 from compress.recipe.loader import Recipe
 
@@ -19,7 +20,7 @@ SECTIONS = [
     ('[model] architecture = "cnn"', schema.CNNConfig),
     ('[model] architecture = "resnet"', schema.ResNetConfig),
     ('[model] architecture = "mlp"', schema.MLPConfig),
-    ('[model] architecture = "hf-encoder"', schema.HFEncoderConfig),
+    ('[model] architecture = "hf-encoder"', HFEncoderConfig),
     ('[model] architecture = "package.module:function"', schema.CallableModelConfig),
     ('[model] onnx = "model.onnx" (an ONNX file; ONNX stages only)', schema.OnnxModelConfig),
     ("[runtime]", schema.RuntimeConfig),
@@ -55,7 +56,8 @@ SECTIONS = [
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "")
     text = re.sub(r"compress\.recipe\.schema\.\w+\.", "", text)  # the schema package's modules
-    if "Annotated[Union" in text or "Union[Annotated" in text:
+    # a union of tables, or a table dispatched on a key at validation (`[model]`)
+    if "Annotated[Union" in text or "Union[Annotated" in text or text.endswith("StrictModel'>"):
         return "list of tables" if text.startswith("list") else "table (one of the kinds below)"
     for prefix in ("compress.recipe.schema.", "compress.recipe.stages.", "compress.recipe.tune."):
         text = text.replace(prefix, "")
