@@ -139,6 +139,10 @@ def register_family(name: str) -> Callable[[type[ModelFamily]], type[ModelFamily
 def family_of(config: Any) -> ModelFamily:
     """The family whose config class `config` is an instance of.
 
+    Example:
+        >>> type(family_of(CNNConfig())).__name__  # doctest: +SKIP
+        'CNNFamily'
+
     Raises:
         RecipeError: no registered family has that config class (an ONNX file's config).
     """
