@@ -85,7 +85,8 @@ class ModelFamily:
 
     def signature(self, config: Any, data: InputSignature | None) -> InputSignature | None:
         """The model's inputs given the data's (None: one image tensor of the data's
-        shape). Default: the data's own."""
+        shape), and any outputs after the logits that the export must name
+        (`InputSignature.extra_outputs`). Default: the data's own."""
         return data
 
     def load_pretrained_(

@@ -72,6 +72,9 @@ class InputSignature:
 
     inputs: tuple[TensorSpec, ...]
     output: str = OUTPUT_NAME
+    # outputs after the logits that the export names (a model family's, e.g. a decoder's
+    # key/value cache); the logits stay the first output, the only one measured
+    extra_outputs: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ construction
 
@@ -98,7 +101,7 @@ class InputSignature:
             TensorSpec(i["name"], i["dtype"], tuple(i["shape"]), i.get("high"))
             for i in data["inputs"]
         )
-        return cls(inputs, data.get("output", OUTPUT_NAME))
+        return cls(inputs, data.get("output", OUTPUT_NAME), tuple(data.get("extra_outputs", ())))
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> InputSignature:
@@ -128,7 +131,10 @@ class InputSignature:
         return cls(tuple(inputs), output)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": [i.to_dict() for i in self.inputs], "output": self.output}
+        out: dict[str, Any] = {"inputs": [i.to_dict() for i in self.inputs], "output": self.output}
+        if self.extra_outputs:  # only then: model.json of every other model is unchanged
+            out["extra_outputs"] = list(self.extra_outputs)
+        return out
 
     # ------------------------------------------------------------------ reading
 

@@ -112,7 +112,7 @@ def export_onnx(
     example = signature.random_example(signature.sizes(2))
     kwargs = {
         "input_names": signature.names,
-        "output_names": [signature.output],
+        "output_names": [signature.output, *signature.extra_outputs],
         "dynamic_shapes": signature.dynamic_shapes(),
         "external_data": False,
         "dynamo": True,

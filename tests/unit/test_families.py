@@ -6,23 +6,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Literal
 
 import pytest
 import torch
+from torch import nn
 
 from compress.errors import RecipeError
-from compress.models import FAMILIES, family_of, new_model
+from compress.models import FAMILIES, ModelFamily, family_of, new_model, register_family
+from compress.models.checkpoint import describe_model, spec_from_meta
 from compress.models.families.user import UserModelFamily
+from compress.models.signature import InputSignature
 from compress.pruning.attention import ATTENTION_FAMILIES, adapters_for
 from compress.recipe.schema import (
     CallableModelConfig,
     CNNConfig,
     MLPConfig,
     MobileNetConfig,
+    ModelConfigBase,
     OnnxModelConfig,
     ResNetConfig,
     TransformerConfig,
 )
+from compress.runtime.onnx_export import export_onnx
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +103,51 @@ def test_validating_a_model_table_loads_its_family_but_not_torch():
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["HFEncoderConfig", False, False]
+
+
+class TwoOutputConfig(ModelConfigBase):
+    """A family whose model returns a second output after its logits."""
+
+    architecture: Literal["two-output"] = "two-output"
+
+
+class TwoOutput(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.classifier = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.classifier(x), x * 2
+
+
+@register_family("two-output")
+class TwoOutputFamily(ModelFamily):
+    config_class = TwoOutputConfig
+
+    def build(self, config, input_shape, num_classes):
+        return TwoOutput(num_classes)
+
+    def signature(self, config, data):
+        inputs = (data or InputSignature.image((4,))).inputs
+        return InputSignature(inputs, extra_outputs=("doubled",))
+
+
+def test_a_family_decides_its_signature_and_the_export_names_its_extra_outputs(tmp_path):
+    import onnx
+
+    model, spec = new_model(TwoOutputConfig(), (4,), 3)
+
+    path = export_onnx(model, spec.signature, tmp_path / "two.onnx")
+
+    assert spec.signature.extra_outputs == ("doubled",)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["logits", "doubled"]
+    meta = describe_model(model, spec)
+    assert meta["inputs"]["extra_outputs"] == ["doubled"]
+    assert spec_from_meta(meta, "model.json").signature == spec.signature
+
+
+def test_a_signature_without_extra_outputs_writes_what_it_wrote_before():
+    assert InputSignature.image((1, 8, 8)).to_dict() == {
+        "inputs": [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}],
+        "output": "logits",
+    }
