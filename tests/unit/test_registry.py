@@ -11,9 +11,10 @@ from compress.data import DATA_SOURCES
 from compress.errors import RecipeError
 from compress.models import ARCHITECTURES
 from compress.recipe.schema import BUILTIN_ARCHITECTURES, DataConfig
-from compress.recipe.stages import StageConfig
+from compress.recipe.stages import QUANTIZE_METHOD_CONFIGS, STAGE_CONFIGS
 from compress.registry import Registry, import_callable
 from compress.stages import STAGES
+from compress.stages.quantize_methods import QUANTIZE_METHODS
 
 pytestmark = pytest.mark.unit
 
@@ -27,12 +28,13 @@ def _second():
 
 
 def _stage_configs() -> dict[str, type]:
-    """Recipe `type` literal -> config class, read from the StageConfig union."""
-    union = typing.get_args(StageConfig)[0]
+    """Recipe `type` -> config class, from the recipe layer's registry; each class's
+    `type` literal must be the name it is registered under."""
     configs = {}
-    for config in typing.get_args(union):
+    for name, config in STAGE_CONFIGS.items():
         (literal,) = typing.get_args(config.model_fields["type"].annotation)
-        configs[literal] = config
+        assert literal == name
+        configs[name] = config
     return configs
 
 
@@ -95,6 +97,21 @@ def test_registered_stage_uses_the_config_class_of_its_type(stage_type):
 
     assert stage_type in configs, f"stage {stage_type!r} has no config in StageConfig"
     assert stage_class.config_class is configs[stage_type]
+
+
+def test_every_quantize_method_config_has_a_registered_method_and_vice_versa():
+    assert QUANTIZE_METHOD_CONFIGS.names() == QUANTIZE_METHODS.names()
+    for name in QUANTIZE_METHODS.names():
+        assert QUANTIZE_METHODS.get(name).config_class is QUANTIZE_METHOD_CONFIGS.get(name)
+
+
+def test_registering_the_same_object_again_is_allowed_another_is_not():
+    registry = Registry("widget")
+    registry.ensure("w", _first)
+    registry.ensure("w", _first)
+
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.ensure("w", _second)
 
 
 def test_builtin_architectures_match_the_schema():
