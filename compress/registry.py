@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, WrapValidator
@@ -79,6 +80,20 @@ class Registry(Generic[T]):
             self.register(name)(obj)
         return obj
 
+    @contextmanager
+    def scoped(self) -> Iterator[Registry[T]]:
+        """Registrations made inside the block are undone after it (a test's plugin).
+
+        Example:
+            >>> with STAGES.scoped():  # doctest: +SKIP
+            ...     register_stage("toy")(ToyStage)
+        """
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries = saved
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -138,4 +153,6 @@ def registered_table(registry: Registry[type[BaseModel]], key: str = "type") -> 
             )
         return registry.get(name).model_validate(value)
 
+    # what the table may be, for readers of the schema (scripts/gen_recipe_reference.py)
+    validate.registry, validate.key = registry, key  # type: ignore[attr-defined]
     return WrapValidator(validate)

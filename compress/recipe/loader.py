@@ -91,9 +91,9 @@ def check_stage_order(recipe: Recipe, file_label: str) -> None:
     order = " -> ".join(stage.type for stage in recipe.stages)
     names = recipe.stage_names()
     duplicates = sorted({n for n in names if names.count(n) > 1})
-    problems = [f"stage names must be unique, repeated: {', '.join(duplicates)}"] * bool(
-        duplicates
-    )
+    problems = []
+    if duplicates:
+        problems.append(f"stage names must be unique, repeated: {', '.join(duplicates)}")
     problems += _order_problems(recipe.stages)
     if isinstance(recipe.model, OnnxModelConfig):
         problems += _torch_stage_problems(recipe)

@@ -29,7 +29,7 @@ QUANTIZE_METHOD_CONFIGS: Registry[type[QuantizeStageConfig]] = Registry("quantiz
 # The keys that name a method, in the order they are read, with the value that leaves
 # the choice to the next key ("qdq": no whole-model search; "uniform": int8, no codebook).
 SELECTORS = (("format", "qdq"), ("method", "uniform"), ("mode", "static"))
-_LABEL = '(quantize, {})'  # marks a location element as "inside this method's table"
+_LABEL = "(quantize, {})"  # marks a location element as "inside this method's table"
 
 
 def method_name(table: dict[str, Any]) -> str:

@@ -164,9 +164,7 @@ class CodebookConfig(QuantizeStageConfig):
 
     mode: Literal["static"] = Field("static", description="Not read by codebooks.")
     format: Literal["qdq"] = _qdq()
-    bits: int = Field(
-        4, ge=2, le=8, description="Index bits per weight; <= 4 packs two per byte."
-    )
+    bits: int = Field(4, ge=2, le=8, description="Index bits per weight; <= 4 packs two per byte.")
     layers: dict[str, Annotated[int, Field(ge=2, le=8)] | Literal["skip"]] = Field(
         default_factory=dict,
         description="Per-layer bits or 'skip' (kept float), by Conv/Linear module name or "
