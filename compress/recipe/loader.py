@@ -160,7 +160,7 @@ def _unlabeled_problems(recipe: Recipe) -> list[str]:
 
 
 def _torch_stage_problems(recipe: Recipe) -> list[str]:
-    """An ONNX file has no torch model to train, distill, prune or fake-quantize."""
+    """An ONNX file has no torch model for the stages that declare they need one."""
     torch_only = [
         f"stages[{index}] ({stage.label()})"
         for index, stage in enumerate(recipe.stages)
