@@ -220,6 +220,7 @@ def test_qat_on_a_residual_net_learns_every_add(digits_bundle, tmp_path):
 def test_qat_that_hurts_validation_ships_the_calibrated_model(
     tmp_path, digits_bundle, trained, monkeypatch
 ):
+    from compress.runtime.machine import int8_saturates
     from compress.stages.quantize_methods import qat as stage_module
 
     real_fit = stage_module.fit
@@ -239,7 +240,7 @@ def test_qat_that_hurts_validation_ships_the_calibrated_model(
     chosen = torch.randperm(len(digits_bundle.train), generator=torch.Generator().manual_seed(0))
     quantize_static_onnx(
         export_onnx(trained, (1, 8, 8), tmp_path / "fp32.onnx"), static,
-        digits_bundle.train.x[chosen[:64]].numpy(), reduce_range=stage_module.int8_saturates(),
+        digits_bundle.train.x[chosen[:64]].numpy(), reduce_range=int8_saturates(),
     )  # fmt: skip
 
     workdir = tmp_path / "stage"
