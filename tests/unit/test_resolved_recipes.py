@@ -61,3 +61,15 @@ def test_the_cases_cover_every_builtin_method():
     assert methods == {
         "static", "fallback", "dynamic", "qat", "int4", "kmeans", "pow2", "auto", "placement"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_resolved_recipe_validates_again_to_itself(name):
+    # recipe.resolved.toml, a tune trial and a spawned worker revalidate the dump
+    import tomllib
+
+    from compress.recipe.loader import validate_recipe
+
+    recipe = validate_recipe(CASES[name])
+
+    assert validate_recipe(tomllib.loads(recipe.to_toml())) == recipe
