@@ -131,7 +131,7 @@ def _validate_method(obj: Any) -> QuantizeStageConfig:
     if not isinstance(obj, dict):
         raise PydanticCustomError("model_type", "must be a table")
     name = method_name(obj)
-    if name not in QUANTIZE_METHOD_CONFIGS:
+    if not isinstance(name, str) or name not in QUANTIZE_METHOD_CONFIGS:
         raise _unknown_method(obj, name)
     config = QUANTIZE_METHOD_CONFIGS.get(name)
     try:
