@@ -152,7 +152,9 @@ def matmul_onnx(tmp_path_factory):
 def test_other_quantize_modes_run_on_an_onnx_file(tmp_path, user_onnx, matmul_onnx, quantize):
     # calibration is a key of the calibrating methods only (kmeans and int4 read none)
     calibrates = quantize.get("method") != "kmeans" and quantize.get("mode") != "int4"
-    stage = {"type": "quantize", **({"calibration": {"samples": 32}} * calibrates), **quantize}
+    stage = {"type": "quantize", **quantize}
+    if calibrates:
+        stage["calibration"] = {"samples": 32}
     source = matmul_onnx if quantize.get("mode") == "int4" else user_onnx
     # the row mixer is untrained: near-even logits flip more easily than a trained model's
     export = {"type": "export", "agreement_min": 0.9 if source == matmul_onnx else 0.97}
