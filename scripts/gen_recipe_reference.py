@@ -1,5 +1,14 @@
-"""Write docs/recipe-reference.md from the pydantic config classes (their field
-descriptions are the single source of truth). Run: python scripts/gen_recipe_reference.py"""
+"""Write docs/recipe-reference.md from the config classes and the registries.
+
+The field descriptions are the single source of truth, and what a recipe may hold is
+read from the schema itself: the `Recipe` table's fields, every table they lead to, the
+stage types registered in `STAGE_CONFIGS`, the quantization methods in
+`QUANTIZE_METHOD_CONFIGS` and the data sources in `DATA_SOURCES`, so a registered
+plugin appears without editing this script. tests/unit/test_recipe_reference.py fails
+when the committed file differs from a fresh one.
+
+Run: python scripts/gen_recipe_reference.py
+"""
 
 from __future__ import annotations
 
@@ -10,58 +19,48 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from compress.models.families.hf_encoder import HFEncoderConfig
-from compress.recipe import schema, stages, tune
-from compress.recipe.loader import Recipe
+TARGET = Path(__file__).resolve().parent.parent / "docs" / "recipe-reference.md"
 
-SECTIONS = [
-    ("Top level", Recipe),
-    ("[data]", schema.DataConfig),
-    ('[model] architecture = "cnn"', schema.CNNConfig),
-    ('[model] architecture = "resnet"', schema.ResNetConfig),
-    ('[model] architecture = "mlp"', schema.MLPConfig),
-    ('[model] architecture = "hf-encoder"', HFEncoderConfig),
-    ('[model] architecture = "package.module:function"', schema.CallableModelConfig),
-    ('[model] onnx = "model.onnx" (an ONNX file; ONNX stages only)', schema.OnnxModelConfig),
-    ("[runtime]", schema.RuntimeConfig),
-    ("[distributed]", schema.DistributedConfig),
-    ("[budgets] and [stages.budgets]", schema.Budgets),
-    ("Training keys (train, distill, prune.finetune)", schema.TrainingConfig),
-    ("optimizer: sgd / momentum / nesterov", schema.SGDConfig),
-    ("optimizer: adam / adamw", schema.AdamConfig),
-    ("optimizer: rmsprop", schema.RMSPropConfig),
-    ("optimizer: adagrad", schema.AdagradConfig),
-    ("schedule: step", schema.StepSchedule),
-    ("schedule: multistep", schema.MultiStepSchedule),
-    ("schedule: exponential", schema.ExponentialSchedule),
-    ("schedule: cosine", schema.CosineSchedule),
-    ("schedule: onecycle", schema.OneCycleSchedule),
-    ("schedule: warmup", schema.WarmupSchedule),
-    ("early_stopping", schema.EarlyStoppingConfig),
-    ('[[stages]] type = "train"', stages.TrainStageConfig),
-    ('[[stages]] type = "distill"', stages.DistillStageConfig),
-    ('[[stages]] type = "prune"', stages.PruneStageConfig),
-    ("prune.finetune", stages.FinetuneConfig),
-    ('[[stages]] type = "quantize"', stages.QuantizeStageConfig),
-    ("quantize.calibration", stages.CalibrationConfig),
-    ("quantize.fallback", stages.FallbackConfig),
-    ("quantize.qat", stages.QATConfig),
-    ('[[stages]] type = "export"', stages.ExportStageConfig),
-    ("[tune]", tune.TuneConfig),
-    ("[tracking]", schema.TrackingConfig),
-    ("[tracking.mlflow]", schema.MlflowConfig),
-]
+
+def _registered(annotation) -> tuple[str, list[tuple[str, type]]] | None:
+    """(key, [(name, class)]) when the annotation is a `registered_table`."""
+    for meta in getattr(annotation, "__metadata__", ()):
+        registry = getattr(getattr(meta, "func", None), "registry", None)
+        if registry is not None:  # `others`: tables told apart by another key (onnx)
+            return meta.func.key, registry.items() + list(getattr(meta.func, "others", ()))
+    for arg in typing.get_args(annotation):
+        found = _registered(arg)
+        if found:
+            return found
+    return None
+
+
+def _annotation(field):
+    """A field's type with its metadata: pydantic moves a top-level `Annotated`'s validators
+    into `field.metadata`, where `_registered` must still find them (`[model]`)."""
+    if field.metadata:
+        return typing.Annotated[(field.annotation, *field.metadata)]
+    return field.annotation
+
+
+def _tables(annotation) -> list[type[BaseModel]]:
+    """The config classes an annotation may hold (a table, a union of them, a list)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out = []
+    for arg in typing.get_args(annotation):
+        out += [table for table in _tables(arg) if table not in out]
+    return out
 
 
 def _type_name(annotation) -> str:
+    if _registered(annotation) is not None or len(_tables(annotation)) > 1:
+        return "list of tables" if typing.get_origin(annotation) is list else "table (one of below)"
+    if _tables(annotation):
+        return "table" + (" \\| None" if type(None) in typing.get_args(annotation) else "")
     text = str(annotation).replace("typing.", "")
-    text = re.sub(r"compress\.recipe\.schema\.\w+\.", "", text)  # the schema package's modules
-    # a union of tables, or a table dispatched on a key at validation (`[model]`)
-    if "Annotated[Union" in text or "Union[Annotated" in text or text.endswith("StrictModel'>"):
-        return "list of tables" if text.startswith("list") else "table (one of the kinds below)"
-    for prefix in ("compress.recipe.schema.", "compress.recipe.stages.", "compress.recipe.tune."):
-        text = text.replace(prefix, "")
-    return text.replace("<class '", "").replace("'>", "")
+    text = re.sub(r"compress\.[\w.]+\.", "", text)
+    return text.replace("<class '", "").replace("'>", "").replace("|", "\\|")
 
 
 def _default(field) -> str:
@@ -74,32 +73,109 @@ def _default(field) -> str:
     return "**required**"
 
 
+def _tag(model: type[BaseModel]) -> str:
+    """How a member of a union is told apart: its first one-valued key (`name = "adam"`)."""
+    for name, field in model.model_fields.items():
+        if typing.get_origin(field.annotation) is typing.Literal:
+            return f"{name} = " + " / ".join(f'"{v}"' for v in typing.get_args(field.annotation))
+    name, field = next((n, f) for n, f in model.model_fields.items() if f.is_required())
+    return f"{name} = {(field.description or model.__name__).split(';')[0]}"
+
+
+class Reference:
+    """The Markdown document, one section per table, each table once."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.seen: set[type] = set()
+
+    def section(
+        self, title: str, model: type[BaseModel], skip=(), note: str = "", path: str = ""
+    ) -> None:
+        """A table's keys, then the tables they lead to (`path.key`)."""
+        self.seen.add(model)
+        doc = (model.__doc__ or "").strip().splitlines() or [""]
+        self.lines += [f"## {title}", "", doc[0], ""] + ([note, ""] if note else [])
+        self.lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            origin = typing.get_origin(field.annotation)
+            if name in skip or (origin is typing.Literal and len(field.annotation.__args__) == 1):
+                continue  # the discriminator (type/name/architecture) is in the title
+            meaning = (field.description or "").replace("|", "\\|")
+            self.lines.append(
+                f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {meaning} |"
+            )
+        self.lines.append("")
+        for name, field in model.model_fields.items():
+            if name not in skip:
+                self.nested(path, name, _annotation(field))
+
+    def nested(self, path: str, key: str, annotation) -> None:
+        registered = _registered(annotation)
+        if registered is not None:
+            tag, entries = registered
+            table = f"[[{key}]]" if typing.get_origin(annotation) is list else f"[{key}]"
+            for name, config in entries:
+                value = f'{tag} = "{name}"' if name != "onnx" else 'onnx = "model.onnx"'
+                self.plugin(f"{table} {value}", name, config)
+            return
+        tables = [table for table in _tables(annotation) if table not in self.seen]
+        for table in tables:
+            suffix = f": {_tag(table)}" if len(_tables(annotation)) > 1 else ""
+            self.section(f"{path}.{key}{suffix}", table, path=f"{path}.{key}")
+
+    def plugin(self, title: str, name: str, config: type[BaseModel]) -> None:
+        from compress.recipe.stages import QUANTIZE_METHOD_CONFIGS, QuantizeStageConfig
+
+        self.section(title, config, skip=("budgets",), path=name)
+        if config is not QuantizeStageConfig:
+            return
+        common = set(QuantizeStageConfig.model_fields)
+        for method, method_config in QUANTIZE_METHOD_CONFIGS.items():
+            self.section(
+                f"{title}, {method_config.method_label(method)}",
+                method_config,
+                skip=common,
+                note=f"Quantization method `{method}`: the keys it takes besides the above.",
+                path=name,
+            )
+
+
 def render() -> str:
-    lines = [
+    from compress.data import DATA_SOURCES
+    from compress.recipe.loader import Recipe
+    from compress.recipe.schema.models import architecture_names
+
+    architecture_names()  # the built-in families register their configs on first use
+
+    doc = Reference()
+    doc.lines += [
         "# Recipe reference",
         "",
-        "Generated by `scripts/gen_recipe_reference.py` from the config classes; do not edit.",
+        "Generated by `scripts/gen_recipe_reference.py` from the config classes and the",
+        "registries of stages, quantization methods and data sources; do not edit.",
         "Unknown keys are errors. Fractions are fractions (`0.95` = 95 %).",
         "",
+        f"Data sources (`[data] source`): {', '.join(DATA_SOURCES.names())}, or",
+        "'package.module:function'.",
+        "",
     ]
-    for title, model in SECTIONS:
-        lines += [f"## {title}", "", (model.__doc__ or "").strip().splitlines()[0], ""]
-        lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, field in model.model_fields.items():
-            if (
-                typing.get_origin(field.annotation) is typing.Literal
-                and len(typing.get_args(field.annotation)) == 1
-            ):
-                continue  # the discriminator (type/name/architecture) is in the title
-            type_name = _type_name(field.annotation).replace("|", "\\|")
-            lines.append(
-                f"| `{name}` | {type_name} | {_default(field)} | {field.description or ''} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+    tables_below = [n for n, f in Recipe.model_fields.items() if _tables(f.annotation)]
+    doc.section("Top level", Recipe, skip=tables_below, note="Each table has a section below.")
+    for name, field in Recipe.model_fields.items():
+        tables = _tables(field.annotation)
+        if not tables:
+            continue
+        if _registered(_annotation(field)) is not None:
+            doc.nested("", name, _annotation(field))
+        elif len(tables) == 1:
+            doc.section(f"[{name}]", tables[0], path=name)
+        else:
+            for table in tables:
+                doc.section(f"[{name}] {_tag(table)}", table, path=name)
+    return "\n".join(doc.lines)
 
 
 if __name__ == "__main__":
-    target = Path(__file__).resolve().parent.parent / "docs" / "recipe-reference.md"
-    target.write_text(render())
-    print(f"wrote {target}")
+    TARGET.write_text(render(), encoding="utf-8")
+    print(f"wrote {TARGET}")

@@ -1,7 +1,9 @@
 """TOML recipe -> validated `Recipe`, with errors that name the file and key path.
 
 Precedence: the recipe file, then each `--set key.path=value` override in order.
-Rules that span stages live in `check_stage_order`, run after field validation.
+Rules that span stages live in `check_stage_order`, run after field validation; they
+read what each stage's config class declares (`StageConfigBase`), never a stage type,
+so a stage registered from outside the package is held to them like a built-in one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import tomli_w
 from pydantic import BaseModel, Field, ValidationError
 
 from compress.errors import RecipeError
+from compress.recipe.keys import (  # noqa: F401 (re-exported: the loader's public names)
+    apply_override,
+    format_key_path,
+    parse_key_path,
+)
+from compress.recipe.messages import describe_error
 from compress.recipe.schema import (
     CALLABLE_PATTERN,
     Budgets,
@@ -29,7 +37,7 @@ from compress.recipe.schema import (
     TrackingConfig,
     TrainingPlacementConfig,
 )
-from compress.recipe.stages import StageConfig
+from compress.recipe.stages import STAGE_CONFIGS, StageConfig
 from compress.recipe.tune import CategoricalParam, TuneConfig
 
 
@@ -78,169 +86,22 @@ class Recipe(StrictModel):
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
-_INDEX = re.compile(r"^(?P<key>[^\[\]]*)((\[(?P<index>\d+)\])*)$")
-
-
-def parse_key_path(path: str) -> list[str | int]:
-    """Split `stages[1].optimizer.lr` (or `stages.1.optimizer.lr`) into parts.
-
-    Example:
-        >>> parse_key_path("stages[1].optimizer.lr")
-        ['stages', 1, 'optimizer', 'lr']
-    """
-    parts: list[str | int] = []
-    for piece in path.split("."):
-        match = _INDEX.match(piece)
-        if not piece or match is None:
-            raise RecipeError(f"invalid key path {path!r}")
-        key = match.group("key")
-        if key.isdigit():
-            parts.append(int(key))
-        elif key:
-            parts.append(key)
-        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", piece))
-    return parts
-
-
-def format_key_path(parts: list[str | int] | tuple[str | int, ...]) -> str:
-    """Inverse of `parse_key_path`: ['stages', 1, 'lr'] -> 'stages[1].lr'."""
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _parse_override_value(text: str) -> Any:
-    # A TOML literal when it parses as one (3, 0.1, true, [1, 2], "x"), else a bare string.
-    try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_override(raw: dict[str, Any], assignment: str, source: str = "--set") -> None:
-    """Apply one `key.path=value` override to the raw recipe dict, in place.
-
-    Missing tables are created; list indices must exist.
-    """
-    if "=" not in assignment:
-        raise RecipeError(f"{source}: expected key.path=value, got {assignment!r}")
-    path_text, value_text = assignment.split("=", 1)
-    parts = parse_key_path(path_text.strip())
-    node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
-        where = format_key_path(parts[: depth + 1])
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                raise RecipeError(f"{source} {path_text.strip()}: no list item {where}")
-            node = node[part]
-        else:
-            if not isinstance(node, dict):
-                raise RecipeError(f"{source} {path_text.strip()}: {where} is not a table")
-            node = node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(last, int):
-        if not isinstance(node, list) or last >= len(node):
-            raise RecipeError(
-                f"{source} {path_text.strip()}: no list item {format_key_path(parts)}"
-            )
-    elif not isinstance(node, dict):
-        raise RecipeError(
-            f"{source} {path_text.strip()}: {format_key_path(parts[:-1])} is not a table"
-        )
-    node[last] = _parse_override_value(value_text.strip())
-
-
-def _user_location(loc: tuple[Any, ...], raw: Any) -> list[str | int]:
-    """Drop the union tags pydantic inserts into error locations (e.g. 'train').
-
-    Walk the raw data alongside the location: an element that is neither a key
-    present in the current table nor a list index, and is not the last element,
-    is a tag and is skipped.
-    """
-    parts: list[str | int] = []
-    node = raw
-    for position, element in enumerate(loc):
-        is_last = position == len(loc) - 1
-        if isinstance(element, int) and isinstance(node, list) and element < len(node):
-            parts.append(element)
-            node = node[element]
-        elif isinstance(node, dict) and element in node:
-            parts.append(element)
-            node = node[element]
-        elif not is_last and isinstance(element, str):
-            continue
-        else:
-            parts.append(element)
-            node = None
-    return parts
-
-
-# Shorter wording for the commonest pydantic errors, keyed by error type.
-_MESSAGES = {
-    "greater_than": "must be > {gt}",
-    "greater_than_equal": "must be >= {ge}",
-    "less_than": "must be < {lt}",
-    "less_than_equal": "must be <= {le}",
-    "literal_error": "must be one of {expected}",
-    "too_short": "needs at least {min_length} item(s)",
-}
-
-
-def _describe(error: dict[str, Any], raw: Any, file_label: str) -> str:
-    parts = _user_location(error["loc"], raw)
-    kind = error["type"]
-    message = error["msg"]
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        # name the discriminating key itself (stages[0].optimizer.name), not its table
-        context = error.get("ctx", {})
-        key = str(context.get("discriminator", "type")).strip("'")
-        parts = [*parts, key]
-        if kind == "union_tag_not_found":
-            return f"{file_label}: {format_key_path(parts)}: required key is missing"
-        allowed = str(context.get("expected_tags", "")).replace("'", "")
-        got = context.get("tag")
-        return f"{file_label}: {format_key_path(parts)}: must be one of {allowed}, got {got!r}"
-    where = format_key_path(parts) or "(top level)"
-    if kind == "extra_forbidden":
-        message = "unknown key"
-    elif kind == "missing":
-        message = "required key is missing"
-    elif kind in _MESSAGES:
-        message = _MESSAGES[kind].format(**error.get("ctx", {}))
-    elif message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if kind not in ("missing",) and "input" in error and not isinstance(error["input"], dict):
-        message += f", got {error['input']!r}"
-    return f"{file_label}: {where}: {message}"
-
-
 def check_stage_order(recipe: Recipe, file_label: str) -> None:
     """Rules that span stages. Raises RecipeError quoting the stage order seen."""
-    types = [stage.type for stage in recipe.stages]
-    order = " -> ".join(types)
-    problems = []
+    order = " -> ".join(stage.type for stage in recipe.stages)
     names = recipe.stage_names()
     duplicates = sorted({n for n in names if names.count(n) > 1})
+    problems = []
     if duplicates:
         problems.append(f"stage names must be unique, repeated: {', '.join(duplicates)}")
-    if "export" in types and types.index("export") != len(types) - 1:
-        problems.append("export must be the last stage")
-    if types.count("export") > 1:
-        problems.append("at most one export stage")
-    if "quantize" in types:
-        after = types[types.index("quantize") + 1 :]
-        if any(t != "export" for t in after):
-            problems.append("only export may follow quantize (its output is an int8 ONNX model)")
-    if types.count("quantize") > 1:
-        problems.append("at most one quantize stage")
-    onnx_input = isinstance(recipe.model, OnnxModelConfig)
-    if onnx_input:
+    problems += _order_problems(recipe.stages)
+    if isinstance(recipe.model, OnnxModelConfig):
         problems += _torch_stage_problems(recipe)
-    elif types[0] != "train" and recipe.model.weights is None:
+    elif recipe.model.weights is None and not recipe.stages[0].trains_from_scratch:
+        starters = [name for name, config in STAGE_CONFIGS.items() if config.trains_from_scratch]
         problems.append(
-            f"the first stage is {types[0]!r} but the model is untrained: start with a "
-            "train stage or set model.weights"
+            f"the first stage is {recipe.stages[0].type!r} but the model is untrained: start "
+            f"with a {' or '.join(starters)} stage or set model.weights"
         )
     problems.extend(_unlabeled_problems(recipe))
     lines = [f"{file_label}: stages: {problem} (stage order: {order})" for problem in problems]
@@ -251,19 +112,40 @@ def check_stage_order(recipe: Recipe, file_label: str) -> None:
         raise RecipeError("\n".join(lines))
 
 
+def _order_problems(stages: list) -> list[str]:
+    """What each stage declares about its place: last, its followers, at most one."""
+    types = [stage.type for stage in stages]
+    problems = []
+    for index, stage in enumerate(stages):
+        first = types.index(stage.type) == index
+        if stage.must_be_last and index != len(stages) - 1 and first:
+            problems.append(f"{stage.type} must be the last stage")
+        allowed = stage.followers
+        if allowed is not None and first and any(t not in allowed for t in types[index + 1 :]):
+            problems.append(
+                f"only {' or '.join(allowed) or 'nothing'} may follow {stage.type}"
+                f"{stage.followers_reason}"
+            )
+    for index, stage in enumerate(stages):
+        once = stage.must_be_last or (
+            stage.followers is not None and stage.type not in stage.followers
+        )
+        if once and types.count(stage.type) > 1 and types.index(stage.type) == index:
+            problems.append(f"at most one {stage.type} stage")
+    return problems
+
+
 def _unlabeled_problems(recipe: Recipe) -> list[str]:
     """Images without labels (`data.labeled = false`) calibrate and export; nothing
     that trains on labels can run on them."""
     if getattr(recipe.data, "labeled", True):
         return []
-    out = []
-    for index, stage in enumerate(recipe.stages):
-        finetune = getattr(getattr(stage, "finetune", None), "epochs", 0)
-        if stage.type in ("train", "distill") or finetune or getattr(stage, "mode", "") == "qat":
-            out.append(
-                f"stages[{index}] ({stage.type}) trains on labels, and data.labeled = false "
-                "has none (unlabeled images only calibrate and export a trained model)"
-            )
+    out = [
+        f"stages[{index}] ({stage.label()}) trains on labels, and data.labeled = false "
+        "has none (unlabeled images only calibrate and export a trained model)"
+        for index, stage in enumerate(recipe.stages)
+        if stage.needs_labels()
+    ]
     tables = [("budgets", recipe.budgets)] + [
         (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
     ]
@@ -278,20 +160,19 @@ def _unlabeled_problems(recipe: Recipe) -> list[str]:
 
 
 def _torch_stage_problems(recipe: Recipe) -> list[str]:
-    """An ONNX file has no torch model to train, distill, prune or fake-quantize."""
-    torch_only = []
-    for index, stage in enumerate(recipe.stages):
-        if stage.type in ("train", "distill", "prune"):
-            torch_only.append(f"stages[{index}] ({stage.type})")
-        elif stage.type == "quantize" and getattr(stage, "mode", None) == "qat":
-            torch_only.append(f"stages[{index}] (quantize, mode = 'qat')")
+    """An ONNX file has no torch model for the stages that declare they need one."""
+    torch_only = [
+        f"stages[{index}] ({stage.label()})"
+        for index, stage in enumerate(recipe.stages)
+        if stage.needs_torch()
+    ]
     if not torch_only:
         return []
+    onnx_ready = [form for name, kind in STAGE_CONFIGS.items() for form in kind.onnx_forms(name)]
     return [
         f"{', '.join(torch_only)} need a torch model, and model.onnx = "
         f"{recipe.model.onnx!r} is an ONNX file: its recipes run ONNX stages only "
-        "(quantize: static, dynamic, int4, format = 'auto' or 'placement', fallback, "
-        "kmeans/pow2 codebooks; then export). To train or prune, start from the torch "
+        f"({'; '.join(onnx_ready)}). To train or prune, start from the torch "
         "model and its weights (model.architecture + model.weights)"
     ]
 
@@ -415,7 +296,7 @@ def validate_recipe(
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(error, raw, file_label) for error in exc.errors()]
+        lines = [describe_error(error, raw, file_label) for error in exc.errors()]
         raise RecipeError("\n".join(lines)) from None
     if not user_code:
         refuse_user_code(recipe, file_label)

@@ -41,6 +41,8 @@ class PruneStageConfig(_StageBase):
     last step whose validation accuracy still meets the stage's accuracy budgets.
     """
 
+    trains_on_labels = True  # when it fine-tunes: see needs_labels
+
     type: Literal["prune"]
     method: Literal["structured", "unstructured"] = Field(
         "structured",
@@ -117,6 +119,10 @@ class PruneStageConfig(_StageBase):
     finetune: FinetuneConfig = Field(
         default_factory=FinetuneConfig, description="Fine-tuning after each step."
     )
+
+    def needs_labels(self) -> bool:
+        """Pruning alone reads no labels; its fine-tune epochs train on them."""
+        return self.finetune.epochs > 0
 
     @model_validator(mode="after")
     def _target_rules(self) -> PruneStageConfig:

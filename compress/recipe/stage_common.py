@@ -1,4 +1,5 @@
-"""What several stage configs share: the stage base, distillation, fine-tuning.
+"""What every stage config shares: the stage base with the stage's declared
+capabilities, and the distillation and fine-tuning tables several stages use.
 
 Kept apart from `stages.py` so each stage's config module (`prune_config.py`)
 can build on them; `compress.recipe.stages` re-exports every name.
@@ -6,20 +7,70 @@ can build on them; `compress.recipe.stages` re-exports every name.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from compress.recipe.schema import Budgets, StrictModel, TrainingConfig
 
 
-class _StageBase(StrictModel):
+class StageConfigBase(StrictModel):
+    """Base of every stage's config: its name, its budgets, and what the stage is.
+
+    The class attributes below are the stage's declaration of what it needs and
+    allows. The loader's cross-stage rules (`recipe/loader.py`) read only these,
+    never a stage type, so a stage registered from outside the package is checked
+    like a built-in one. A subclass sets the ones that differ from the default;
+    `needs_torch` / `needs_labels` refine them for one configured instance (prune
+    trains on labels only when it fine-tunes; quantize asks its method).
+
+    Attributes:
+        needs_torch_model: it reads or changes the torch model, so it cannot run in a
+            recipe that starts from an ONNX file (`[model] onnx`).
+        trains_on_labels: it fits on the training labels, so it cannot run on
+            unlabeled data (`data.labeled = false`).
+        trains_from_scratch: it may run first on an untrained model (train does);
+            any other first stage needs `model.weights` or an ONNX file.
+        must_be_last: nothing may follow it (export); at most one per recipe.
+        followers: the stage types that may follow it, or None for any
+            (quantize: only export), with `followers_reason` saying why.
+    """
+
+    needs_torch_model: ClassVar[bool] = True
+    trains_on_labels: ClassVar[bool] = False
+    trains_from_scratch: ClassVar[bool] = False
+    must_be_last: ClassVar[bool] = False
+    followers: ClassVar[tuple[str, ...] | None] = None
+    followers_reason: ClassVar[str] = ""
+
+    type: str
     name: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Stage name, used for its folder (default: its type, numbered if repeated).",
     )
     budgets: Budgets = Field(default_factory=Budgets, description="This stage's budgets.")
+
+    def needs_torch(self) -> bool:
+        """Whether this configured stage needs a torch model (default: the class's)."""
+        return self.needs_torch_model
+
+    def needs_labels(self) -> bool:
+        """Whether this configured stage trains on labels (default: the class's)."""
+        return self.trains_on_labels
+
+    def label(self) -> str:
+        """How messages name the stage's kind: its type (quantize adds its method)."""
+        return self.type
+
+    @classmethod
+    def onnx_forms(cls, name: str) -> list[str]:
+        """What of the stage registered as `name` runs on an ONNX file, for messages:
+        nothing, or its name (quantize lists its methods that do)."""
+        return [] if cls.needs_torch_model else [name]
+
+
+_StageBase = StageConfigBase  # the name the stage configs were written against
 
 
 class DistillConfig(StrictModel):

@@ -168,7 +168,7 @@ def test_quantization_prints_nothing(fp32, calibration_x, tmp_path, capfd, metho
 def test_reduce_range_auto_turns_on_7_bit_weights_where_int8_saturates(
     tmp_path, digits_bundle, trained, monkeypatch, saturates, setting, expected
 ):
-    from compress.stages import quantize as stage_module
+    from compress.stages.quantize_methods import base as stage_module
 
     monkeypatch.setattr(stage_module, "int8_saturates", lambda: saturates)
     ctx = tiny_run_context(tmp_path, digits_bundle, model=trained)

@@ -220,7 +220,8 @@ def test_qat_on_a_residual_net_learns_every_add(digits_bundle, tmp_path):
 def test_qat_that_hurts_validation_ships_the_calibrated_model(
     tmp_path, digits_bundle, trained, monkeypatch
 ):
-    from compress.stages import quantize as stage_module
+    from compress.runtime.machine import int8_saturates
+    from compress.stages.quantize_methods import qat as stage_module
 
     real_fit = stage_module.fit
 
@@ -239,7 +240,7 @@ def test_qat_that_hurts_validation_ships_the_calibrated_model(
     chosen = torch.randperm(len(digits_bundle.train), generator=torch.Generator().manual_seed(0))
     quantize_static_onnx(
         export_onnx(trained, (1, 8, 8), tmp_path / "fp32.onnx"), static,
-        digits_bundle.train.x[chosen[:64]].numpy(), reduce_range=stage_module.int8_saturates(),
+        digits_bundle.train.x[chosen[:64]].numpy(), reduce_range=int8_saturates(),
     )  # fmt: skip
 
     workdir = tmp_path / "stage"
@@ -258,9 +259,17 @@ def test_qat_that_hurts_validation_ships_the_calibrated_model(
 
 @pytest.mark.parametrize(
     "bad",
-    [{"per_channel": False}, {"weight_type": "uint8"}, {"format": "auto"}],
-    ids=["per-tensor", "uint8-weights", "auto"],
+    [{"per_channel": False}, {"weight_type": "uint8"}],
+    ids=["per-tensor", "uint8-weights"],
 )
 def test_qat_refuses_settings_it_cannot_train(bad):
     with pytest.raises(ValidationError, match="mode 'qat'"):
         QuantizeStageConfig.model_validate({"type": "quantize", "mode": "qat", **bad})
+
+
+def test_qat_with_format_auto_is_the_auto_method_which_does_not_train():
+    # format names the method first: auto compares whole-model formats, never trains
+    with pytest.raises(ValidationError, match='format = "auto"') as info:
+        QuantizeStageConfig.model_validate({"type": "quantize", "mode": "qat", "format": "auto"})
+
+    assert info.value.errors()[0]["loc"][1:] == ("mode",)

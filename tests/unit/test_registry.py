@@ -12,9 +12,10 @@ from compress.errors import RecipeError
 from compress.models import FAMILIES
 from compress.recipe.schema import MODEL_CONFIGS, DataConfig
 from compress.recipe.schema.models import USER_ARCHITECTURE
-from compress.recipe.stages import StageConfig
+from compress.recipe.stages import QUANTIZE_METHOD_CONFIGS, STAGE_CONFIGS, StageConfig
 from compress.registry import Registry, import_callable
 from compress.stages import STAGES
+from compress.stages.quantize_methods import QUANTIZE_METHODS
 
 pytestmark = pytest.mark.unit
 
@@ -28,12 +29,13 @@ def _second():
 
 
 def _stage_configs() -> dict[str, type]:
-    """Recipe `type` literal -> config class, read from the StageConfig union."""
-    union = typing.get_args(StageConfig)[0]
+    """Recipe `type` -> config class, from the recipe layer's registry; each class's
+    `type` literal must be the name it is registered under."""
     configs = {}
-    for config in typing.get_args(union):
+    for name, config in STAGE_CONFIGS.items():
         (literal,) = typing.get_args(config.model_fields["type"].annotation)
-        configs[literal] = config
+        assert literal == name
+        configs[name] = config
     return configs
 
 
@@ -111,6 +113,21 @@ def test_builtin_families_are_registered_with_their_config_classes():
             field = family.config_class.model_fields["architecture"]
             (literal,) = typing.get_args(field.annotation)
             assert literal == name
+
+
+def test_every_quantize_method_config_has_a_registered_method_and_vice_versa():
+    assert QUANTIZE_METHOD_CONFIGS.names() == QUANTIZE_METHODS.names()
+    for name in QUANTIZE_METHODS.names():
+        assert QUANTIZE_METHODS.get(name).config_class is QUANTIZE_METHOD_CONFIGS.get(name)
+
+
+def test_registering_the_same_object_again_is_allowed_another_is_not():
+    registry = Registry("widget")
+    registry.ensure("w", _first)
+    registry.ensure("w", _first)
+
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.ensure("w", _second)
 
 
 @pytest.mark.parametrize("name", DATA_SOURCES.names())

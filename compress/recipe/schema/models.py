@@ -253,6 +253,10 @@ def _validate_model_table(value: Any) -> StrictModel:
     return model_config_class(str(value.get("architecture", "cnn"))).model_validate(value)
 
 
+# what the table may be, for readers of the schema (scripts/gen_recipe_reference.py)
+_validate_model_table.registry, _validate_model_table.key = MODEL_CONFIGS, "architecture"
+_validate_model_table.others = (("onnx", OnnxModelConfig),)
+
 ModelConfig = Annotated[
     SerializeAsAny[StrictModel],
     PlainValidator(_validate_model_table, json_schema_input_type=dict[str, Any]),
