@@ -5,7 +5,7 @@ from __future__ import annotations
 from compress.data.bundle import DataBundle, RawData, RowReader, Split
 from compress.data.image_files import ImageFiles
 from compress.data.image_folder import build_image_bundle
-from compress.data.sources import DATA_SOURCES, load_raw
+from compress.data.sources import DATA_SOURCES, load_raw, register_data_source
 from compress.data.splits import build_bundle, stratified_split
 from compress.data.text import TextRaw, build_text_bundle
 from compress.recipe.schema import DataConfig
@@ -36,5 +36,6 @@ __all__ = [
     "build_bundle",
     "load_data",
     "load_raw",
+    "register_data_source",
     "stratified_split",
 ]

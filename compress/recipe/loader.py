@@ -29,6 +29,7 @@ from compress.recipe.schema import (
     CallableModelConfig,
     CNNConfig,
     DataConfig,
+    DataTable,
     DistributedConfig,
     ModelConfig,
     OnnxModelConfig,
@@ -47,7 +48,7 @@ class Recipe(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (folder name).")
     description: str = Field("", description="Free text shown in the report.")
     seed: int = Field(0, ge=0, description="Seed for splits, initialisation and training.")
-    data: DataConfig = Field(default_factory=DataConfig, description="The data table.")
+    data: DataTable = Field(default_factory=DataConfig, description="The data table.")
     model: ModelConfig = Field(default_factory=CNNConfig, description="The starting model.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Measurement.")
     budgets: Budgets = Field(default_factory=Budgets, description="Budgets of the final model.")

@@ -20,7 +20,7 @@ One module per table; every name is re-exported here, so import from
 
 from compress.recipe.schema.base import CALLABLE_PATTERN, Fraction, StrictModel
 from compress.recipe.schema.budgets import Budgets
-from compress.recipe.schema.data import DataConfig
+from compress.recipe.schema.data import DATA_CONFIGS, DataConfig, DataTable
 from compress.recipe.schema.device import TrainingPlacementConfig
 from compress.recipe.schema.distributed import DistributedConfig
 from compress.recipe.schema.models import (
@@ -65,7 +65,9 @@ __all__ = [
     "CallableModelConfig",
     "ConstantSchedule",
     "CosineSchedule",
+    "DATA_CONFIGS",
     "DataConfig",
+    "DataTable",
     "DistributedConfig",
     "EarlyStoppingConfig",
     "ExponentialSchedule",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializeAsAny,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from compress.recipe.schema.base import CALLABLE_PATTERN, StrictModel
+from compress.registry import Registry
 
 TEXT_SOURCES = ("csv", "jsonl")
 IMAGE_FOLDER = "image-folder"
@@ -147,11 +155,10 @@ class DataConfig(StrictModel):
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        builtin = ("sklearn-digits", "fashion-mnist", "npz", *TEXT_SOURCES, IMAGE_FOLDER)
-        if value in builtin or CALLABLE_PATTERN.match(value):
+        if value in DATA_CONFIGS or CALLABLE_PATTERN.match(value):
             return value
         raise ValueError(
-            f"unknown data source {value!r}; allowed: {', '.join(builtin)} "
+            f"unknown data source {value!r}; allowed: {', '.join(DATA_CONFIGS)} "
             "or 'package.module:function'"
         )
 
@@ -193,3 +200,32 @@ class DataConfig(StrictModel):
                 f"not {self.source!r}"
             )
         return self
+
+
+BUILTIN_SOURCES = ("sklearn-digits", "fashion-mnist", "npz", *TEXT_SOURCES, IMAGE_FOLDER)
+
+DATA_CONFIGS: Registry[type[DataConfig]] = Registry("data source")
+"""`[data] source` name -> the config class its table validates with. The built-in sources
+share `DataConfig` (their own keys are checked against the source by its validators); a
+source registered with `compress.data.register_data_source(name, config_class=...)` puts a
+`DataConfig` subclass here, so its own keys validate (and a typo names the key path)."""
+for _name in BUILTIN_SOURCES:
+    DATA_CONFIGS.register(_name)(DataConfig)
+
+
+def _validate_data_table(value: Any, handler: Any) -> BaseModel:
+    """Validate `[data]` with the config class of its `source` (a user callable, or no
+    `source`, takes `DataConfig`). Read at validation time: a source registered after
+    import (a plugin, a test module's) validates its own keys."""
+    if isinstance(value, DataConfig):  # built in Python, already validated
+        return value
+    source = value.get("source") if isinstance(value, dict) else None
+    if isinstance(source, str) and source in DATA_CONFIGS:
+        config_class = DATA_CONFIGS.get(source)
+        if config_class is not DataConfig:
+            return config_class.model_validate(value)
+    return handler(value)
+
+
+DataTable = Annotated[SerializeAsAny[DataConfig], WrapValidator(_validate_data_table)]
+"""The `[data]` field's type: a `DataConfig`, or the registered subclass of its source."""
