@@ -200,6 +200,20 @@ def preprocess(fp32_path: str | Path, out_path: str | Path) -> str | None:
     return None
 
 
+def preprocess_warnings(report: dict[str, Any]) -> list[str]:
+    """The line a stage puts in its warnings when `quantize_static_onnx` (whose
+    `report` this is) quantized the graph without ORT's pre-processing; else none."""
+    note = report.get("preprocess_note")
+    if not note:
+        return []
+    cause = note.removeprefix("pre-processing skipped: ")
+    return [
+        f"ONNX Runtime's quantization pre-processing failed ({cause}): the graph was "
+        "quantized as exported, without its shape inference and Conv/BN fusion (`exclude` "
+        "names and QAT's matched tensors are that graph's)"
+    ]
+
+
 def quantizable_nodes(fp32_path: str | Path) -> list[str]:
     """Names of the Conv/Gemm/MatMul nodes quantization would convert, as named in
     the pre-processed graph (the names `exclude` and `only` take), in graph order."""

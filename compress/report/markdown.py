@@ -76,6 +76,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Missed budgets and errors", ""]
         lines += [f"- {failure}" for failure in report["failures"]]
         lines.append("")
+    warnings = list(report.get("warnings", []))  # the run's, then each stage's
+    warnings += [f"{s['name']}: {w}" for s in report["stages"] for w in s.get("warnings", [])]
+    if warnings:
+        lines += ["## Warnings", "", *(f"- {warning}" for warning in warnings), ""]
     flags = [flag for stage in report["stages"] for flag in stage.get("flags", [])]
     if flags:
         lines += [

@@ -64,7 +64,7 @@ class DistillStage(Stage):
                 "feature_layers": self.config.feature_layers,
             },
         }
-        return StageResult(student, spec, details=details)
+        return StageResult(student, spec, details=details, warnings=result.warnings)
 
     @staticmethod
     def _initialise_(student, config, teacher) -> str:

@@ -30,6 +30,7 @@ from compress.quantization.qat import (
 )
 from compress.quantization.static import (
     count_runtime_ops,
+    preprocess_warnings,
     quantizable_nodes,
     quantize_static_onnx,
 )
@@ -121,7 +122,8 @@ class QuantizeStage(Stage):
         ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
         fp32_path.unlink()  # the int8 file is the artifact; fp32 lives in the previous stage
         details = {"quantization": {**settings, **ops}}
-        return StageResult(ctx.model, ctx.spec, onnx_path=int8_path, details=details)
+        return StageResult(ctx.model, ctx.spec, onnx_path=int8_path, details=details,
+                           warnings=preprocess_warnings(settings))  # fmt: skip
 
     @staticmethod
     def _float_onnx(ctx: RunContext, fp32_path) -> None:
@@ -216,7 +218,8 @@ class QuantizeStage(Stage):
         report["mode"] = "qat"
         ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
         details = {"quantization": {**report, **ops}}
-        return StageResult(model, ctx.spec, onnx_path=int8_path, details=details)
+        warnings = [*result.warnings, *preprocess_warnings(report)]
+        return StageResult(model, ctx.spec, onnx_path=int8_path, details=details, warnings=warnings)
 
     def _static_settings(self) -> dict:
         """The quantize_static_onnx settings of static and QAT quantization."""
