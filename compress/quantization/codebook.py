@@ -221,10 +221,9 @@ def encode_onnx(
         name = weight.name
         values = weight.const_value.numpy()
         layer_bits = (layers or {}).get(layer_name(name), bits)
-        if values.dtype != np.float32 or values.size < 16 or layer_bits == "skip" or (
-            weight in inputs
-        ):
-            kept.append(name)  # skipped, or too small to be worth a subgraph
+        fed = weight in inputs
+        if values.dtype != np.float32 or values.size < 16 or layer_bits == "skip" or fed:
+            kept.append(name)  # skipped, too small to be worth a subgraph, or an input
             continue
         codebook = CODEBOOKS[method](values, layer_bits)
         indices = assign(values, codebook)
