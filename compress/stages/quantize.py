@@ -21,7 +21,7 @@ from compress.quantization.dynamic import quantize_dynamic_onnx
 from compress.quantization.fallback import restore_accuracy
 from compress.quantization.int4 import quantize_int4_weights
 from compress.quantization.layers import resolve_per_layer
-from compress.quantization.placement import search_placement
+from compress.quantization.placement import PlacementOptions, SearchInputs, search_placement
 from compress.quantization.qat import (
     activation_qparams,
     attach,
@@ -296,16 +296,14 @@ class QuantizeStage(Stage):
         """Static int8 with the stage's settings, layers that are slower in int8
         returned to fp32 (compress/quantization/placement.py)."""
         config = self.config
-        return search_placement(
-            fp32_path,
-            out_path,
-            *self._search_inputs(ctx),
-            self._static_settings(),
+        options = PlacementOptions(
             max_candidates=config.placement_max_candidates,
             repeats=config.placement_repeats,
             rounds=config.placement_rounds,
             min_gain=config.placement_min_gain,
         )
+        inputs = SearchInputs(*self._search_inputs(ctx))
+        return search_placement(fp32_path, out_path, inputs, self._static_settings(), options)
 
     def _static(self, ctx: RunContext, fp32_path, int8_path) -> dict:
         config = self.config
