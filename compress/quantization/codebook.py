@@ -152,6 +152,16 @@ def weighted_layers(path: str | Path) -> list[str]:
     return sorted(layer_name(name) for name in names & initializers)
 
 
+def _weights(graph) -> list:
+    """The weight initializers (`onnx_ir.Value`s) of every Conv/Gemm/MatMul, by name."""
+    read = {
+        node.inputs[WEIGHT_OPS[node.op_type]]
+        for node in graph
+        if node.op_type in WEIGHT_OPS and len(node.inputs) > WEIGHT_OPS[node.op_type]
+    }
+    return sorted((w for w in graph.initializers.values() if w in read), key=lambda w: w.name)
+
+
 def _at_opset(path: str | Path, opset: int):
     """The file as an `onnx_ir.Model` at `opset` or later: an older file is converted by
     `onnx.version_converter`, which rewrites the ops whose inputs moved (ReduceMean's
@@ -206,18 +216,12 @@ def encode_onnx(
 
     model = _at_opset(fp32_path, 18)  # BitwiseAnd needs opset 18
     graph = model.graph
-    weights = {
-        node.inputs[WEIGHT_OPS[node.op_type]]
-        for node in graph
-        if node.op_type in WEIGHT_OPS and len(node.inputs) > WEIGHT_OPS[node.op_type]
-    }
-    initializers = graph.initializers.values()
     inputs = set(graph.inputs)  # an initializer listed as an input can be fed: keep it
     encoded, kept, encoded_weights, stored_bits, stored_bytes = [], [], 0, 0, 0
     errors: dict[str, float] = {}
     bits_of: dict[str, int] = {}
     first, new_nodes = next(iter(graph)), []
-    for weight in sorted((w for w in initializers if w in weights), key=lambda w: w.name):
+    for weight in _weights(graph):
         name = weight.name
         values = weight.const_value.numpy()
         layer_bits = (layers or {}).get(layer_name(name), bits)

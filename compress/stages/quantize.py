@@ -217,9 +217,8 @@ class QuantizeStage(Stage):
         }
         report["mode"] = "qat"
         ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
-        details = {"quantization": {**report, **ops}}
-        warnings = [*result.warnings, *preprocess_warnings(report)]
-        return StageResult(model, ctx.spec, onnx_path=int8_path, details=details, warnings=warnings)
+        return StageResult(model, ctx.spec, int8_path, {"quantization": {**report, **ops}},
+                           warnings=result.warnings + preprocess_warnings(report))  # fmt: skip
 
     def _static_settings(self) -> dict:
         """The quantize_static_onnx settings of static and QAT quantization."""
