@@ -97,6 +97,12 @@ def test_epoch_checkpoints_switched_off_are_a_stage_warning(tmp_path, monkeypatc
     assert f"warning: train: {line}" in _one_line(result.output)
     assert f"- train: {line}" in (out / "report.md").read_text()
 
+    again, cached, _ = _run(tmp_path, recipe)  # a cached stage still says what it did
+
+    assert again.exit_code == 0, again.output
+    assert cached["stages"][0]["cached"] and cached["stages"][0]["warnings"] == [line]
+    assert f"warning: train: {line}" in _one_line(again.output)
+
 
 def test_failed_ort_preprocessing_is_a_stage_warning_and_exclude_names_its_graph(
     tmp_path, monkeypatch
