@@ -2,7 +2,9 @@
 
 Every file the run directory holds is written to a temporary sibling and then
 renamed into place (`os.replace` is atomic on POSIX), so an interrupted run
-never leaves a file that looks complete but is not.
+never leaves a file that looks complete but is not. The files get the mode the
+umask gives any new file (0644 under the usual 022), not `tempfile.mkstemp`'s
+0600: a serving container or CI step running as another user reads the model.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_file(path)
     try:
         yield tmp
         with open(tmp, "rb") as handle:
@@ -57,6 +57,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _new_file(path: Path) -> Path:
+    """An empty, uniquely named sibling of `path`, created with mode 0666 minus the
+    umask, as `open` would (mkstemp's 0600 would survive the rename)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        return tmp
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -41,6 +41,11 @@ class Callback:
         """For each thing the data loader noticed that is no error (skipped files, one
         class only); they are in report.json's data entry too."""
 
+    def on_stage_warning(self, stage: str | None, message: str) -> None:
+        """For each fallback a stage took that changes what it produced or how the run
+        can recover (it is in the stage record's `warnings`); `stage` None: one that
+        concerns the whole run (report.json's top-level `warnings`)."""
+
     def on_run_end(self, report: dict[str, Any]) -> None:
         """After report.json was written."""
 
@@ -167,6 +172,10 @@ class ConsoleReporter(Callback):
 
     def on_data_warning(self, message):
         self.console.print(f"  [yellow]data:[/] {escape(message)}")
+
+    def on_stage_warning(self, stage, message):
+        where = f"{stage}: " if stage else ""
+        self.console.print(f"  [yellow]warning:[/] {escape(where + message)}")
 
     def on_run_end(self, report):
         status = report["status"]

@@ -52,12 +52,6 @@ class ArtifactError(CompressError):
     exit_code = 3
 
 
-class BudgetError(CompressError):
-    """At least one budget was missed. Exit code 1; the report is still written."""
-
-    exit_code = 1
-
-
 class AgreedStop(StageError):
     """A training job stopped on a decision every rank made together (a non-finite
     loss they all saw): the ranks are still in step and can take the next job."""

@@ -57,7 +57,7 @@ class Runner:
     def __init__(self, recipe: Recipe, out_dir: Path, recipe_path: str | None = None,
                  callbacks: list[Callback] | None = None, debug: bool = False,
                  use_cache: bool = True, strategy: Strategy | None = None):  # fmt: skip
-        from compress.runtime.machine import run_environment
+        from compress.runtime.machine import isa_warning, run_environment
 
         self.recipe, self.out_dir, self.debug = recipe, Path(out_dir), debug
         self.callbacks, self.strategy = callbacks or [], strategy or SingleProcess()
@@ -66,6 +66,7 @@ class Runner:
         self.input_hash = initial_input_hash(recipe)
         self.report = RunReport(recipe, self.out_dir, recipe_path, len(self.plan),
                                 run_environment(), self.strategy.identity())  # fmt: skip
+        self.report.warnings += [w for w in (isa_warning(),) if w]
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -80,6 +81,8 @@ class Runner:
 
         prepare_run_dir(self.out_dir, self.recipe)
         self._emit("on_run_start", self.recipe.name, str(self.out_dir), self.recipe.stage_names())
+        for warning in self.report.warnings:
+            self._emit("on_stage_warning", None, warning)
         self.report.write()  # status "running": even a crash in stage 1 leaves a report
         try:
             runtime = self.recipe.runtime  # checked before any training time is spent
@@ -110,6 +113,8 @@ class Runner:
                     self._emit("on_budget_fail", name, check)
             for flag in record.get("flags", []):
                 self._emit("on_flag", name, flag)
+            for warning in record.get("warnings", []):
+                self._emit("on_stage_warning", name, warning)
             if record["status"] == "error":
                 break
             last_good = record
@@ -181,6 +186,7 @@ class Runner:
             budgets=checks,
             flags=([flag] if flag else []) + result.details.get("flags", []),
             details=result.details,
+            warnings=result.warnings,
             artifacts=self._artifacts(stage_dir, onnx_path, result),
         )
         record["cache"]["artifacts"] = self.cache.artifact_hashes(stage_dir)

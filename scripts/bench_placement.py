@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from compress.models import build_model
-from compress.quantization.placement import search_placement
+from compress.quantization.placement import SearchInputs, search_placement
 from compress.recipe.schema import CNNConfig, DataConfig, ResNetConfig, RuntimeConfig
 from compress.runtime.evaluate import onnx_predictions
 from compress.runtime.machine import int8_saturates, machine_info
@@ -110,8 +110,8 @@ def main() -> None:
             fp32 = export_onnx(model, shape, Path(scratch) / "fp32.onnx")
             labels = onnx_predictions(fp32, val).argmax(1)  # agreement with fp32
             start = time.perf_counter()
-            report = search_placement(fp32, Path(scratch) / "out.onnx", calibration, val,
-                                      labels, runtime, shape, 1.0, settings)  # fmt: skip
+            inputs = SearchInputs(calibration, val, labels, runtime, shape, 1.0)
+            report = search_placement(fp32, Path(scratch) / "out.onnx", inputs, settings)
             seconds = time.perf_counter() - start
         layers = len(report["layers"])
         table.append(f"| {name} | fp32 | 0 / {layers} | {report['fp32_p50_ms']:.3f} | 1.00x | - |")

@@ -62,6 +62,8 @@ class RankCheckpoint(EpochCheckpoint):
             target.save(epoch, fingerprint, **state)
         # every rank takes part, so a rank whose state cannot be stored stops them all
         everyone_saved = _all_min(int(self.usable and target.usable)) == 1
+        if not everyone_saved and self.off_reason is None:
+            self.off_reason = target.off_reason or "another rank's state cannot be stored"
         self.usable = everyone_saved
         if everyone_saved:  # epoch `epoch` is whole on every rank: older ones can go
             for older in self._epochs():

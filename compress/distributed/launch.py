@@ -39,19 +39,6 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def strip_nproc(argv: list[str]) -> list[str]:
-    """The command line without `--nproc N` / `--nproc=N`, for the child processes."""
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-        elif token == "--nproc":
-            skip = True
-        elif not token.startswith("--nproc="):
-            out.append(token)
-    return out
-
-
 def launch(child_argv: list[str], nproc: int, report_path: Path) -> tuple[int, str | None]:
     """Run `compress <child_argv>` in `nproc` processes; return (exit code, error line).
 

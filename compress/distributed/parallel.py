@@ -99,6 +99,8 @@ class DataParallelEngine:
         for module in self.batch_norms:
             del module.forward
 
+    takes = "data parallel needs 2 rows per rank in a batch (BatchNorm trains on each shard)"
+
     def usable(self, batch: int, batch_size: int) -> bool:
         return batch >= 2 * self.world  # every shard >= 2 samples: BatchNorm needs 2
 
@@ -211,6 +213,8 @@ class PipelineEngine:
         )
         self.schedule = ScheduleGPipe(stage, self.micro_batches, loss_fn=self._micro_loss)
         self.loss_fn: LossFn | None = None
+
+    takes = "GPipe takes full batches only (its micro-batch shapes are fixed at the first step)"
 
     def usable(self, batch: int, batch_size: int) -> bool:
         # GPipe fixes the micro-batch shapes at the first step: keep full batches only.

@@ -106,7 +106,8 @@ class StageCache:
                 return str(exc)
         onnx_only = old["artifacts"].get("onnx_only", False)
         onnx_path = self.out_dir / old["artifacts"]["onnx"]
-        result = StageResult(model, spec, onnx_path if onnx_only else None, old.get("details", {}))
+        result = StageResult(model, spec, onnx_path if onnx_only else None, old.get("details", {}),
+                             warnings=old.get("warnings", []))  # fmt: skip
         return result, {k: v for k, v in old.items() if k != "record_sha256"}
 
     @staticmethod

@@ -111,12 +111,14 @@ def search(
     with tempfile.TemporaryDirectory(prefix="compress-auto-") as scratch:
         built: dict[str, Path] = {}
         failures: dict[str, str] = {}
+        notes: set[str] = set()  # the static candidates' pre-processing fallback, if any
         for name, build in candidates(
             calibration_x, per_channel, calibration, reduce_range, op_types
         ).items():
             path = Path(scratch) / f"{name.replace(' ', '-')}.onnx"
             try:
-                build(fp32_path, path)
+                report = build(fp32_path, path) or {}
+                notes.update([report["preprocess_note"]] if "preprocess_note" in report else [])
             except format_errors as exc:  # a format ORT cannot produce for this model
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -148,4 +150,5 @@ def search(
         "fp32_p50_ms": stats[0].p50_ms,
         "candidates": rows,
         "failed": failures,
+        **({"preprocess_note": sorted(notes)[0]} if notes else {}),
     }

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from compress.artifacts import atomic_path
+from compress.errors import StageError
 
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "ConvTranspose": 1}  # op -> weight input
 
@@ -77,45 +78,58 @@ def _pack(indices: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     return (padded[:half] | (padded[half:] << 4)).astype(np.uint8), 4
 
 
-def _rebuild(name: str, layer: int, shape, codebook, packed, width: int) -> tuple[list, list]:
-    """Initializers and nodes that recompute weight `name` from codebook + indices.
+def _rebuild(graph, weight, layer: int, codebook, packed, width: int) -> tuple[list, int]:
+    """Replace initializer `weight` (an `onnx_ir.Value`) by codebook + packed indices.
+    Returns the nodes that recompute it (for the caller to place before the nodes
+    that read it) and the bytes the new initializers hold.
 
     Internal names are short (`q3_codebook`): on small models the graph's own text
     is a large share of the file.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    import onnx_ir as ir
 
     def n(suffix: str) -> str:
         return f"q{layer}_{suffix}"
 
-    size = int(np.prod(shape))
-    tensors = [
-        numpy_helper.from_array(codebook.astype(np.float32), n("codebook")),
-        numpy_helper.from_array(packed, n("indices")),
-        numpy_helper.from_array(np.array(shape, dtype=np.int64), n("shape")),
-    ]
-    nodes = []
-    source = n("indices")
+    shape = tuple(weight.const_value.shape)
+    arrays = {
+        n("codebook"): codebook.astype(np.float32),
+        n("indices"): packed,
+        n("shape"): np.array(shape, dtype=np.int64),
+    }
     if width == 4:  # low nibbles hold the first half of the indices, high nibbles the rest
-        tensors += [
-            numpy_helper.from_array(np.array([15], dtype=np.uint8), n("mask")),
-            numpy_helper.from_array(np.array([4], dtype=np.uint8), n("four")),
-            numpy_helper.from_array(np.array([0], dtype=np.int64), n("start")),
-            numpy_helper.from_array(np.array([size], dtype=np.int64), n("end")),
-        ]
-        nodes += [
-            helper.make_node("BitwiseAnd", [n("indices"), n("mask")], [n("low")]),
-            helper.make_node("BitShift", [n("indices"), n("four")], [n("high")], direction="RIGHT"),
-            helper.make_node("Concat", [n("low"), n("high")], [n("both")], axis=0),
-            helper.make_node("Slice", [n("both"), n("start"), n("end")], [n("unpacked")]),
-        ]
-        source = n("unpacked")
-    nodes += [
-        helper.make_node("Cast", [source], [n("i64")], to=TensorProto.INT64),
-        helper.make_node("Gather", [n("codebook"), n("i64")], [n("flat")], axis=0),
-        helper.make_node("Reshape", [n("flat"), n("shape")], [name]),
-    ]
-    return tensors, nodes
+        arrays |= {
+            n("mask"): np.array([15], dtype=np.uint8),
+            n("four"): np.array([4], dtype=np.uint8),
+            n("start"): np.array([0], dtype=np.int64),
+            n("end"): np.array([int(np.prod(shape))], dtype=np.int64),
+        }
+    c = {}
+    for name, array in arrays.items():
+        c[name] = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        graph.register_initializer(c[name])
+
+    def op(op_type: str, inputs: list, output: str, **attributes):
+        node = ir.node(op_type, inputs, attributes or None)
+        node.outputs[0].name = output
+        nodes.append(node)
+        return node.outputs[0]
+
+    nodes: list = []
+    source = c[n("indices")]
+    if width == 4:
+        low = op("BitwiseAnd", [source, c[n("mask")]], n("low"))
+        high = op("BitShift", [source, c[n("four")]], n("high"), direction="RIGHT")
+        both = op("Concat", [low, high], n("both"), axis=0)
+        source = op("Slice", [both, c[n("start")], c[n("end")]], n("unpacked"))
+    indices = op("Cast", [source], n("i64"), to=ir.DataType.INT64)
+    flat = op("Gather", [c[n("codebook")], indices], n("flat"), axis=0)
+    rebuilt = op("Reshape", [flat, c[n("shape")]], n("rebuilt"))
+    name = weight.name
+    ir.convenience.replace_all_uses_with(weight, rebuilt)
+    graph.initializers.pop(name)
+    rebuilt.name = name  # the consumers' input keeps the weight's name
+    return nodes, sum(array.nbytes for array in arrays.values())
 
 
 def layer_name(weight: str) -> str:
@@ -138,6 +152,37 @@ def weighted_layers(path: str | Path) -> list[str]:
     return sorted(layer_name(name) for name in names & initializers)
 
 
+def _weights(graph) -> list:
+    """The weight initializers (`onnx_ir.Value`s) of every Conv/Gemm/MatMul, by name."""
+    read = {
+        node.inputs[WEIGHT_OPS[node.op_type]]
+        for node in graph
+        if node.op_type in WEIGHT_OPS and len(node.inputs) > WEIGHT_OPS[node.op_type]
+    }
+    return sorted((w for w in graph.initializers.values() if w in read), key=lambda w: w.name)
+
+
+def _at_opset(path: str | Path, opset: int):
+    """The file as an `onnx_ir.Model` at `opset` or later: an older file is converted by
+    `onnx.version_converter`, which rewrites the ops whose inputs moved (ReduceMean's
+    axes became an input at 18) instead of relabelling the number."""
+    import onnx
+    import onnx_ir as ir
+
+    proto = onnx.load(str(path))
+    current = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                  default=0)  # fmt: skip
+    if current < opset:
+        try:
+            proto = onnx.version_converter.convert_version(proto, opset)
+        except Exception as exc:  # the converter raises RuntimeError and assorted C++ errors
+            raise StageError(
+                f"{path}: cannot convert its opset {current} graph to opset {opset}, which "
+                f"the codebook subgraph needs: {str(exc).strip().splitlines()[0]}"
+            ) from exc
+    return ir.from_proto(proto)
+
+
 def encode_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -158,53 +203,51 @@ def encode_onnx(
             initializer is "<module>.weight").
 
     Returns what was encoded: layers, weights, bits per weight, file sizes.
+
+    Raises:
+        StageError: a file below opset 18 that `onnx.version_converter` cannot convert.
+
+    Example:
+        >>> encode_onnx("fp32.onnx", "kmeans.onnx", "kmeans", 4)["encoded_layers"]  # doctest: +SKIP
+        3
     """
     import onnx
-    from onnx import numpy_helper
+    import onnx_ir as ir
 
-    model = onnx.load(str(fp32_path))
+    model = _at_opset(fp32_path, 18)  # BitwiseAnd needs opset 18
     graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    weight_names = {
-        node.input[WEIGHT_OPS[node.op_type]]
-        for node in graph.node
-        if node.op_type in WEIGHT_OPS and len(node.input) > WEIGHT_OPS[node.op_type]
-    }
+    inputs = set(graph.inputs)  # an initializer listed as an input can be fed: keep it
     encoded, kept, encoded_weights, stored_bits, stored_bytes = [], [], 0, 0, 0
     errors: dict[str, float] = {}
     bits_of: dict[str, int] = {}
-    new_nodes = []
-    for name in sorted(weight_names & initializers.keys()):
-        values = numpy_helper.to_array(initializers[name])
+    first, new_nodes = next(iter(graph)), []
+    for weight in _weights(graph):
+        name = weight.name
+        values = weight.const_value.numpy()
         layer_bits = (layers or {}).get(layer_name(name), bits)
-        if values.dtype != np.float32 or values.size < 16 or layer_bits == "skip":
-            kept.append(name)  # skipped, or too small to be worth a subgraph
+        fed = weight in inputs
+        if values.dtype != np.float32 or values.size < 16 or layer_bits == "skip" or fed:
+            kept.append(name)  # skipped, too small to be worth a subgraph, or an input
             continue
         codebook = CODEBOOKS[method](values, layer_bits)
         indices = assign(values, codebook)
         errors[name] = float(np.abs(codebook[indices].reshape(values.shape) - values).mean())
         packed, width = _pack(indices, layer_bits)
-        graph.initializer.remove(initializers[name])
-        tensors, nodes = _rebuild(name, len(encoded), values.shape, codebook, packed, width)
-        graph.initializer.extend(tensors)
+        nodes, size = _rebuild(graph, weight, len(encoded), codebook, packed, width)
         new_nodes += nodes
-        stored_bytes += sum(numpy_helper.to_array(t).nbytes for t in tensors)
+        stored_bytes += size
         encoded.append(name)
         bits_of[name] = layer_bits
         encoded_weights += int(values.size)
         stored_bits += int(values.size) * width + 32 * len(codebook)  # as stored, packed
-    # the rebuilt weights must exist before the nodes that read them
-    old_nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(new_nodes + old_nodes)
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < 18:  # BitwiseAnd needs opset 18
-        for entry in model.opset_import:
-            if entry.domain in ("", "ai.onnx"):
-                entry.version = 18
-    onnx.checker.check_model(model)
+    if new_nodes:  # the rebuilt weights must exist before the nodes that read them
+        graph.insert_before(first, new_nodes)
+        for node in new_nodes:
+            node.name = ""  # unnamed, as before: the names the graph gave cost bytes
+    proto = ir.to_proto(model)
+    onnx.checker.check_model(proto)
     with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
+        onnx.save(proto, str(tmp))
     return {
         "encoded": encoded,
         "layer_bits": bits_of,

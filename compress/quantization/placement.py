@@ -17,11 +17,13 @@ transposes) on each side of it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +45,35 @@ INT8_RUNNABLE = {
 PROBE_SAMPLES = 8  # candidates are only timed: their graph does not depend on the ranges
 
 
+def _dequantized(value) -> bool:
+    producer = value.producer() if value is not None else None
+    return producer is not None and producer.op_type == "DequantizeLinear"
+
+
+def _runs_int8(node) -> bool:
+    """All its activation inputs dequantized and all its outputs feeding QuantizeLinear
+    only: the pattern ORT fuses into a QLinear op."""
+    return (
+        node.op_type in INT8_RUNNABLE
+        and all(_dequantized(v) for v in node.inputs if v is not None and not v.is_initializer())
+        and all(
+            v.uses() and all(use.node.op_type == "QuantizeLinear" for use in v.uses())
+            for v in node.outputs
+        )
+    )
+
+
+def _int8_source(value):
+    """The node an int8 input comes from through Q -> DQ, or None."""
+    if not _dequantized(value):
+        return None
+    quantized = value.producer().inputs[0]
+    q = quantized.producer() if quantized is not None else None
+    if q is None or q.op_type != "QuantizeLinear" or q.inputs[0] is None:
+        return None
+    return q.inputs[0].producer()
+
+
 def int8_runs(qdq_path: str | Path) -> tuple[list[str], list[list[str]]]:
     """The layers of a QDQ model, and its int8 runs: groups of layers connected through
     quantized tensors (Q -> DQ) by int8 ops only, each in graph order, smallest first.
@@ -50,50 +81,27 @@ def int8_runs(qdq_path: str | Path) -> tuple[list[str], list[list[str]]]:
     A node is int8 when all its activation inputs are dequantized and all its outputs
     feed QuantizeLinear only (the pattern ORT fuses into a QLinear op).
     """
-    import onnx
+    import onnx_ir as ir
 
-    graph = onnx.load(str(qdq_path), load_external_data=False).graph
-    constants = {i.name for i in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = defaultdict(list)
-    for node, name in ((n, i) for n in graph.node for i in n.input):
-        consumers[name].append(node)
+    graph = ir.load(qdq_path).graph
+    parent = {node: node for node in graph if _runs_int8(node)}
 
-    def dequantized(name: str) -> bool:
-        return name in producer and producer[name].op_type == "DequantizeLinear"
+    def root(node):
+        while parent[node] is not node:
+            node = parent[node]
+        return node
 
-    int8 = [
-        node.name
-        for node in graph.node
-        if node.op_type in INT8_RUNNABLE
-        and all(dequantized(i) for i in node.input if i and i not in constants)
-        and all(
-            consumers[o] and all(c.op_type == "QuantizeLinear" for c in consumers[o])
-            for o in node.output
-        )
-    ]
-    parent = {name: name for name in int8}
-
-    def root(name: str) -> str:
-        while parent[name] != name:
-            name = parent[name]
-        return name
-
-    for node in graph.node:
-        if node.name not in parent:
-            continue
-        for name in node.input:  # int8 -> Q -> DQ -> int8 links two nodes of one run
-            dq = producer.get(name) if dequantized(name) else None
-            q = producer.get(dq.input[0]) if dq is not None else None
-            source = producer.get(q.input[0]) if q and q.op_type == "QuantizeLinear" else None
-            if source is not None and source.name in parent:
-                parent[root(source.name)] = root(node.name)
-    layers = [node.name for node in graph.node if node.op_type in LAYER_OPS]
-    runs: dict[str, list[str]] = defaultdict(list)
-    for name in layers:
-        if name in parent:
-            runs[root(name)].append(name)
-    return layers, sorted(runs.values(), key=len)
+    for node in parent:  # int8 -> Q -> DQ -> int8 links two nodes of one run
+        for value in node.inputs:
+            source = _int8_source(value)
+            if source is not None and source in parent:
+                parent[root(source)] = root(node)
+    layers = [node for node in graph if node.op_type in LAYER_OPS]
+    runs: dict[Any, list[str]] = defaultdict(list)
+    for node in layers:
+        if node in parent:
+            runs[root(node)].append(node.name)
+    return [node.name for node in layers], sorted(runs.values(), key=len)
 
 
 def _text(r: dict[str, float]) -> str:
@@ -131,145 +139,205 @@ def choose(rows: list[dict[str, Any]], drop_max: float) -> tuple[str, str]:
     )
 
 
+class SearchInputs(NamedTuple):
+    """What the measuring searches (`format = "auto"` and "placement") read, in the
+    order `quantization.auto.search` takes them as arguments.
+
+    Attributes:
+        calibration_x: calibration inputs.
+        val_x, val_y: validation inputs and labels (accuracy of each candidate).
+        runtime: the recipe's `[runtime]` table (provider, threads, batch, timing).
+        signature: the model's inputs (or a per-sample shape).
+        drop_max: allowed validation-accuracy drop vs fp32.
+    """
+
+    calibration_x: Samples
+    val_x: Samples
+    val_y: np.ndarray
+    runtime: Any
+    signature: InputSignature | tuple[int, ...]
+    drop_max: float
+
+
+@dataclass(frozen=True)
+class PlacementOptions:
+    """How hard the placement search looks.
+
+    Attributes:
+        max_candidates: most candidate placements built and timed.
+        repeats, rounds: timing per candidate (default repeats: runtime.repeats // 4,
+            at least 5).
+        min_gain: a change is kept when faster in every round and by this (median).
+    """
+
+    max_candidates: int = 12
+    repeats: int | None = None
+    rounds: int = 3
+    min_gain: float = 0.02
+
+
 def search_placement(
     fp32_path: Path,
     out_path: Path,
-    calibration_x: Samples,
-    val_x: Samples,
-    val_y: np.ndarray,
-    runtime,
-    signature: InputSignature | tuple[int, ...],
-    drop_max: float,
+    inputs: SearchInputs,
     settings: dict[str, Any],
-    max_candidates: int = 12,
-    repeats: int | None = None,
-    rounds: int = 3,
-    min_gain: float = 0.02,
+    options: PlacementOptions = PlacementOptions(),
 ) -> dict[str, Any]:
     """Search which layers run int8; write the chosen model (or fp32) to `out_path`.
 
     Args:
         fp32_path: the float model; out_path: where the chosen model is written.
-        calibration_x: calibration inputs; val_x, val_y: validation inputs and labels.
-        runtime: the recipe's `[runtime]` table (provider, threads, batch, timing).
-        signature: the model's inputs (or a per-sample shape).
-        drop_max: allowed validation-accuracy drop vs fp32.
+        inputs: calibration and validation samples, runtime, signature, accuracy limit.
         settings: `quantize_static_onnx` keyword settings (the stage's static ones).
-        max_candidates: most candidate placements built and timed.
-        repeats, rounds: timing per candidate (default repeats: runtime.repeats // 4,
-            at least 5).
-        min_gain: a change is kept when faster in every round and by this (median).
+        options: the candidate budget and the timing of each candidate.
 
     Returns:
         The report: chosen format, reason, per-layer rows, speed-ups, accuracies.
 
     Example:
-        >>> search_placement(fp32, out, x, vx, vy, recipe.runtime, (1, 8, 8), 0.01,
-        ...                  {"activation_type": "uint8"})["format"]  # doctest: +SKIP
+        >>> inputs = SearchInputs(x, vx, vy, recipe.runtime, (1, 8, 8), 0.01)  # doctest: +SKIP
+        >>> search_placement(fp32, out, inputs, {"activation_type": "uint8"})["format"]
         'fp32 (kept)'
     """
-    repeats = repeats or max(5, runtime.repeats // 4)
-    # candidates are timed as the final comparison is (provider, threads, batch), shorter
-    quick = runtime.model_copy(update={"repeats": repeats, "rounds": rounds})
-    probe_x = slice_samples(calibration_x, 0, PROBE_SAMPLES)
-
-    def accuracy(path: Path) -> float:
-        return float((onnx_predictions(path, val_x).argmax(1) == val_y).mean())
-
     with tempfile.TemporaryDirectory(prefix="compress-placement-") as scratch:
-        scratch = Path(scratch)
-        int8_path = scratch / "int8.onnx"
-        report = quantize_static_onnx(fp32_path, int8_path, calibration_x, **settings)
-        layers, runs = int8_runs(int8_path)
-        excluded: list[str] = []
-        current, trials, why = int8_path, [], {}
+        search = _Search(Path(fp32_path), Path(scratch), inputs, settings, options)
+        report = search.quantize("int8.onnx", inputs.calibration_x)
+        layers, runs = int8_runs(search.int8_path)
+        search.try_runs(runs)
+        in_runs = [n for run in runs for n in run]  # int8 in the full int8 model
+        int8_layers = [n for n in layers if n in in_runs and n not in search.excluded]
+        search.explain_the_rest(layers, in_runs)
+        compared = search.compare(in_runs, int8_layers, report)
+        shutil.copyfile(compared["shipped"], out_path)
+    shipped_int8 = {"full int8": in_runs, "int8 placement": int8_layers}.get(compared["chosen"], [])
+    return {
+        **(compared["report"] if compared["chosen"] != FP32 else {"float_nodes": layers}),
+        "format": compared["chosen"],
+        "reason": compared["reason"],
+        "layers": [
+            {
+                "node": node,
+                "placement": "int8" if node in shipped_int8 else "fp32",
+                "searched": "int8" if node in int8_layers else "fp32",
+                "why": search.why[node],
+            }
+            for node in layers
+        ],
+        "fp32_val_accuracy": compared["base_accuracy"],
+        "fp32_p50_ms": compared["fp32_p50_ms"],
+        "models": compared["rows"],
+        "trials": search.trials,
+        "search": {**dataclasses.asdict(options), "repeats": search.repeats},
+    }
 
-        def trial(group: list[str], label: str) -> bool:
-            """Build the current placement with `group` in fp32 too; keep it if faster."""
-            nonlocal current
-            path = scratch / f"candidate-{len(trials)}.onnx"
-            quantize_static_onnx(
-                fp32_path, path, probe_x, **settings, exclude=tuple(excluded + group)
+
+class _Search:
+    """One placement search: the candidates tried so far, what each layer's fate was
+    and why, and the placement that currently holds (`excluded` back in fp32)."""
+
+    def __init__(self, fp32_path: Path, scratch: Path, inputs: SearchInputs,
+                 settings: dict[str, Any], options: PlacementOptions):  # fmt: skip
+        self.fp32_path, self.scratch, self.inputs = fp32_path, scratch, inputs
+        self.settings, self.options = settings, options
+        self.repeats = options.repeats or max(5, inputs.runtime.repeats // 4)
+        # candidates are timed as the final comparison is (provider, threads, batch), shorter
+        self.quick = inputs.runtime.model_copy(
+            update={"repeats": self.repeats, "rounds": options.rounds}
+        )
+        self.probe_x = slice_samples(inputs.calibration_x, 0, PROBE_SAMPLES)
+        self.int8_path = scratch / "int8.onnx"
+        self.current = self.int8_path
+        self.excluded: list[str] = []
+        self.trials: list[dict[str, Any]] = []
+        self.why: dict[str, str] = {}
+
+    def quantize(self, name: str, samples, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        path = self.scratch / name
+        return quantize_static_onnx(self.fp32_path, path, samples, **self.settings,
+                                    exclude=exclude)  # fmt: skip
+
+    def accuracy(self, path: Path) -> float:
+        predicted = onnx_predictions(path, self.inputs.val_x).argmax(1)
+        return float((predicted == self.inputs.val_y).mean())
+
+    def trial(self, group: list[str], label: str) -> bool:
+        """Build the current placement with `group` in fp32 too; keep it if faster."""
+        name = f"candidate-{len(self.trials)}.onnx"
+        self.quantize(name, self.probe_x, exclude=tuple(self.excluded + group))
+        path = self.scratch / name
+        stats = measure_with_runtime([self.current, path], self.inputs.signature, self.quick,
+                                     samples=self.inputs.val_x)  # fmt: skip
+        ratio = speedup(stats[0], stats[1])  # > 1: the candidate is faster
+        kept = ratio["min"] > 1 and ratio["median"] >= 1 + self.options.min_gain
+        self.trials.append({"fp32_layers": group, "label": label, "speedup": ratio, "kept": kept})
+        verdict = "returned to fp32" if kept else "kept in int8"
+        for node in group:
+            self.why[node] = (
+                f"{label} to fp32 ran {_text(ratio)} as fast as with it in int8: {verdict}"
             )
-            stats = measure_with_runtime([current, path], signature, quick, samples=val_x)
-            ratio = speedup(stats[0], stats[1])  # > 1: the candidate is faster
-            kept = ratio["min"] > 1 and ratio["median"] >= 1 + min_gain
-            trials.append({"fp32_layers": group, "label": label, "speedup": ratio, "kept": kept})
-            verdict = "returned to fp32" if kept else "kept in int8"
-            for node in group:
-                why[node] = (
-                    f"{label} to fp32 ran {_text(ratio)} as fast as with it in int8: {verdict}"
-                )
-            if kept:
-                excluded.extend(group)
-                current = path
-            return kept
+        if kept:
+            self.excluded.extend(group)
+            self.current = path
+        return kept
 
-        for run in runs:  # smallest runs first: the likeliest to cost more than they save
-            if len(trials) >= max_candidates:
+    def spent(self) -> bool:
+        return len(self.trials) >= self.options.max_candidates
+
+    def try_runs(self, runs: list[list[str]]) -> None:
+        """Each run whole (smallest first: the likeliest to cost more than they save);
+        where that did not pay, its ends peeled inward while it pays."""
+        for run in runs:
+            if self.spent():
                 break
             label = f"returning its int8 run of {len(run)} layers" if run[1:] else "returning it"
-            if trial(run, label) or len(run) == 1:
+            if self.trial(run, label) or len(run) == 1:
                 continue
             for end in (run[:-1], run[:0:-1]):  # peel from the entry, then from the exit
                 for node in end:
-                    if node in excluded:
+                    if node in self.excluded:
                         continue
-                    if len(trials) >= max_candidates or not trial([node], "returning it"):
+                    if self.spent() or not self.trial([node], "returning it"):
                         break
-        in_runs = [n for run in runs for n in run]  # int8 in the full int8 model
-        int8_layers = [n for n in layers if n in in_runs and n not in excluded]
-        for node in (n for n in layers if n not in why):
-            if node not in in_runs:
-                why[node] = "not int8 in the full int8 model"
-            else:  # only the tried runs' ends are peeled: untried runs ran out of budget
-                why[node] = f"kept in int8, not tried: candidate budget ({max_candidates}) spent"
 
-        paths, names = [fp32_path, int8_path], ["full int8"]
-        if excluded and int8_layers:  # the placement differs from full int8 and is int8
-            placed_path = scratch / "placed.onnx"
-            placed = quantize_static_onnx(fp32_path, placed_path, calibration_x, **settings,
-                                          exclude=tuple(excluded))  # fmt: skip
-            paths.append(placed_path)
+    def explain_the_rest(self, layers: list[str], in_runs: list[str]) -> None:
+        for node in (n for n in layers if n not in self.why):
+            if node not in in_runs:
+                self.why[node] = "not int8 in the full int8 model"
+            else:  # only the tried runs' ends are peeled: untried runs ran out of budget
+                budget = self.options.max_candidates
+                self.why[node] = f"kept in int8, not tried: candidate budget ({budget}) spent"
+
+    def compare(self, in_runs: list[str], int8_layers: list[str],
+                full_report: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """fp32, full int8 and (where it differs) the placement, timed in one
+        measurement with the recipe's timing: the rows, the choice, what ships."""
+        paths, names = [self.fp32_path, self.int8_path], ["full int8"]
+        reports = {"full int8": full_report}
+        if self.excluded and int8_layers:  # the placement differs from full int8 and is int8
+            reports["int8 placement"] = self.quantize(
+                "placed.onnx", self.inputs.calibration_x, exclude=tuple(self.excluded)
+            )
+            paths.append(self.scratch / "placed.onnx")
             names.append("int8 placement")
-        stats = measure_with_runtime(paths, signature, runtime, samples=val_x)
-        base_accuracy = accuracy(fp32_path)
+        stats = measure_with_runtime(paths, self.inputs.signature, self.inputs.runtime,
+                                     samples=self.inputs.val_x)  # fmt: skip
+        base_accuracy = self.accuracy(self.fp32_path)
         rows = []
         for index, (name, path) in enumerate(zip(names, paths[1:]), start=1):
-            value = accuracy(path)
+            value = self.accuracy(path)
             rows.append({
                 "model": name, "p50_ms": stats[index].p50_ms, "val_accuracy": value,
                 "val_accuracy_drop": base_accuracy - value,
                 "speedup": speedup(stats[0], stats[index]),
                 "int8_layers": len(in_runs if name == "full int8" else int8_layers),
             })  # fmt: skip
-        chosen, reason = choose(rows, drop_max)
-        shipped = dict(zip(names, paths[1:])).get(chosen, fp32_path)  # fp32 when FP32
-        shutil.copyfile(shipped, out_path)
-    if chosen == "int8 placement":
-        report = placed
-    shipped_int8 = {"full int8": in_runs, "int8 placement": int8_layers}.get(chosen, [])
-    return {
-        **(report if chosen != FP32 else {"float_nodes": layers}),
-        "format": chosen,
-        "reason": reason,
-        "layers": [
-            {
-                "node": node,
-                "placement": "int8" if node in shipped_int8 else "fp32",
-                "searched": "int8" if node in int8_layers else "fp32",
-                "why": why[node],
-            }
-            for node in layers
-        ],
-        "fp32_val_accuracy": base_accuracy,
-        "fp32_p50_ms": stats[0].p50_ms,
-        "models": rows,
-        "trials": trials,
-        "search": {
-            "max_candidates": max_candidates,
-            "repeats": repeats,
-            "rounds": rounds,
-            "min_gain": min_gain,
-        },
-    }
+        chosen, reason = choose(rows, self.inputs.drop_max)
+        return {
+            "chosen": chosen,
+            "reason": reason,
+            "shipped": dict(zip(names, paths[1:])).get(chosen, self.fp32_path),  # fp32: FP32
+            "report": reports.get(chosen),
+            "rows": rows,
+            "base_accuracy": base_accuracy,
+            "fp32_p50_ms": stats[0].p50_ms,
+        }

@@ -78,6 +78,16 @@ def _calibration_options(config: CalibrationConfig) -> tuple[Any, dict[str, Any]
     return table[config.method]
 
 
+def _overrides(fixed_qparams: dict[str, tuple[float, int]], activation_type: str) -> dict:
+    """ORT's TensorQuantOverrides: each tensor's (scale, zero point) instead of its
+    calibrated range."""
+    zero_type = np.uint8 if activation_type == "uint8" else np.int8
+    return {
+        name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, zero_type)}]
+        for name, (scale, zero) in fixed_qparams.items()
+    }
+
+
 def quantize_static_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -120,16 +130,7 @@ def quantize_static_onnx(
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method, extra = _calibration_options(calibration)
     if fixed_qparams:
-        zero_type = np.uint8 if activation_type == "uint8" else np.int8
-        extra = {
-            **extra,
-            "TensorQuantOverrides": {
-                name: [
-                    {"scale": np.array(scale, np.float32), "zero_point": np.array(zero, zero_type)}
-                ]
-                for name, (scale, zero) in fixed_qparams.items()
-            },
-        }
+        extra = {**extra, "TensorQuantOverrides": _overrides(fixed_qparams, activation_type)}
     with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         skipped = preprocess(fp32_path, prepared)
@@ -198,6 +199,20 @@ def preprocess(fp32_path: str | Path, out_path: str | Path) -> str | None:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"pre-processing skipped: {type(exc).__name__}: {detail}"[:300]
     return None
+
+
+def preprocess_warnings(report: dict[str, Any]) -> list[str]:
+    """The line a stage puts in its warnings when `quantize_static_onnx` (whose
+    `report` this is) quantized the graph without ORT's pre-processing; else none."""
+    note = report.get("preprocess_note")
+    if not note:
+        return []
+    cause = note.removeprefix("pre-processing skipped: ")
+    return [
+        f"ONNX Runtime's quantization pre-processing failed ({cause}): the graph was "
+        "quantized as exported, without its shape inference and Conv/BN fusion (`exclude` "
+        "names and QAT's matched tensors are that graph's)"
+    ]
 
 
 def quantizable_nodes(fp32_path: str | Path) -> list[str]:

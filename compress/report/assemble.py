@@ -72,6 +72,7 @@ class RunReport:
         self.data = None
         self.baseline_metrics: dict[str, Any] | None = None
         self.training: dict[str, str] | None = None  # the resolved device and precision
+        self.warnings: list[str] = []  # run-level fallbacks (stage ones: in their records)
 
     def fail(self, stage: str | None, exc: BaseException, message: str, code: int,
              traceback: str | None = None) -> None:  # fmt: skip
@@ -188,6 +189,7 @@ class RunReport:
             "best_stage": best["name"] if best else None,
             "best_stage_path": best["artifacts"]["onnx"] if best else None,
             "failures": self.failures(),
+            "warnings": self.warnings,
             "error": self.error,
             "paths": {
                 "report_json": str(self.out_dir / "report.json"),

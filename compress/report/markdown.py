@@ -63,6 +63,13 @@ def _profiles_table(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _warnings(report: dict[str, Any]) -> list[str]:
+    """The run's fallbacks, then each stage's (report.json's `warnings` lists)."""
+    warnings = list(report.get("warnings", []))
+    warnings += [f"{s['name']}: {w}" for s in report["stages"] for w in s.get("warnings", [])]
+    return ["## Warnings", "", *(f"- {w}" for w in warnings), ""] if warnings else []
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """Render report.json's content as Markdown (no code needed to read a run)."""
     lines = [
@@ -76,6 +83,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Missed budgets and errors", ""]
         lines += [f"- {failure}" for failure in report["failures"]]
         lines.append("")
+    lines += _warnings(report)
     flags = [flag for stage in report["stages"] for flag in stage.get("flags", [])]
     if flags:
         lines += [

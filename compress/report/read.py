@@ -97,6 +97,7 @@ class _Stage(_Open):
     budgets: list[_Check] = []
     flags: list[dict[str, Any]] = []
     details: _Details | None = None
+    warnings: list[str] = []
 
 
 class _Output(_Open):
@@ -180,6 +181,7 @@ class _Report(_Open):
     stages: list[_Stage]
     final: _Final | None = None
     failures: list[str] = []
+    warnings: list[str] = []
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:

@@ -17,17 +17,38 @@ ISA_FLAGS = (
     "amx_int8",
     "amx_bf16",
 )
+CPUINFO = Path("/proc/cpuinfo")
+_X86 = ("x86_64", "amd64", "i386", "i686")
 
 
 def _cpuinfo() -> dict[str, str]:
+    """The first CPU's entries of /proc/cpuinfo; empty where it cannot be read
+    (`isa_warning` says so in the report)."""
     info: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in CPUINFO.read_text().splitlines():
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
     return info
+
+
+def isa_warning() -> str | None:
+    """A line for the report when this x86 CPU's instruction-set flags could not be
+    read (no /proc/cpuinfo, say), else None.
+
+    Without them the report's `environment.isa` is empty (not "no VNNI") and
+    `int8_saturates` assumes the worst, so `reduce_range = "auto"` picks 7-bit weights.
+    Other architectures have no x86 flags to read.
+    """
+    if platform.machine().lower() not in _X86 or "flags" in _cpuinfo():
+        return None
+    return (
+        f"could not read this CPU's instruction-set flags ({CPUINFO} is missing, unreadable "
+        "or has no 'flags' line): environment.isa is empty, and quantize's "
+        'reduce_range = "auto" assumes a CPU without VNNI (7-bit weights)'
+    )
 
 
 def machine_info() -> dict[str, Any]:
@@ -56,7 +77,7 @@ def int8_saturates() -> bool:
     ORT's u8s8 results differed from exact int8 arithmetic in 5% of predictions, and
     not at all with 7-bit weights (ORT's `reduce_range`), which cannot overflow.
     """
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+    if platform.machine().lower() not in _X86:
         return False
     flags = set(_cpuinfo().get("flags", "").split())
     return not (flags & VNNI_FLAGS)

@@ -66,21 +66,29 @@ def exporter_error_summary(exc: BaseException) -> str:
 
 
 def strip_debug_info_(model) -> None:
-    """Drop the exporter's per-node debug metadata (stack traces, FX nodes, local paths).
+    """Drop the exporter's debug metadata (stack traces, FX nodes, local paths, the
+    exported program's signature) from an `onnx_ir.Model`.
 
     It made up ~70% of a small model's file, leaks the exporting machine's paths,
     and varies between machines, which would break byte-identical artifacts.
+    onnx-ir's pass clears nodes, graphs and functions; the values (inputs, outputs,
+    initializers, intermediate results: the optimizer's `folded_from` notes) are
+    cleared here.
     """
-    graphs = [model.graph] + [function for function in model.functions]
-    for graph in graphs:
-        for node in graph.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
-    for value in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        del value.metadata_props[:]
-        value.doc_string = ""
-    model.graph.doc_string = ""
-    model.doc_string = ""
+    import onnx_ir as ir
+    from onnx_ir.passes.common import ClearMetadataAndDocStringPass
+
+    ClearMetadataAndDocStringPass()(model)
+    for graph in (model.graph, *model.functions.values()):
+        values = [*graph.inputs, *graph.outputs]
+        values += [value for node in ir.traversal.RecursiveGraphIterator(graph)
+                   for value in node.outputs]  # fmt: skip
+        if isinstance(graph, ir.Graph):
+            values += graph.initializers.values()
+        for value in values:
+            value.metadata_props.clear()
+            value.doc_string = None
+    model.doc_string = None
 
 
 def export_onnx(
@@ -104,6 +112,7 @@ def export_onnx(
         >>> export_onnx(model, (1, 8, 8), "model.onnx")  # doctest: +SKIP
     """
     import onnx
+    import onnx_ir as ir
 
     path = Path(path)
     model = model.eval()
@@ -128,9 +137,9 @@ def export_onnx(
             raise StageError(
                 f"ONNX export failed: {detail} (run with --debug for the exporter's output)"
             ) from exc
-        exported = onnx.load(str(tmp))
+        exported = ir.load(tmp)
         strip_debug_info_(exported)
-        onnx.save(exported, str(tmp))
+        ir.save(exported, tmp)
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:

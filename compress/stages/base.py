@@ -111,6 +111,9 @@ class StageResult:
         exported: an export of `model` the stage made anyway (prune times its last
             step's file), in the stage folder: the runner deploys it after the usual
             parity check instead of exporting the same model again.
+        warnings: one line for each fallback or surprise a person should know about
+            (ORT pre-processing failed, epoch checkpoints switched off); the runner puts
+            them in the stage record and on the console.
     """
 
     model: nn.Module | None
@@ -118,6 +121,7 @@ class StageResult:
     onnx_path: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
     exported: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:

@@ -62,4 +62,4 @@ class DistillStage(Stage):
                 "feature_layers": self.config.feature_layers,
             },
         }
-        return StageResult(student, spec, details=details)
+        return StageResult(student, spec, details=details, warnings=result.warnings)

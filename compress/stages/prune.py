@@ -121,6 +121,7 @@ class PruneStage(Stage):
     def _run(self, ctx: RunContext) -> StageResult:
         config = self.config
         model = ctx.model
+        self.fit_warnings: list[str] = []  # every fine-tune's fallbacks, once each
         unpruned = None  # the fine-tune's distillation teacher, if any
         if config.finetune.distill:
             use_teacher = config.finetune.distill_from == "teacher" and ctx.teacher is not None
@@ -154,7 +155,8 @@ class PruneStage(Stage):
         else:
             exported = None
             details.update(self._unstructured(ctx, model, unpruned, ignored))
-        return StageResult(model, ctx.spec, details=details, exported=exported)
+        warnings = list(dict.fromkeys(self.fit_warnings))
+        return StageResult(model, ctx.spec, details=details, exported=exported, warnings=warnings)
 
     # ------------------------------------------------------------------ structured
 
@@ -287,6 +289,7 @@ class PruneStage(Stage):
             strategy=ctx.strategy,
             checkpoint=ctx.epoch_checkpoint(),
         )
+        self.fit_warnings += result.warnings
         summary = result.summary()
         summary.pop("history")
         return summary

@@ -25,4 +25,5 @@ class TrainStage(Stage):
             strategy=ctx.strategy,
             checkpoint=ctx.epoch_checkpoint(),
         )
-        return StageResult(ctx.model, ctx.spec, details={"training": result.summary()})
+        details = {"training": result.summary()}
+        return StageResult(ctx.model, ctx.spec, details=details, warnings=result.warnings)

@@ -66,6 +66,7 @@ class EpochCheckpoint:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.usable = True  # set False when some state cannot be stored without pickle
+        self.off_reason: str | None = None  # why `usable` went False (the fit reports it)
 
     def save(self, epoch: int, fingerprint: str, *, model, optimizer, schedule, generator,
              stopper, result, best_state) -> None:  # fmt: skip
@@ -92,8 +93,9 @@ class EpochCheckpoint:
         }
         try:
             text = json.dumps(meta)
-        except TypeError:  # a scheduler holding a callable, say: train on, just not resumable
+        except TypeError as exc:  # a scheduler holding a callable, say: train on, not resumable
             self.usable = False
+            self.off_reason = f"its state cannot be stored as JSON: {exc}"
             return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors |= {f"best.{k}": v for k, v in best_state.items()}

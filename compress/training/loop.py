@@ -37,13 +37,18 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 @dataclass
 class FitResult:
-    """What a call to `fit` did: per-epoch history, the epoch kept and why it stopped."""
+    """What a call to `fit` did: per-epoch history, the epoch kept and why it stopped.
+
+    `warnings` holds the fallbacks the fit took (batches the engine could not take,
+    epoch checkpoints switched off); the stage hands them to its `StageResult`.
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best: dict[str, float] = field(default_factory=dict)
     stop_reason: str = "completed all epochs"
     resumed_from_epoch: int | None = None  # set when an epoch checkpoint was picked up
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -55,6 +60,22 @@ class FitResult:
             "resumed_from_epoch": self.resumed_from_epoch,
             "history": self.history,
         }
+
+
+@dataclass
+class FitJob:
+    """The arguments of one `fit` call (see `fit`), handed on as one object."""
+
+    model: nn.Module
+    data: DataBundle
+    config: TrainingConfig
+    seed: int
+    strategy: Strategy
+    augment: str = "none"
+    teacher: nn.Module | None = None
+    distill: DistillConfig | None = None
+    on_epoch_end: EpochCallback | None = None
+    checkpoint: EpochCheckpoint | None = None
 
 
 def fit(
@@ -101,11 +122,10 @@ def fit(
     strategy = strategy or SingleProcess()
     folder = str(checkpoint.folder) if checkpoint is not None else None
     strategy.launch(TrainingJob(model, config, seed, augment, teacher, distill, folder))
+    job = FitJob(model, data, config, seed, strategy, augment, teacher, distill, on_epoch_end,
+                 checkpoint)  # fmt: skip
     try:
-        return _train(
-            model, data, config, seed, strategy, augment, teacher, distill, on_epoch_end,
-            checkpoint,
-        )  # fmt: skip
+        return _train(job)
     except AgreedStop:
         raise  # every rank stopped at the same step: they can take the next job
     except BaseException:
@@ -113,165 +133,258 @@ def fit(
         raise
 
 
-def _train(
-    model: nn.Module,
-    data: DataBundle,
-    config: TrainingConfig,
-    seed: int,
-    strategy: Strategy,
-    augment: str,
-    teacher: nn.Module | None,
-    distill: DistillConfig | None,
-    on_epoch_end: EpochCallback | None,
-    checkpoint: EpochCheckpoint | None,
-) -> FitResult:
-    """The loop `fit` runs on every rank (see `fit` for the arguments).
+@dataclass
+class _Loop:
+    """What every epoch of one fit reads and updates, built once by `_prepare`."""
+
+    job: FitJob
+    augment: str
+    identity: str  # the fit's fingerprint: which epoch checkpoints are its own
+    generator: torch.Generator
+    images: bool  # one image tensor per sample: augmentation and NHWC apply
+    layout: torch.memory_format | None
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    stopper: EarlyStopping
+    guard: DivergenceGuard
+    features: FeatureDistiller | None = None
+    teacher_logits: torch.Tensor | None = None
+    engine: Any = None
+    result: FitResult = field(default_factory=FitResult)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)  # sizes of the batches left out
+
+    def loss(self, logits, y, target):
+        distill = self.job.distill
+        if target is not None and distill is not None:
+            loss = distillation_loss(logits, target, y, distill.temperature, distill.alpha)
+            return loss + self.features.loss() if self.features is not None else loss
+        return F.cross_entropy(logits, y, label_smoothing=self.job.config.label_smoothing)
+
+
+def _train(job: FitJob) -> FitResult:
+    """The loop `fit` runs on every rank.
 
     Every rank draws the same global batches from the same seeded generator; the
     engine decides which part of each batch (or of the model) this rank computes.
     The driver evaluates and the strategy shares its validation metrics, so early
     stopping and the best-epoch choice are the same decision on every rank.
     """
-    augment = config.augment or augment
+    loop = _prepare(job)
+    first_epoch = _resume(loop)
+    loop.engine = job.strategy.engine(job.model, job.data.train.input_shapes[0],
+                                      job.config.batch_size)  # fmt: skip
+    try:
+        for epoch in range(first_epoch, job.config.epochs + 1):
+            train_loss, lr = _train_epoch(loop, epoch)
+            if _end_epoch(loop, epoch, train_loss, lr):
+                break
+    finally:
+        _release(loop)
+    job.model.load_state_dict(loop.best_state)
+    job.model.eval()
+    if not loop.result.best:  # no finite epoch at all
+        raise AgreedStop(f"no epoch produced a finite {loop.stopper.monitor}")
+    loop.result.warnings += _fallbacks(loop)
+    return loop.result
+
+
+def _prepare(job: FitJob) -> _Loop:
+    """Seed, place the model (device, NHWC layout), build the optimizer, schedule,
+    stopping rules and the teacher's targets."""
+    model, config, train = job.model, job.config, job.data.train
+    augment = config.augment or job.augment
     identity = (
-        fingerprint(model, config.model_dump(mode="json"), seed, augment) if checkpoint else ""
+        fingerprint(model, config.model_dump(mode="json"), job.seed, augment)
+        if job.checkpoint
+        else ""
     )
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    train = data.train
-    if not data.labeled:
+    torch.manual_seed(job.seed)
+    generator = torch.Generator().manual_seed(job.seed)
+    if not job.data.labeled:
         raise StageError(
             "the data has no labels (data.labeled = false): training needs labelled images"
         )
     images = len(train.input_shapes) == 1 and len(train.input_shapes[0]) == 3
     steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
     # oneDNN's convolutions are faster on NHWC than on NCHW, forward and backward.
-    layout = (
-        torch.channels_last if config.channels_last and strategy.channels_last and images else None
-    )
+    nhwc = config.channels_last and job.strategy.channels_last and images
+    layout = torch.channels_last if nhwc else None
     if layout is not None:
         model.to(memory_format=layout)
-    device = strategy.placement.device  # the CPU unless the recipe's [training] says cuda
+    device = job.strategy.placement.device  # the CPU unless the recipe's [training] says cuda
     model.to(device)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
-    schedule = build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
-    stopper = EarlyStopping(config.early_stopping)
-    guard = DivergenceGuard(config, data.num_classes)
-    teacher_logits = None
-    features = None  # hidden-state distillation: the teacher then runs on every batch
+    loop = _Loop(
+        job, augment, identity, generator, images, layout, device, optimizer,
+        build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch),
+        EarlyStopping(config.early_stopping), DivergenceGuard(config, job.data.num_classes),
+    )  # fmt: skip
+    _prepare_teacher(loop)
+    return loop
+
+
+def _prepare_teacher(loop: _Loop) -> None:
+    """Hidden-state distillation hooks, or the teacher's logits computed once."""
+    job = loop.job
+    teacher, distill = job.teacher, job.distill
     if teacher is not None and distill is not None and getattr(distill, "feature_layers", None):
-        features = FeatureDistiller(model, teacher, distill.feature_layers, distill.feature_weight)
+        # hidden-state distillation: the teacher then runs on every batch
+        loop.features = FeatureDistiller(
+            job.model, teacher, distill.feature_layers, distill.feature_weight
+        )
     if teacher is not None:
-        teacher.to(device).eval()  # frozen: only ever run under no_grad below
-        if augment == "none" and features is None:  # fixed inputs: compute the answers once
+        teacher.to(loop.device).eval()  # frozen: only ever run under no_grad below
+        if loop.augment == "none" and loop.features is None:  # fixed inputs: answers once
             # computed chunk by chunk: a lazy split is never decoded whole
-            teacher_logits = teacher_logits_memo.get(teacher, train)
-    is_driver = strategy.is_driver
+            loop.teacher_logits = teacher_logits_memo.get(teacher, job.data.train)
 
-    def loss_fn(logits, y, target):
-        if target is not None and distill is not None:
-            loss = distillation_loss(logits, target, y, distill.temperature, distill.alpha)
-            return loss + features.loss() if features is not None else loss
-        return F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
 
-    result = FitResult()
-    best_state = copy.deepcopy(model.state_dict())
-    first_epoch = 1
-    saved = checkpoint.load(identity) if checkpoint else None
-    if saved is not None:
-        first_epoch, best_state = checkpoint.restore(
-            saved, model=model, optimizer=optimizer, schedule=schedule,
-            generator=generator, stopper=stopper, result=result,
+def _resume(loop: _Loop) -> int:
+    """The best weights so far and the first epoch to run: 1, or the one after the
+    epoch checkpoint this fit left when it was killed."""
+    job = loop.job
+    loop.best_state = copy.deepcopy(job.model.state_dict())
+    saved = job.checkpoint.load(loop.identity) if job.checkpoint else None
+    if saved is None:
+        return 1
+    first_epoch, loop.best_state = job.checkpoint.restore(
+        saved, model=job.model, optimizer=loop.optimizer, schedule=loop.schedule,
+        generator=loop.generator, stopper=loop.stopper, result=loop.result,
+    )  # fmt: skip
+    if loop.result.stop_reason.startswith("stopped early"):
+        first_epoch = job.config.epochs + 1  # it had already stopped: nothing left to run
+    loop.guard.resume(loop.result.history)
+    return first_epoch
+
+
+def _epoch_plan(loop: _Loop) -> list[torch.Tensor]:
+    """This epoch's batches; those the engine cannot take are left out (and counted),
+    before any draw, so every rank skips the same ones."""
+    train, batch_size = loop.job.data.train, loop.job.config.batch_size
+    plan = []
+    for index in batch_plan(train, batch_size, loop.generator):
+        if loop.engine.usable(len(index), batch_size) or len(train) <= 1:
+            plan.append(index)
+        else:
+            loop.dropped.append(len(index))
+    return plan
+
+
+def _train_epoch(loop: _Loop, epoch: int) -> tuple[float, float]:
+    """One pass over the training split; returns (mean training loss, learning rate)."""
+    job, engine, optimizer = loop.job, loop.engine, loop.optimizer
+    train = job.data.train
+    job.model.train()
+    total_loss, seen = 0.0, 0
+    for index, inputs in epoch_batches(train, _epoch_plan(loop)):
+        if loop.images:
+            inputs = (augment_batch(inputs[0], loop.augment, loop.generator),)
+            if loop.layout is not None:
+                inputs = (inputs[0].contiguous(memory_format=loop.layout),)
+        inputs = tuple(t.to(loop.device) for t in inputs)
+        y = train.y[index].to(loop.device)
+        target = _target(loop, index, inputs)
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            loss = engine.forward_backward(inputs, y, target, loop.loss)
+        except StageError as exc:
+            raise type(exc)(f"epoch {epoch}: {exc}") from None
+        if job.config.grad_clip is not None:
+            engine.clip_grads(job.config.grad_clip, optimizer)
+        engine.step(optimizer)
+        loop.schedule.step_batch()
+        loop.guard.start(loss)
+        total_loss += loss * len(index)
+        seen += len(index)
+    lr = optimizer.param_groups[0]["lr"]
+    loop.schedule.step_epoch()
+    engine.end_epoch()
+    return total_loss / max(seen, 1), lr
+
+
+def _target(loop: _Loop, index: torch.Tensor, inputs: tuple[torch.Tensor, ...]):
+    """The teacher's answer for this batch (None without distillation)."""
+    teacher = loop.job.teacher
+    if teacher is None or loop.job.distill is None:
+        return None
+    if loop.features is not None:
+        return loop.features.teacher_forward(inputs)
+    if loop.teacher_logits is not None:
+        return loop.teacher_logits[index].to(loop.device)
+    with torch.no_grad():
+        return teacher(*inputs)
+
+
+def _end_epoch(loop: _Loop, epoch: int, train_loss: float, lr: float) -> bool:
+    """Validate, keep the best weights, check the guards, save the epoch checkpoint;
+    True when training stops here."""
+    job, result, stopper = loop.job, loop.result, loop.stopper
+    is_driver = job.strategy.is_driver
+    val = evaluate(job.model, job.data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
+    # one decision for all ranks: the driver's numbers
+    val["loss"], val["accuracy"] = job.strategy.share([val["loss"], val["accuracy"]])
+    metrics = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "lr": lr,
+        "epochs": job.config.epochs,
+    }
+    result.history.append(metrics)
+    monitored = metrics[stopper.monitor]
+    if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
+        result.best_epoch, result.best = epoch, dict(metrics)
+        loop.best_state = copy.deepcopy(job.model.state_dict())
+    if job.on_epoch_end is not None and is_driver:
+        job.on_epoch_end(epoch, metrics)
+    failure = loop.guard.check(epoch, metrics["train_loss"], metrics["val_accuracy"])
+    if failure is not None:  # every rank sees the same global loss and shared accuracy
+        raise AgreedStop(failure)
+    reason = stopper.stop_reason(monitored)
+    if reason is not None:
+        result.stop_reason = f"stopped early at epoch {epoch}: {reason}"
+    if job.checkpoint is not None:
+        job.checkpoint.save(
+            epoch, loop.identity, model=job.model, optimizer=loop.optimizer,
+            schedule=loop.schedule, generator=loop.generator, stopper=stopper, result=result,
+            best_state=loop.best_state,
         )  # fmt: skip
-        if result.stop_reason.startswith("stopped early"):
-            first_epoch = config.epochs + 1  # it had already stopped: nothing left to run
-        guard.resume(result.history)
-    engine = strategy.engine(model, train.input_shapes[0], config.batch_size)
-    try:
-        for epoch in range(first_epoch, config.epochs + 1):
-            model.train()
-            total_loss, seen = 0.0, 0
-            plan = [  # batches an engine cannot take are skipped, before any draw
-                index
-                for index in batch_plan(train, config.batch_size, generator)
-                if engine.usable(len(index), config.batch_size) or len(train) <= 1
-            ]
-            for index, inputs in epoch_batches(train, plan):
-                if images:
-                    inputs = (augment_batch(inputs[0], augment, generator),)
-                    if layout is not None:
-                        inputs = (inputs[0].contiguous(memory_format=layout),)
-                inputs = tuple(t.to(device) for t in inputs)
-                y = train.y[index].to(device)
-                target = None
-                if teacher is not None and distill is not None:
-                    if features is not None:
-                        target = features.teacher_forward(inputs)
-                    elif teacher_logits is not None:
-                        target = teacher_logits[index].to(device)
-                    else:
-                        with torch.no_grad():
-                            target = teacher(*inputs)
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    loss = engine.forward_backward(inputs, y, target, loss_fn)
-                except StageError as exc:
-                    raise type(exc)(f"epoch {epoch}: {exc}") from None
-                if config.grad_clip is not None:
-                    engine.clip_grads(config.grad_clip, optimizer)
-                engine.step(optimizer)
-                schedule.step_batch()
-                guard.start(loss)
-                total_loss += loss * len(index)
-                seen += len(index)
-            lr = optimizer.param_groups[0]["lr"]
-            schedule.step_epoch()
-            engine.end_epoch()
+    return reason is not None
 
-            val = evaluate(model, data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
-            # one decision for all ranks: the driver's numbers
-            val["loss"], val["accuracy"] = strategy.share([val["loss"], val["accuracy"]])
-            metrics = {
-                "epoch": epoch,
-                "train_loss": total_loss / max(seen, 1),
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-                "lr": lr,
-                "epochs": config.epochs,
-            }
-            result.history.append(metrics)
-            monitored = metrics[stopper.monitor]
-            if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
-                result.best_epoch, result.best = epoch, dict(metrics)
-                best_state = copy.deepcopy(model.state_dict())
-            if on_epoch_end is not None and is_driver:
-                on_epoch_end(epoch, metrics)
-            failure = guard.check(epoch, metrics["train_loss"], metrics["val_accuracy"])
-            if failure is not None:  # every rank sees the same global loss and shared accuracy
-                raise AgreedStop(failure)
-            reason = stopper.stop_reason(monitored)
-            if reason is not None:
-                result.stop_reason = f"stopped early at epoch {epoch}: {reason}"
-            if checkpoint is not None:
-                checkpoint.save(
-                    epoch, identity, model=model, optimizer=optimizer, schedule=schedule,
-                    generator=generator, stopper=stopper, result=result, best_state=best_state,
-                )  # fmt: skip
-            if reason is not None:
-                break
-    finally:
-        engine.close()
-        if features is not None:
-            features.close()
-        if layout is not None:  # hand back the layout every exporter and pruner expects
-            model.to(memory_format=torch.contiguous_format)
-        if device.type != "cpu":  # export, ONNX evaluation and checkpoints read CPU weights
-            model.to("cpu")
-            if teacher is not None:
-                teacher.to("cpu")
 
-    model.load_state_dict(best_state)
-    model.eval()
-    if not result.best:  # no finite epoch at all
-        raise AgreedStop(f"no epoch produced a finite {stopper.monitor}")
-    return result
+def _release(loop: _Loop) -> None:
+    """Close the engine and hooks; hand the model back as exporters expect it."""
+    job = loop.job
+    if loop.engine is not None:
+        loop.engine.close()
+    if loop.features is not None:
+        loop.features.close()
+    if loop.layout is not None:  # hand back the layout every exporter and pruner expects
+        job.model.to(memory_format=torch.contiguous_format)
+    if loop.device.type != "cpu":  # export, ONNX evaluation and checkpoints read CPU weights
+        job.model.to("cpu")
+        if job.teacher is not None:
+            job.teacher.to("cpu")
+
+
+def _fallbacks(loop: _Loop) -> list[str]:
+    """One line per fallback this fit took, for the stage's warnings."""
+    lines = []
+    if loop.dropped:
+        takes = getattr(loop.engine, "takes", "the training engine cannot take them")
+        epochs = len(loop.result.history)
+        lines.append(
+            f"{len(loop.dropped)} batch(es) of {sorted(set(loop.dropped))} rows "
+            f"({sum(loop.dropped)} rows in all, over {epochs} epoch(s) of "
+            f"{len(loop.job.data.train)} training rows) were left out of training: {takes}"
+        )
+    checkpoint = loop.job.checkpoint
+    if checkpoint is not None and not checkpoint.usable:
+        lines.append(
+            f"epoch checkpoints were switched off for this fit ({checkpoint.off_reason}): "
+            "a run killed during it starts the fit again from its first epoch"
+        )
+    return lines

@@ -48,6 +48,8 @@ class LocalEngine:
     """One process: the plain forward/backward of a single-process run, on the
     placement's device, under autocast when its precision is bf16 or fp16."""
 
+    takes = "a batch of one row cannot train BatchNorm"  # why `usable` refuses a batch
+
     def __init__(self, model: nn.Module, placement: Placement = CPU):
         self.model = model
         self.placement = placement

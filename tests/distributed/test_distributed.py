@@ -288,3 +288,31 @@ def test_a_rank_exits_with_its_code_after_its_exit_handlers_ran(tmp_path):
     assert run.returncode == 3, run.stderr
     assert run.stdout == "buffered, no newline"
     assert marker.read_text() == "yes"
+
+
+def test_gpipe_says_which_batches_it_left_out_in_the_report_and_on_the_console(tmp_path):
+    import json
+
+    from compress.testing import tiny_recipe_dict, write_recipe
+
+    # 1,222 training rows in batches of 32: GPipe takes the 38 full ones and leaves out
+    # the last 6 rows of every epoch (its micro-batch shapes are fixed)
+    train = {"type": "train", "epochs": 1, "batch_size": 32, "optimizer": {"name": "adam"}}
+    recipe = write_recipe(
+        tmp_path / "tiny.toml", tiny_recipe_dict(stages=[train, {"type": "export"}])
+    )
+    out = tmp_path / "run"
+    run, _ = compress_cli(
+        "run", str(recipe), "--nproc", "2", "--out", str(out), "--quiet", "--no-cache",
+        "--set", "distributed.strategy=pipeline", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+    report = json.loads((out / "report.json").read_text())
+    (line,) = report["stages"][0]["warnings"]
+    assert line == (
+        "1 batch(es) of [6] rows (6 rows in all, over 1 epoch(s) of 1222 training rows) were "
+        "left out of training: GPipe takes full batches only (its micro-batch shapes are "
+        "fixed at the first step)"
+    )
+    assert f"warning: train: {line}" in " ".join(run.stdout.split())

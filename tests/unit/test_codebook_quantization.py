@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from compress.quantization.codebook import assign, encode_onnx, kmeans_codebook, pow2_codebook
@@ -129,3 +130,51 @@ def test_per_layer_precedence_exact_then_first_pattern_then_default():
     assert resolve_per_layer(names, overrides, 4, "layers") == {
         "features.0": 2, "features.4": 8, "head.1": 3, "classifier": 4,
     }  # fmt: skip
+
+
+class _MeanSplit(torch.nn.Module):
+    """A conv, a spatial mean and a channel split: ReduceMean and Split, whose inputs
+    moved between opset 13 and 18 (axes became an input, Split gained num_outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        pooled = torch.relu(self.conv(x)).mean(dim=(2, 3))
+        first, second = pooled.split([4, 4], dim=1)
+        return self.head(torch.cat([second, first * 2], dim=1))
+
+
+def opset13_onnx(path) -> None:
+    """An opset-13 file as another exporter writes it (ReduceMean with an `axes`
+    attribute, Split with a `split` input)."""
+    torch.manual_seed(0)
+    torch.onnx.export(
+        _MeanSplit().eval(), (torch.zeros(1, 1, 8, 8),), str(path), input_names=["x"],
+        dynamic_axes={"x": {0: "n"}}, opset_version=13, dynamo=False,
+    )  # fmt: skip
+
+
+def test_an_opset_13_file_with_reduce_mean_and_split_is_converted_not_relabelled(tmp_path):
+    source, out = tmp_path / "opset13.onnx", tmp_path / "kmeans.onnx"
+    opset13_onnx(source)
+    ops = {node.op_type: node for node in onnx.load(str(source)).graph.node}
+    assert [a.name for a in ops["ReduceMean"].attribute if a.name == "axes"] == ["axes"]
+    assert "Split" in ops
+
+    info = encode_onnx(source, out, "kmeans", 8)
+
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)  # every node valid at the new opset
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    (mean,) = [node for node in model.graph.node if node.op_type == "ReduceMean"]
+    assert not [a for a in mean.attribute if a.name == "axes"] and len(mean.input) == 2
+    assert info["encoded_layers"] == 2  # the conv and the head
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    expected = onnx_predictions(source, x)
+    got = onnx_predictions(out, x)
+    assert got.shape == (5, 10)
+    # 8-bit codebooks: the outputs move by the weights' rounding only
+    np.testing.assert_allclose(got, expected, atol=0.05)

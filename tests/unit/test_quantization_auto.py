@@ -89,3 +89,26 @@ def test_auto_prefers_u8s8_on_a_residual_net(tmp_path):
     print(details["candidates"])
     assert speeds["u8s8 QDQ"] > speeds["s8s8 QDQ"]
     assert details["format"] == "u8s8 QDQ", details["reason"]
+
+
+def test_auto_says_when_its_static_candidates_skipped_ort_preprocessing(
+    tmp_path, digits_bundle, monkeypatch
+):
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    def refuse(*args, **kwargs):
+        raise ValueError("symbolic shape inference incomplete")
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", refuse)
+    ctx = tiny_run_context(tmp_path, digits_bundle)  # untrained: only the warning matters
+    config = QuantizeStageConfig.model_validate(
+        {"type": "quantize", "format": "auto", "calibration": {"samples": 32}}
+    )
+
+    result = QuantizeStage(config, "quantize").run(ctx)
+
+    (line,) = result.warnings
+    assert line.startswith(
+        "ONNX Runtime's quantization pre-processing failed (ValueError: symbolic shape "
+        "inference incomplete)"
+    )

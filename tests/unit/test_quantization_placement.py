@@ -11,7 +11,7 @@ from torch import nn
 from compress.models import build_model
 from compress.quantization import placement
 from compress.quantization.auto import FP32
-from compress.quantization.placement import choose, int8_runs, search_placement
+from compress.quantization.placement import SearchInputs, choose, int8_runs, search_placement
 from compress.quantization.static import quantizable_nodes, quantize_static_onnx
 from compress.recipe.schema import ResNetConfig, RuntimeConfig
 from compress.recipe.stages import QuantizeStageConfig
@@ -90,9 +90,8 @@ def test_search_keeps_a_change_only_when_it_is_faster(fp32, tmp_path, monkeypatc
     val_x = calibration[:8]
     val_y = onnx_predictions(fp32, val_x).argmax(1)
 
-    report = search_placement(
-        fp32, tmp_path / "out.onnx", calibration, val_x, val_y, RUNTIME, (1, 8, 8), 1.0, U8S8
-    )
+    inputs = SearchInputs(calibration, val_x, val_y, RUNTIME, (1, 8, 8), 1.0)
+    report = search_placement(fp32, tmp_path / "out.onnx", inputs, U8S8)
 
     tried = [(trial["fp32_layers"], trial["kept"]) for trial in report["trials"]]
     # the classifier's run, the conv run whole, then its entry and exit peeled
@@ -114,7 +113,8 @@ def test_tiny_net_slower_in_int8_passes_fp32_through(fp32, digits_bundle, tmp_pa
     val_x, val_y = digits_bundle.val.x.numpy(), digits_bundle.val.y.numpy()
     calibration = digits_bundle.train.x[:64].numpy()
 
-    report = search_placement(fp32, out, calibration, val_x, val_y, RUNTIME, (1, 8, 8), 0.01, U8S8)
+    inputs = SearchInputs(calibration, val_x, val_y, RUNTIME, (1, 8, 8), 0.01)
+    report = search_placement(fp32, out, inputs, U8S8)
 
     full = next(row for row in report["models"] if row["model"] == "full int8")
     assert full["speedup"]["median"] < 1.0, full  # the premise: int8 is slower here
@@ -148,7 +148,8 @@ def test_resnet_at_224_keeps_int8_and_beats_fp32(tmp_path):
     val_y = onnx_predictions(fp32, val_x).argmax(1)  # fp32 agrees with itself: 100%
     out = tmp_path / "placed.onnx"
 
-    report = search_placement(fp32, out, calibration, val_x, val_y, RUNTIME, shape, 0.1, U8S8)
+    inputs = SearchInputs(calibration, val_x, val_y, RUNTIME, shape, 0.1)
+    report = search_placement(fp32, out, inputs, U8S8)
 
     assert report["format"] != FP32, report["reason"]
     shipped = next(row for row in report["models"] if row["model"] == report["format"])

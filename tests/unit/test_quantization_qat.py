@@ -273,3 +273,29 @@ def test_qat_with_format_auto_is_the_auto_method_which_does_not_train():
         QuantizeStageConfig.model_validate({"type": "quantize", "mode": "qat", "format": "auto"})
 
     assert info.value.errors()[0]["loc"][1:] == ("mode",)
+
+
+def test_without_ort_preprocessing_qat_matches_the_graph_actually_quantized(
+    trained, fp32, digits_bundle, tmp_path, monkeypatch
+):
+    """When ORT's pre-processing fails, quantization falls back to the exported graph:
+    the tensors QAT trains must be that graph's, and all be found in torch."""
+    import onnx
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    def refuse(*args, **kwargs):
+        raise ValueError("symbolic shape inference incomplete")
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", refuse)
+    x = digits_bundle.train.x[:64].numpy()
+
+    qparams, points, unmatched, _ = _prepare(trained, fp32, x, tmp_path)
+
+    graph = onnx.load(str(fp32)).graph
+    exported = {o for node in graph.node for o in node.output} | {i.name for i in graph.input}
+    assert {q["tensor"] for q in qparams.values()} <= exported
+    assert unmatched == []
+    assert set(points) == set(qparams)
+    report = quantize_static_onnx(fp32, tmp_path / "again.onnx", x, reduce_range=True)
+    assert report["preprocessed"] is False
+    assert report["preprocess_note"].startswith("pre-processing skipped: ValueError")

@@ -12,7 +12,7 @@ from compress.errors import RecipeError
 from compress.models import FAMILIES
 from compress.recipe.schema import MODEL_CONFIGS, DataConfig
 from compress.recipe.schema.models import USER_ARCHITECTURE
-from compress.recipe.stages import QUANTIZE_METHOD_CONFIGS, STAGE_CONFIGS, StageConfig
+from compress.recipe.stages import QUANTIZE_METHOD_CONFIGS, STAGE_CONFIGS
 from compress.registry import Registry, import_callable
 from compress.stages import STAGES
 from compress.stages.quantize_methods import QUANTIZE_METHODS

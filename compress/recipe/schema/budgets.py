@@ -50,6 +50,3 @@ class Budgets(StrictModel):
     def limits(self) -> dict[str, float]:
         """The set goals, by budget key (`profile` says where to read, it is no goal)."""
         return {k: v for k, v in self.model_dump(exclude={"profile"}).items() if v is not None}
-
-    def is_empty(self) -> bool:
-        return not self.limits()

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from compress.models.signature import Samples, sample_count
-from compress.quantization.static import count_runtime_ops
+from compress.quantization.static import count_runtime_ops, preprocess_warnings
 from compress.recipe.stages import QUANTIZE_METHOD_CONFIGS, QuantizeStageConfig
 from compress.registry import Registry
 from compress.runtime.evaluate import onnx_predictions, split_samples
@@ -86,7 +86,9 @@ class QuantizeMethod:
         ops = count_runtime_ops(out_path, threads=ctx.recipe.runtime.threads)
         fp32_path.unlink()  # the quantized file is the artifact; fp32 lives in the previous stage
         details = {"quantization": self.details(settings, ops)}
-        return StageResult(ctx.model, ctx.spec, onnx_path=out_path, details=details)
+        # a method whose ORT pre-processing failed says so (static, fallback, searches)
+        return StageResult(ctx.model, ctx.spec, onnx_path=out_path, details=details,
+                           warnings=preprocess_warnings(settings))  # fmt: skip
 
     def quantize(self, fp32_path: Path, out_path: Path) -> dict[str, Any]:
         """Write the quantized model to `out_path`; return the settings it used."""

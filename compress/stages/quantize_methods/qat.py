@@ -9,7 +9,11 @@ from typing import Any
 
 from compress.models.signature import slice_samples
 from compress.quantization.qat import activation_qparams, attach, match_points, shared_qparams
-from compress.quantization.static import count_runtime_ops, quantize_static_onnx
+from compress.quantization.static import (
+    count_runtime_ops,
+    preprocess_warnings,
+    quantize_static_onnx,
+)
 from compress.recipe.quantize_methods import QATMethodConfig
 from compress.runtime.onnx_export import export_onnx
 from compress.stages.base import StageResult
@@ -90,7 +94,9 @@ class QATMethod(QuantizeMethod):
         report["mode"] = "qat"
         ops = count_runtime_ops(int8_path, threads=ctx.recipe.runtime.threads)
         details = {"quantization": {**report, **ops}}
-        return StageResult(model, ctx.spec, onnx_path=int8_path, details=details)
+        warnings = trained["warnings"] + preprocess_warnings(report)
+        return StageResult(model, ctx.spec, onnx_path=int8_path, details=details,
+                           warnings=warnings)  # fmt: skip
 
     def _train(self, model, teacher) -> dict[str, Any]:
         """Fit the fake-quantized `model` in place (distilling from `teacher`, if any);
@@ -114,4 +120,4 @@ class QATMethod(QuantizeMethod):
         after = evaluate(model, ctx.data.val)["accuracy"]
         summary = result.summary()
         summary.pop("history")
-        return {"before": before, "after": after, "fit": summary}
+        return {"before": before, "after": after, "fit": summary, "warnings": result.warnings}

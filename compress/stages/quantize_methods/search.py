@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.quantization.auto import search
-from compress.quantization.placement import search_placement
+from compress.quantization.placement import PlacementOptions, SearchInputs, search_placement
 from compress.recipe.quantize_methods import AutoConfig, PlacementConfig
 from compress.stages.quantize_methods.base import QuantizeMethod, register_quantize_method
 
@@ -56,13 +56,11 @@ class PlacementMethod(SearchMethod):
 
     def quantize(self, fp32_path: Path, out_path: Path) -> dict[str, Any]:
         config = self.config
-        return search_placement(
-            fp32_path,
-            out_path,
-            *self.search_inputs(),
-            self.static_settings(),
+        options = PlacementOptions(
             max_candidates=config.placement_max_candidates,
             repeats=config.placement_repeats,
             rounds=config.placement_rounds,
             min_gain=config.placement_min_gain,
         )
+        inputs = SearchInputs(*self.search_inputs())
+        return search_placement(fp32_path, out_path, inputs, self.static_settings(), options)
