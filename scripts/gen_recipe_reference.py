@@ -35,6 +35,10 @@ def _registered(annotation) -> tuple[str, list[tuple[str, type]]] | None:
     return None
 
 
+def _is_annotated(annotation) -> bool:
+    return typing.get_origin(annotation) is typing.Annotated
+
+
 def _annotation(field):
     """A field's type with its metadata: pydantic moves a top-level `Annotated`'s validators
     into `field.metadata`, where `_registered` must still find them (`[model]`)."""
@@ -114,7 +118,12 @@ class Reference:
         registered = _registered(annotation)
         if registered is not None:
             tag, entries = registered
-            table = f"[[{key}]]" if typing.get_origin(annotation) is list else f"[{key}]"
+            bare = typing.get_args(annotation)[0] if _is_annotated(annotation) else annotation
+            table = f"[[{key}]]" if typing.get_origin(bare) is list else f"[{key}]"
+            if path:  # a registry listed at the top (a distill student is any [model])
+                self.lines += [f"## {path}.{key}", "", f"A table of any `[{key}]` kind: "
+                               f"the `[model]` sections above.", ""]
+                return
             for name, config in entries:
                 value = f'{tag} = "{name}"' if name != "onnx" else 'onnx = "model.onnx"'
                 self.plugin(f"{table} {value}", name, config)
