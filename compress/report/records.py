@@ -124,10 +124,10 @@ class Flag(Record):
     """What no budget gates but a person should know: slower than its input."""
 
     kind: str
-    message: str
     input_stage: str | None = None
     profile: str | None = None
     accepted: float | None = None
+    message: str
 
 
 class CacheInfo(Record):
