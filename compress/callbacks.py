@@ -5,11 +5,14 @@ Every hook is a documented no-op in `Callback`; subclasses override what they ne
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from compress.report.records import BudgetResult, Flag, Report, StageRecord
 
 
 class Callback:
@@ -24,16 +27,16 @@ class Callback:
     def on_epoch_end(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
         """After each training epoch inside a stage."""
 
-    def on_stage_end(self, record: dict[str, Any]) -> None:
+    def on_stage_end(self, record: StageRecord) -> None:
         """After a stage's model was evaluated and its budgets checked."""
 
-    def on_budget_fail(self, stage: str, check: dict[str, Any]) -> None:
+    def on_budget_fail(self, stage: str, check: BudgetResult) -> None:
         """For each budget a stage (or the final model) missed."""
 
     def on_cache_rejected(self, stage: str, reason: str) -> None:
         """When a stage's earlier artifacts exist but fail verification (rebuilt)."""
 
-    def on_flag(self, stage: str, flag: dict[str, Any]) -> None:
+    def on_flag(self, stage: str, flag: Flag) -> None:
         """For each thing a person should know about a stage that no budget gates
         (a model slower than its input)."""
 
@@ -46,7 +49,7 @@ class Callback:
         can recover (it is in the stage record's `warnings`); `stage` None: one that
         concerns the whole run (report.json's top-level `warnings`)."""
 
-    def on_run_end(self, report: dict[str, Any]) -> None:
+    def on_run_end(self, report: Report) -> None:
         """After report.json was written."""
 
 
@@ -128,47 +131,46 @@ class ConsoleReporter(Callback):
 
     def on_stage_end(self, record):
         self._epochs.close()
-        if record["status"] == "error":
-            self.console.print(f"  [red]x {record['name']} failed:[/] {escape(record['error'])}")
+        if record.status == "error":
+            self.console.print(f"  [red]x {record.name} failed:[/] {escape(record.error or '')}")
             return
-        m = record["metrics"]
-        primary = m.get("primary_provider", "cpu")
-        latency = m.get("latency", {}).get(primary, {})
-        speed = m.get("speedup")
-        mark = "[green]ok[/]" if record["status"] == "passed" else "[red]BUDGET MISSED[/]"
-        if (record.get("cache") or {}).get("hit"):
+        m = record.metrics
+        latency = m.primary_latency()
+        mark = "[green]ok[/]" if record.status == "passed" else "[red]BUDGET MISSED[/]"
+        if record.cache is not None and record.cache.hit:
             mark += " [cyan](cached)[/]"
-        p50, p90 = latency.get("p50_ms", float("nan")), latency.get("p90_ms", float("nan"))
+        nan = float("nan")
+        p50, p90 = (latency.p50_ms, latency.p90_ms) if latency is not None else (nan, nan)
         # no labels (data.labeled = false): agreement with the baseline instead
+        agreement = m.agreement if m.agreement is not None else nan
         quality = (
-            f"acc {m['accuracy'] * 100:.2f}%"
-            if m.get("accuracy") is not None
-            else f"agree {m.get('agreement', float('nan')) * 100:.2f}% (no labels)"
+            f"acc {m.accuracy * 100:.2f}%"
+            if m.accuracy is not None
+            else f"agree {agreement * 100:.2f}% (no labels)"
         )
         line = (
             f"  {mark} {quality}  p50 {p50:.4g} ms"
-            f"  p90 {p90:.4g} ms  size {_human_bytes(m['size_bytes'])}"
-            f"  params {_human_count(m['params'])}  MACs {_human_count(m['macs'])}"
+            f"  p90 {p90:.4g} ms  size {_human_bytes(m.size_bytes)}"
+            f"  params {_human_count(m.params)}  MACs {_human_count(m.macs)}"
         )
-        if speed:
-            line += f"  speed-up {speed['median']:.2f}x"
-        vs_input = m.get("speedup_vs_input")
-        if vs_input and vs_input.get("rounds"):
-            line += f" ({vs_input['median']:.2f}x vs input)"
-        line += f"  ({record['duration_s']:.1f} s)"
+        if m.speedup is not None:
+            line += f"  speed-up {m.speedup.median:.2f}x"
+        if m.speedup_vs_input is not None and m.speedup_vs_input.rounds:
+            line += f" ({m.speedup_vs_input.median:.2f}x vs input)"
+        line += f"  ({record.duration_s:.1f} s)"
         self.console.print(line)
-        for check in record["budgets"]:
-            if check["passed"]:
-                self.console.print(f"     [green]pass[/] {escape(check['message'])}")
+        for check in record.budgets:
+            if check.passed:
+                self.console.print(f"     [green]pass[/] {escape(check.message)}")
 
     def on_cache_rejected(self, stage, reason):
         self.console.print(f"  [yellow]cache:[/] {escape(reason)}; rebuilding {escape(stage)}")
 
     def on_budget_fail(self, stage, check):
-        self.console.print(f"     [red]FAIL[/] {stage}: {escape(check['message'])}")
+        self.console.print(f"     [red]FAIL[/] {stage}: {escape(check.message)}")
 
     def on_flag(self, stage, flag):
-        self.console.print(f"     [yellow]SLOWER[/] {escape(flag['message'])}")
+        self.console.print(f"     [yellow]SLOWER[/] {escape(flag.message)}")
 
     def on_data_warning(self, message):
         self.console.print(f"  [yellow]data:[/] {escape(message)}")
@@ -178,12 +180,11 @@ class ConsoleReporter(Callback):
         self.console.print(f"  [yellow]warning:[/] {escape(where + message)}")
 
     def on_run_end(self, report):
-        status = report["status"]
+        status = report.status
         colour = {"passed": "green", "failed": "red", "error": "red"}[status]
-        final = report.get("final") or {}
-        where = f"; final model {final['path']}" if final.get("path") else ""
+        where = f"; final model {report.final.path}" if report.final is not None else ""
         self.console.print(
-            f"[{colour}]{status.upper()}[/] report {escape(report['paths']['report_json'])}"
+            f"[{colour}]{status.upper()}[/] report {escape(report.paths['report_json'])}"
             f"{escape(where)}"
         )
 

@@ -210,12 +210,12 @@ def run(
             strategy.abort()  # the other ranks never got a shutdown: let torchrun end them
         _fail(exc, debug)
     if outcome.exit_code != EXIT_OK:
-        for failure in outcome.report["failures"]:
+        for failure in outcome.report.failures:
             kind = "budget missed" if outcome.exit_code == 1 else "error"
             _console.print(f"[red]{kind}:[/] {escape(failure)}")
-        error = outcome.report.get("error") or {}
-        if debug and error.get("traceback"):
-            _console.print(escape(error["traceback"]))
+        error = outcome.report.error
+        if debug and error is not None and error.traceback:
+            _console.print(escape(error.traceback))
     if strategy is not None:
         from compress.distributed.process import finish_driver
 
@@ -306,7 +306,7 @@ def report(
         if baseline is None:
             return
         old = read_report(baseline)
-        if not current.get("final") or not old.get("final"):
+        if current.final is None or old.final is None:
             raise ArtifactError("both runs need a final model to compare")
         limits = RegressionLimits(max_accuracy_drop, max_latency_increase, max_size_increase)
         rows = compare_runs(run_dir, current, baseline, old, limits)

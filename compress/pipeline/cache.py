@@ -15,11 +15,13 @@ import shutil
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
 import compress
 from compress.artifacts import atomic_write_json, sha256_file
 from compress.errors import CompressError
 from compress.recipe.loader import Recipe
+from compress.report.records import StageRecord
 from compress.stages import StageResult
 
 
@@ -74,7 +76,7 @@ class StageCache:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def lookup(self, stage_dir: Path, key: str) -> tuple[StageResult, dict] | str | None:
+    def lookup(self, stage_dir: Path, key: str) -> tuple[StageResult, StageRecord] | str | None:
         """A verified earlier result for this key; a reason string if one exists but is
         unusable (corrupt or truncated artifact); None if there is none."""
         from compress.models import load_model
@@ -98,25 +100,33 @@ class StageCache:
             artifact = self.out_dir / rel
             if not artifact.is_file() or sha256_file(artifact) != digest:
                 return f"{rel} does not match its recorded hash"
+        try:
+            content = {k: v for k, v in old.items() if k != "record_sha256"}
+            record = StageRecord.model_validate(content)
+        except ValidationError:
+            return "metrics.json is not a stage record"
+        if record.metrics is None or record.artifacts is None:
+            return "metrics.json is not a stage record"
         model = spec = None  # an ONNX-input recipe's stage: its file is the model
-        if old["artifacts"].get("weights") is not None:
+        if record.artifacts.weights is not None:
             try:
                 model, spec = load_model(stage_dir)
             except CompressError as exc:
                 return str(exc)
-        onnx_only = old["artifacts"].get("onnx_only", False)
-        onnx_path = self.out_dir / old["artifacts"]["onnx"]
-        result = StageResult(model, spec, onnx_path if onnx_only else None, old.get("details", {}),
-                             warnings=old.get("warnings", []))  # fmt: skip
-        return result, {k: v for k, v in old.items() if k != "record_sha256"}
+        onnx_path = self.out_dir / record.artifacts.onnx
+        onnx_only = onnx_path if record.artifacts.onnx_only else None
+        result = StageResult(model, spec, onnx_only, old.get("details") or {},
+                             warnings=list(record.warnings))  # fmt: skip
+        return result, record
 
     @staticmethod
-    def seal(stage_dir: Path, record: dict) -> None:
+    def seal(stage_dir: Path, record: StageRecord) -> None:
         """Write metrics.json with a hash of its own content, so `lookup` reuses the
         measurements only as they were written. Written last: its recorded artifact
         hashes are what makes the folder reusable."""
+        content = record.to_json()
         atomic_write_json(
-            stage_dir / "metrics.json", {**record, "record_sha256": _record_digest(record)}
+            stage_dir / "metrics.json", {**content, "record_sha256": _record_digest(content)}
         )
 
     def artifact_hashes(self, stage_dir: Path) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from compress.models.stats import count_macs, count_params
 from compress.recipe.loader import Recipe
+from compress.report.records import Flag, Latency, Metrics, Profile, Spread
 from compress.stages import RunContext, StageResult
 
 # Parity of every export made for measurement: two batch sizes (and, for a model
@@ -49,28 +50,28 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def slowdown_flag(
-    metrics: dict[str, Any], stage: str, input_stage: str, accepted: float | None = None
-) -> dict[str, Any] | None:
+    metrics: Metrics, stage: str, input_stage: str, accepted: float | None = None
+) -> Flag | None:
     """The flag a stage slower than its input (at any deployment profile) carries into
     the report, or None. `accepted`: the stage's `speedup_vs_input_min`, when its recipe
     says how much slowdown it accepts (the budget then gates it)."""
-    if not metrics.get("slower_than_input"):
+    if not metrics.slower_than_input:
         return None
-    label = metrics["slower_profiles"][0]
-    measured = metrics["profiles"][label]
-    ratio = measured["speedup_vs_input"]
-    p50 = measured["latency"][metrics["primary_provider"]]["p50_ms"]
-    where = f" at profile {label}" if len(metrics["profiles"]) > 1 else ""
+    label = metrics.slower_profiles[0]
+    measured = metrics.profiles[label]
+    ratio = measured.speedup_vs_input
+    p50 = measured.latency[metrics.provider].p50_ms
+    where = f" at profile {label}" if len(metrics.profiles) > 1 else ""
     message = (
         f"stage '{stage}' is slower than its input (stage '{input_stage}'){where}: "
-        f"{ratio['median']:.2f}x its speed ({ratio['min']:.2f}-{ratio['max']:.2f} over "
-        f"{ratio['rounds']} interleaved rounds), p50 {measured['input_p50_ms_interleaved']:.4g} "
+        f"{ratio.median:.2f}x its speed ({ratio.min:.2f}-{ratio.max:.2f} over "
+        f"{ratio.rounds} interleaved rounds), p50 {measured.input_p50_ms_interleaved:.4g} "
         f"-> {p50:.4g} ms"
     )
     if accepted is not None:
         message += f"; the recipe accepts down to {accepted:.2f}x (speedup_vs_input_min)"
-    return {"kind": "slower_than_input", "input_stage": input_stage, "profile": label,
-            "accepted": accepted, "message": message}  # fmt: skip
+    return Flag(kind="slower_than_input", input_stage=input_stage, profile=label,
+                accepted=accepted, message=message)  # fmt: skip
 
 
 class Measurement:
@@ -89,41 +90,45 @@ class Measurement:
         self._onnx_counts: tuple[Path, dict[str, int]] | None = None
 
     def evaluate(
-        self, result: StageResult, onnx_path: Path, stage_dir: Path, ctx: RunContext
-    ) -> dict[str, Any]:
+        self,
+        result: StageResult,
+        onnx_path: Path,
+        stage_dir: Path,
+        ctx: RunContext,
+        baseline: Metrics | None = None,
+    ) -> Metrics:
         """Accuracy, size, params, MACs and latency of a stage's deployed file, with
-        ratios against the run's baseline (none yet while measuring the first stage)."""
+        ratios against the run's `baseline` (None while measuring the first stage)."""
         from compress.runtime.evaluate import split_samples
 
         runtime, data = self.recipe.runtime, ctx.data
-        baseline, baseline_onnx = ctx.baseline_metrics, ctx.baseline_onnx
-        input_onnx = ctx.input_onnx
+        baseline_onnx, input_onnx = ctx.baseline_onnx, ctx.input_onnx
         signature = result.spec.signature
-        metrics: dict[str, Any] = {
+        metrics = Metrics(
             **self._outputs(onnx_path, baseline_onnx, data.test, signature),
-            "size_bytes": onnx_path.stat().st_size,
+            size_bytes=onnx_path.stat().st_size,
             # zeros (unstructured pruning) and shared values (codebooks) only pay off once
             # compressed; report it beside the raw size rather than implying a speed-up
-            "size_compressed_bytes": len(zlib.compress(onnx_path.read_bytes(), 9)),
+            size_compressed_bytes=len(zlib.compress(onnx_path.read_bytes(), 9)),
             **self._counts(result, baseline_onnx or onnx_path, signature),
-            "primary_provider": runtime.providers[0],
-            "latency": {},
-        }
+            primary_provider=runtime.providers[0],
+            latency={},
+        )
         if self.unavailable:
-            metrics["providers_unavailable"] = self.unavailable
+            metrics.providers_unavailable = self.unavailable
         # timed on real test inputs (a text model's batches padded to their longest row),
         # the same rows for every model of the run
         samples = split_samples(data.test, signature, max_rows=self._latency_rows(data.test))
         files = (onnx_path, baseline_onnx, input_onnx)
         self._latency(metrics, signature, files, stage_dir, samples)
         if baseline is None:
-            metrics["speedup"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
+            metrics.speedup = Spread(median=1.0, min=1.0, max=1.0, rounds=0)
         reference = baseline or metrics
-        metrics["size_ratio"] = reference["size_bytes"] / metrics["size_bytes"]
-        if metrics["accuracy"] is not None and reference["accuracy"] is not None:
-            metrics["accuracy_change"] = metrics["accuracy"] - reference["accuracy"]
+        metrics.size_ratio = reference.size_bytes / metrics.size_bytes
+        if metrics.accuracy is not None and reference.accuracy is not None:
+            metrics.accuracy_change = metrics.accuracy - reference.accuracy
         else:  # no labels: agreement with the baseline is the fidelity figure
-            metrics["accuracy_change"] = None
+            metrics.accuracy_change = None
         return metrics
 
     def _latency_rows(self, split) -> int | None:
@@ -171,7 +176,7 @@ class Measurement:
             self._onnx_counts = counted = (float_onnx, figures)
         return dict(counted[1])
 
-    def _latency(self, metrics, signature, files, stage_dir, samples) -> None:
+    def _latency(self, metrics: Metrics, signature, files, stage_dir, samples) -> None:
         """Latency at every deployment profile. The top-level keys hold the first
         profile's figures (what budgets read by default), `profiles` every profile's."""
         onnx_path, baseline_onnx, input_onnx = files
@@ -183,26 +188,27 @@ class Measurement:
         if input_onnx is not None and not same_as_input and input_onnx not in references:
             references.append(input_onnx)
         files = (onnx_path, baseline_onnx, input_onnx, same_as_input)
-        metrics["profiles"] = {}
+        metrics.profiles = {}
         for index, profile in enumerate(runtime.deployment_profiles()):
             measured = self._profile(profile, signature, references, files, samples)
-            metrics["profiles"][profile.label] = measured
-            if index == 0:
-                metrics.update({k: v for k, v in measured.items() if k not in ("batch", "threads")})
-        slower = [label for label, m in metrics["profiles"].items() if m.get("slower_than_input")]
-        if "speedup_vs_input" in metrics:
-            metrics["slower_than_input"] = bool(slower)
-            metrics["slower_profiles"] = slower
+            metrics.profiles[profile.label] = measured
+            if index == 0:  # the same objects: an fp16 entry below lands in both
+                for key in measured.model_fields_set - {"batch", "threads"}:
+                    setattr(metrics, key, getattr(measured, key))
+        slower = [label for label, m in metrics.profiles.items() if m.slower_than_input]
+        if "speedup_vs_input" in metrics.model_fields_set:
+            metrics.slower_than_input = bool(slower)
+            metrics.slower_profiles = slower
         self._gpu_fp16(metrics, signature, onnx_path, stage_dir, samples)
 
-    def _profile(self, profile, signature, references, files, samples) -> dict[str, Any]:
+    def _profile(self, profile, signature, references, files, samples) -> Profile:
         """One profile: every provider; on the primary one, interleaved with the
         baseline's file and the stage's input (the previous stage's file)."""
         from compress.runtime.latency import is_slower, measure_with_runtime, speedup
 
         onnx_path, baseline_onnx, input_onnx, same_as_input = files
         runtime, seed = self.recipe.runtime, self.recipe.seed
-        out: dict[str, Any] = {"batch": profile.batch, "threads": profile.threads, "latency": {}}
+        out = Profile(batch=profile.batch, threads=profile.threads, latency={})
         primary = runtime.providers[0]
         for provider in [p for p in runtime.providers if p not in self.unavailable]:
             paths = [*references, onnx_path] if provider == primary else [onnx_path]
@@ -210,23 +216,25 @@ class Measurement:
                 paths, signature, runtime, provider, seed, profile, samples=samples
             )
             stats = dict(zip(paths, timed))
-            out["latency"][provider] = stats[onnx_path].to_dict()
+            out.latency[provider] = Latency.model_validate(stats[onnx_path].to_dict())
             if provider != primary:
                 continue
             if baseline_onnx in stats and baseline_onnx != onnx_path:
-                out["speedup"] = speedup(stats[baseline_onnx], stats[onnx_path])
-                out["teacher_p50_ms_interleaved"] = stats[baseline_onnx].p50_ms
+                out.speedup = Spread(**speedup(stats[baseline_onnx], stats[onnx_path]))
+                out.teacher_p50_ms_interleaved = stats[baseline_onnx].p50_ms
             if input_onnx in stats and input_onnx != onnx_path:
-                out["speedup_vs_input"] = speedup(stats[input_onnx], stats[onnx_path])
-                out["input_p50_ms_interleaved"] = stats[input_onnx].p50_ms
+                ratio = speedup(stats[input_onnx], stats[onnx_path])
+                out.input_p50_ms_interleaved = stats[input_onnx].p50_ms
             elif same_as_input:
-                out["speedup_vs_input"] = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
-                out["input_p50_ms_interleaved"] = stats[onnx_path].p50_ms
-            if "speedup_vs_input" in out:
-                out["slower_than_input"] = is_slower(out["speedup_vs_input"])
+                ratio = {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 0}
+                out.input_p50_ms_interleaved = stats[onnx_path].p50_ms
+            else:
+                continue
+            out.speedup_vs_input = Spread(**ratio)
+            out.slower_than_input = is_slower(ratio)
         return out
 
-    def _gpu_fp16(self, metrics, signature, onnx_path, stage_dir, samples) -> None:
+    def _gpu_fp16(self, metrics: Metrics, signature, onnx_path, stage_dir, samples) -> None:
         """An fp16 copy of a float model on the GPU providers, when the recipe asks."""
         from compress.runtime.latency import measure_with_runtime
 
@@ -240,4 +248,4 @@ class Measurement:
                 (stats,) = measure_with_runtime(
                     [half], signature, runtime, provider, seed=seed, samples=samples
                 )
-                metrics["latency"][f"{provider}-fp16"] = stats.to_dict()
+                metrics.latency[f"{provider}-fp16"] = Latency.model_validate(stats.to_dict())

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compress.report.records import Metrics, Report, RuntimeFacts
+
 
 @dataclass
 class RegressionLimits:
@@ -32,64 +34,84 @@ class Comparison:
 
 def compare_runs(
     current_dir: Path,
-    current: dict[str, Any],
+    current: Report,
     baseline_dir: Path,
-    baseline: dict[str, Any],
+    baseline: Report,
     limits: RegressionLimits,
     rounds: int = 7,
     repeats: int = 100,
 ) -> list[Comparison]:
-    """Compare the final models of two runs; latency re-measured interleaved."""
-    from compress.runtime.latency import measure_latency, model_signature, speedup
+    """Compare the final models of two runs; latency re-measured interleaved.
 
-    new, old = current["final"], baseline["final"]
-    rows = []
-    if old["metrics"].get("accuracy") is not None and new["metrics"].get("accuracy") is not None:
-        drop = old["metrics"]["accuracy"] - new["metrics"]["accuracy"]
-        rows.append(
-            Comparison(
-                "accuracy",
-                old["metrics"]["accuracy"],
-                new["metrics"]["accuracy"],
-                f"{-drop * 100:+.2f} pts",
-                f"drop <= {limits.accuracy_drop * 100:.2f} pts",
-                drop > limits.accuracy_drop,
-            )
-        )  # runs on data without labels have no accuracy to compare
-    size_change = new["metrics"]["size_bytes"] / old["metrics"]["size_bytes"] - 1
-    rows.append(
+    Example:
+        >>> rows = compare_runs(Path("runs/new"), read_report(Path("runs/new")),
+        ...                     Path("runs/old"), read_report(Path("runs/old")),
+        ...                     RegressionLimits())  # doctest: +SKIP
+    """
+    new, old = current.final, baseline.final
+    rows = _accuracy_rows(new.metrics, old.metrics, limits) + _size_rows(
+        new.metrics, old.metrics, limits
+    )
+    rows.append(_latency_row(current_dir / new.path, baseline_dir / old.path, current.runtime,
+                             limits, rounds, repeats))  # fmt: skip
+    return rows
+
+
+def _accuracy_rows(new: Metrics, old: Metrics, limits: RegressionLimits) -> list[Comparison]:
+    if old.accuracy is None or new.accuracy is None:
+        return []  # runs on data without labels have no accuracy to compare
+    drop = old.accuracy - new.accuracy
+    return [
+        Comparison(
+            "accuracy",
+            old.accuracy,
+            new.accuracy,
+            f"{-drop * 100:+.2f} pts",
+            f"drop <= {limits.accuracy_drop * 100:.2f} pts",
+            drop > limits.accuracy_drop,
+        )
+    ]
+
+
+def _size_rows(new: Metrics, old: Metrics, limits: RegressionLimits) -> list[Comparison]:
+    if not old.size_bytes or new.size_bytes is None:
+        return []  # a report that lost its size has nothing to compare
+    size_change = new.size_bytes / old.size_bytes - 1
+    return [
         Comparison(
             "size_bytes",
-            old["metrics"]["size_bytes"],
-            new["metrics"]["size_bytes"],
+            old.size_bytes,
+            new.size_bytes,
             f"{size_change * 100:+.1f}%",
             f"increase <= {limits.size_increase * 100:.0f}%",
             size_change > limits.size_increase,
         )
-    )
-    runtime = current["runtime"]
-    old_path, new_path = baseline_dir / old["path"], current_dir / new["path"]
+    ]
+
+
+def _latency_row(new_path: Path, old_path: Path, runtime: RuntimeFacts,
+                 limits: RegressionLimits, rounds: int, repeats: int) -> Comparison:  # fmt: skip
+    """Both final models timed in the same interleaved rounds (never two timings)."""
+    from compress.runtime.latency import measure_latency, model_signature, speedup
+
     old_stats, new_stats = measure_latency(
         [old_path, new_path],
         model_signature(new_path),
-        threads=runtime["threads"],
-        batch_size=runtime["batch_size"],
-        warmup=runtime["warmup"],
+        threads=runtime.threads,
+        batch_size=runtime.batch_size,
+        warmup=runtime.warmup,
         repeats=repeats,
         rounds=rounds,
     )
     slower = 1 / speedup(old_stats, new_stats)["median"] - 1
-    rows.append(
-        Comparison(
-            "latency_p50_ms (interleaved)",
-            old_stats.p50_ms,
-            new_stats.p50_ms,
-            f"{slower * 100:+.1f}%",
-            f"increase <= {limits.latency_increase * 100:.0f}%",
-            slower > limits.latency_increase,
-        )
+    return Comparison(
+        "latency_p50_ms (interleaved)",
+        old_stats.p50_ms,
+        new_stats.p50_ms,
+        f"{slower * 100:+.1f}%",
+        f"increase <= {limits.latency_increase * 100:.0f}%",
+        slower > limits.latency_increase,
     )
-    return rows
 
 
 def comparison_markdown(rows: list[Comparison], baseline_dir: Path) -> str:

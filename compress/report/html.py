@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any
 
 from compress.report.markdown import render_markdown
+from compress.report.records import Latency, Metrics, Report, StageRecord
 
 
 def _figure_to_data_uri(figure) -> str:
@@ -20,31 +20,28 @@ def _figure_to_data_uri(figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _evaluated(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in report["stages"] if s.get("metrics")]
+def _evaluated(report: Report) -> list[StageRecord]:
+    return [s for s in report.stages if s.metrics is not None]
 
 
-def _shown_provider(metrics: dict[str, Any]) -> str | None:
+def _shown_provider(metrics: Metrics) -> str | None:
     """The primary provider, or the first measured one when the primary was unavailable."""
-    latency = metrics.get("latency", {})
-    primary = metrics.get("primary_provider")
-    return primary if primary in latency else next(iter(latency), None)
+    primary = metrics.primary_provider
+    return primary if primary in metrics.latency else next(iter(metrics.latency), None)
 
 
-def _tradeoff_plot(report: dict[str, Any], plt) -> str:
-    stages = [s for s in _evaluated(report) if _shown_provider(s["metrics"])]
+def _tradeoff_plot(report: Report, plt) -> str:
+    stages = [s for s in _evaluated(report) if _shown_provider(s.metrics)]
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    xs = [s["metrics"]["latency"][_shown_provider(s["metrics"])]["p50_ms"] for s in stages]
+    xs = [s.metrics.latency[_shown_provider(s.metrics)].p50_ms for s in stages]
     # data without labels has no accuracy: plot agreement with the baseline instead
-    key = (
-        "accuracy" if all(s["metrics"].get("accuracy") is not None for s in stages) else "agreement"
-    )
-    ys = [(s["metrics"].get(key) or 0.0) * 100 for s in stages]
+    key = "accuracy" if all(s.metrics.accuracy is not None for s in stages) else "agreement"
+    ys = [(getattr(s.metrics, key) or 0.0) * 100 for s in stages]
     axis.plot(xs, ys, "-o", color="#3465a4")
     for index, (stage, x, y) in enumerate(zip(stages, xs, ys)):
         offset = (5, 6) if index % 2 == 0 else (5, -14)  # neighbours often coincide
-        axis.annotate(stage["name"], (x, y), textcoords="offset points", xytext=offset)
-    shown = _shown_provider(stages[0]["metrics"]) if stages else "none measured"
+        axis.annotate(stage.name, (x, y), textcoords="offset points", xytext=offset)
+    shown = _shown_provider(stages[0].metrics) if stages else "none measured"
     axis.set_xlabel(f"p50 latency, ms ({shown})")
     axis.set_ylabel("test accuracy, %" if key == "accuracy" else "agreement with the baseline, %")
     axis.set_title(f"{key.capitalize()} vs latency, teacher to final")
@@ -54,12 +51,12 @@ def _tradeoff_plot(report: dict[str, Any], plt) -> str:
     return uri
 
 
-def _size_plot(report: dict[str, Any], plt) -> str:
+def _size_plot(report: Report, plt) -> str:
     stages = _evaluated(report)
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
-    names = [s["name"] for s in stages]
-    raw = [(s["metrics"].get("size_bytes") or 0) / 1000 for s in stages]
-    packed = [(s["metrics"].get("size_compressed_bytes") or 0) / 1000 for s in stages]
+    names = [s.name for s in stages]
+    raw = [(s.metrics.size_bytes or 0) / 1000 for s in stages]
+    packed = [(s.metrics.size_compressed_bytes or 0) / 1000 for s in stages]
     positions = range(len(names))
     axis.bar([p - 0.2 for p in positions], raw, width=0.4, label="ONNX file", color="#3465a4")
     axis.bar(
@@ -75,21 +72,23 @@ def _size_plot(report: dict[str, Any], plt) -> str:
     return uri
 
 
-def _latency_panels(stage: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _latency_panels(stage: StageRecord) -> dict[str, Latency]:
     """'provider, profile' -> latency stats of one stage (one panel per pair)."""
-    metrics = stage["metrics"]
-    profiles = metrics.get("profiles") or {"": {"latency": metrics["latency"]}}
+    metrics = stage.metrics
     panels = {}
-    for label, measured in profiles.items():
-        for provider, lat in measured["latency"].items():
-            panels[f"{provider}, {label}" if label else provider] = lat
-    for provider, lat in metrics["latency"].items():  # e.g. the fp16 copy on a GPU
+    if metrics.profiles:
+        for label, measured in metrics.profiles.items():
+            for provider, lat in measured.latency.items():
+                panels[f"{provider}, {label}"] = lat
+    else:
+        panels.update(metrics.latency)
+    for provider, lat in metrics.latency.items():  # e.g. the fp16 copy on a GPU
         if not any(key.startswith(f"{provider},") or key == provider for key in panels):
             panels[provider] = lat
     return panels
 
 
-def _latency_plot(report: dict[str, Any], plt) -> str:
+def _latency_plot(report: Report, plt) -> str:
     """Latency distributions per stage: one panel per provider and deployment profile."""
     stages = _evaluated(report)
     panels = list(dict.fromkeys(key for s in stages for key in _latency_panels(s))) or ["cpu"]
@@ -98,17 +97,17 @@ def _latency_plot(report: dict[str, Any], plt) -> str:
         boxes = []
         for stage in stages:
             lat = _latency_panels(stage).get(panel)
-            if not lat:
+            if lat is None:
                 continue
-            pct = lat.get("percentiles") or {}
+            pct = lat.percentiles or {}
             boxes.append(
                 {
-                    "label": stage["name"],
-                    "whislo": pct.get("p1", lat["p50_ms"]),
-                    "q1": pct.get("p25", lat["p50_ms"]),
-                    "med": lat["p50_ms"],
-                    "q3": pct.get("p75", lat["p90_ms"]),
-                    "whishi": lat["p99_ms"],
+                    "label": stage.name,
+                    "whislo": pct.get("p1", lat.p50_ms),
+                    "q1": pct.get("p25", lat.p50_ms),
+                    "med": lat.p50_ms,
+                    "q3": pct.get("p75", lat.p90_ms),
+                    "whishi": lat.p99_ms,
                     "fliers": [],
                 }
             )
@@ -121,49 +120,34 @@ def _latency_plot(report: dict[str, Any], plt) -> str:
     return uri
 
 
-def _markdown_tables_to_html(markdown: str) -> str:
-    """A small Markdown subset (headings, tables, bullets, paragraphs) rendered to HTML."""
-    out, table = [], []
-
-    def flush_table() -> None:
-        if not table:
-            return
-        rows = [r.strip("|").split("|") for r in table if not set(r) <= set("|-: ")]
-        head, body = rows[0], rows[1:]
-        out.append("<table><thead><tr>")
-        out.extend(f"<th>{html.escape(c.strip())}</th>" for c in head)
-        out.append("</tr></thead><tbody>")
-        for row in body:
-            cells = "".join(f"<td>{_inline(c.strip())}</td>" for c in row)
-            css = ' class="fail"' if "failed" in row or "error" in "".join(row) else ""
-            out.append(f"<tr{css}>{cells}</tr>")
-        out.append("</tbody></table>")
-        table.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("# "):
-            out.append(f"<h1>{_inline(line[2:])}</h1>")
-        elif line.startswith("## "):
-            out.append(f"<h2>{_inline(line[3:])}</h2>")
-        elif line.startswith("- "):
-            css = ' class="fail"' if "FAIL" in line or "error" in line else ""
-            out.append(f"<li{css}>{_inline(line[2:])}</li>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-    flush_table()
-    return "\n".join(out)
+def _failing(tokens, start: int, close: str, words: tuple[str, ...], whole: bool) -> bool:
+    """Whether the inline text between tokens[start] and its `close` token says a
+    failure: a cell that is one of `words` (whole) or text containing one of them."""
+    for token in tokens[start + 1 :]:
+        if token.type == close:
+            return False
+        if token.type == "inline":
+            text = token.content.strip()
+            if any(text == word if whole else word in text for word in words):
+                return True
+    return False
 
 
-def _inline(text: str) -> str:
-    escaped = html.escape(text)
-    parts = escaped.split("`")
-    escaped = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-    parts = escaped.split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+def markdown_to_html(markdown: str) -> str:
+    """Markdown (CommonMark and tables; raw HTML escaped, never passed through) as
+    HTML, with failed stages' rows and failed budgets' items marked `class="fail"`."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(markdown)
+    marks = {  # token that opens -> (its close, words that say a failure, whole cell?)
+        "tr_open": ("tr_close", ("failed", "error"), True),
+        "list_item_open": ("list_item_close", ("FAIL", "error"), False),
+    }
+    for index, token in enumerate(tokens):
+        if token.type in marks and _failing(tokens, index, *marks[token.type]):
+            token.attrSet("class", "fail")
+    return md.renderer.render(tokens, md.options, {})
 
 
 STYLE = """
@@ -177,8 +161,12 @@ code { background: #f6f6f6; padding: 0 0.2em; }
 """
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The whole report as one HTML page with embedded plots."""
+def render_html(report: Report) -> str:
+    """The whole report as one HTML page with embedded plots.
+
+    Example:
+        >>> page = render_html(read_report(Path("runs/digits")))  # doctest: +SKIP
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,8 +176,8 @@ def render_html(report: dict[str, Any]) -> str:
     if _evaluated(report):
         plots = [_tradeoff_plot(report, plt), _size_plot(report, plt), _latency_plot(report, plt)]
     images = "".join(f'<img src="{uri}" alt="plot">' for uri in plots)
-    body = _markdown_tables_to_html(render_markdown(report))
-    title = html.escape(f"compress: {report['recipe']['name']} ({report['status']})")
+    body = markdown_to_html(render_markdown(report))
+    title = html.escape(f"compress: {report.recipe.name} ({report.status})")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{STYLE}</style></head><body>{body}"

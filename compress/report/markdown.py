@@ -1,8 +1,23 @@
-"""report.md: the per-stage table and the latency report a person reads."""
+"""report.md: the per-stage table and the latency report a person reads.
+
+One function per section, each reading the typed report (`report.records`);
+`render_markdown` puts them in order.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from compress.report.records import (
+    Final,
+    Latency,
+    Metrics,
+    PruneStep,
+    Report,
+    Spread,
+    StageRecord,
+    TextContract,
+)
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -23,24 +38,167 @@ def _fmt(value: Any, kind: str) -> str:
     return str(value)
 
 
-def _spread(ratio: dict[str, float] | None) -> str:
-    if not ratio:
+def _spread(ratio: Spread | None) -> str:
+    if ratio is None:
         return "-"
-    return f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
+    return f"{ratio.median:.2f}x ({ratio.min:.2f}-{ratio.max:.2f})"
 
 
-def _rate(latency: dict[str, Any]) -> str:
+def _rate(latency: Latency | None) -> str:
     """Items per second, with the slowest and fastest round's where measured."""
-    rate = _fmt(latency.get("throughput"), "rate")
-    rounds = latency.get("throughput_rounds")
-    if not rounds:
+    if latency is None:
+        return "-"
+    rate = _fmt(latency.throughput, "rate")
+    rounds = latency.throughput_rounds
+    if rounds is None:
         return rate
-    return f"{rate} ({_fmt(rounds['min'], 'rate')}-{_fmt(rounds['max'], 'rate')})"
+    return f"{rate} ({_fmt(rounds.min, 'rate')}-{_fmt(rounds.max, 'rate')})"
 
 
-def _profiles_table(report: dict[str, Any]) -> list[str]:
+def _p(latency: Latency | None, field: str) -> str:
+    return _fmt(getattr(latency, field) if latency is not None else None, "ms")
+
+
+def _header(report: Report) -> list[str]:
+    return [
+        f"# compress run `{report.recipe.name}`: **{report.status.upper()}**",
+        "",
+        f"compress {report.compress_version}, report schema {report.schema_version}, "
+        f"finished {report.finished_at} in {report.duration_s:.1f} s.",
+        "",
+    ]
+
+
+def _bullets(title: str, intro: list[str], items: list[str]) -> list[str]:
+    if not items:
+        return []
+    return [f"## {title}", "", *intro, *[f"- {item}" for item in items], ""]
+
+
+def _notices(report: Report) -> list[str]:
+    """Missed budgets and errors, warnings, and the stages slower than their input."""
+    flags = [flag.message for stage in report.stages for flag in stage.flags]
+    warnings = report.warnings + [
+        f"stage '{stage.name}': {warning}" for stage in report.stages for warning in stage.warnings
+    ]
+    slower_intro = [
+        "No budget gates these (`speedup_vs_input_min` would); each stage below made "
+        "its model slower than the model it was given, in every interleaved round:",
+        "",
+    ]
+    return (
+        _bullets("Missed budgets and errors", [], report.failures)
+        + _bullets("Warnings", [], warnings)
+        + _bullets("Slower than their input", slower_intro, flags)
+    )
+
+
+def _stage_row(stage: StageRecord) -> str:
+    m = stage.metrics or Metrics()
+    lat = m.primary_latency()
+    speed = m.speedup.median if m.speedup else None
+    vs_input = m.speedup_vs_input.median if m.speedup_vs_input else None
+    slower = " (slower)" if m.slower_than_input else ""
+    return (
+        f"| {stage.name} | {stage.type} | {stage.status} | {_fmt(m.accuracy, 'pct')} "
+        f"| {_fmt(m.accuracy_change, 'pts')} | {_fmt(m.agreement, 'pct')} "
+        f"| {_p(lat, 'p50_ms')} | {_p(lat, 'p90_ms')} | {_fmt(speed, 'x')} "
+        f"| {_fmt(vs_input, 'x')}{slower} | {_fmt(m.size_bytes, 'int')} "
+        f"| {_fmt(m.size_ratio, 'x')} | {_fmt(m.params, 'int')} "
+        f"| {_fmt(m.macs, 'int')} | `{stage.dir}` |"
+    )
+
+
+def _stages_table(report: Report) -> list[str]:
+    return [
+        "## Stages",
+        "",
+        "| stage | type | status | accuracy | vs teacher (pts) | agreement | p50 ms | p90 ms "
+        "| speed-up | vs input | size bytes | size ratio | params | MACs | folder |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *[_stage_row(stage) for stage in report.stages],
+        "",
+    ]
+
+
+def _budgets(report: Report) -> list[str]:
+    owners = [(stage.name, stage.budgets) for stage in report.stages]
+    owners.append(("final", report.final.budgets if report.final else []))
+    lines = [
+        f"- {owner}: {'pass' if result.passed else '**FAIL**'}: {result.message}"
+        for owner, results in owners
+        for result in results
+    ]
+    return ["## Budgets", "", *(lines or ["No budgets were set."]), ""]
+
+
+def _step_row(step: PruneStep, kept: int) -> str:
+    p50 = step.step_p50_ms if step.step_p50_ms is not None else step.latency_p50_ms
+    slower = " (slower)" if step.slower_than_previous else ""
+    return (
+        f"| {step.step} | {step.ratio:.3f} | {step.params:,} | {step.macs:,} "
+        f"| {_fmt(step.val_accuracy, 'pct')} | {_fmt(p50, 'ms')} "
+        f"| {_spread(step.speedup_vs_input)} "
+        f"| {_spread(step.speedup_vs_previous)}{slower} "
+        f"| {'yes' if step.step == kept else ''} |"
+    )
+
+
+def _pruning_steps(stage: StageRecord) -> list[str]:
+    """A pruning stage's step table (nothing for other stages)."""
+    details = stage.details
+    if details is None or not details.steps:
+        return []
+    lines = [
+        f"## Pruning steps: `{stage.name}` ({details.method}, {details.importance})",
+        "",
+    ]
+    if details.stopped:
+        lines += [f"Stopped: {details.stopped}.", ""]
+    kept = details.kept_step if details.kept_step is not None else details.steps[-1].step
+    return lines + [
+        "Every step's model timed interleaved with the stage's input (step 0) and the "
+        "other steps; a speed-up is the median per-round p50 ratio, with its spread.",
+        "",
+        "| step | ratio | params | MACs | val accuracy | p50 ms | vs input | vs previous | kept |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[_step_row(step, kept) for step in details.steps],
+        "",
+    ]
+
+
+def _latency(report: Report) -> list[str]:
+    runtime, environment = report.runtime, report.environment
+    lines = [
+        "## Latency",
+        "",
+        f"ONNX Runtime {environment.get('onnxruntime')}, batch {runtime.batch_size}, "
+        f"{runtime.threads} intra-op thread(s), {runtime.warmup} warm-up runs, "
+        f"{runtime.rounds} interleaved rounds x {runtime.repeats} runs per model. "
+        f"CPU: {environment.get('cpu')}.",
+        "Each stage's model was timed interleaved with the teacher's and with its input's "
+        "(the previous stage's model) in the same rounds (A B C A B C ...); a speed-up is "
+        "the median of per-round p50 ratios, with its spread.",
+        "",
+        "| stage | provider | p50 ms | p90 ms | p99 ms | mean ms | std ms | n "
+        "| speed-up (min-max) | vs input (min-max) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in report.stages:
+        m = stage.metrics or Metrics()
+        spreads = f"{_spread(m.speedup)} | {_spread(m.speedup_vs_input)}"
+        for provider, lat in m.latency.items():
+            lines.append(
+                f"| {stage.name} | {provider} | {lat.p50_ms:.4g} | {lat.p90_ms:.4g} "
+                f"| {lat.p99_ms:.4g} | {lat.mean_ms:.4g} | {lat.std_ms:.3g} | {lat.n} "
+                f"| {spreads} |"
+            )
+    return [*lines, ""]
+
+
+def _profiles_table(report: Report) -> list[str]:
     """Every stage at every deployment profile (only when the recipe lists several)."""
-    stages = [s for s in report["stages"] if len((s.get("metrics") or {}).get("profiles", {})) > 1]
+    stages = [s for s in report.stages if s.metrics is not None and len(s.metrics.profiles) > 1]
     if not stages:
         return []
     lines = [
@@ -51,180 +209,78 @@ def _profiles_table(report: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for stage in stages:
-        m = stage["metrics"]
-        for label, measured in m["profiles"].items():
-            lat = measured["latency"].get(m.get("primary_provider", "cpu"), {})
+        m = stage.metrics
+        for label, measured in m.profiles.items():
+            lat = measured.latency.get(m.provider)
             lines.append(
-                f"| {stage['name']} | {label} | {measured['batch']} | {measured['threads']} "
-                f"| {_fmt(lat.get('p50_ms'), 'ms')} | {_fmt(lat.get('p90_ms'), 'ms')} "
-                f"| {_rate(lat)} | {_spread(measured.get('speedup'))} "
-                f"| {_spread(measured.get('speedup_vs_input'))} |"
+                f"| {stage.name} | {label} | {measured.batch} | {measured.threads} "
+                f"| {_p(lat, 'p50_ms')} | {_p(lat, 'p90_ms')} "
+                f"| {_rate(lat)} | {_spread(measured.speedup)} "
+                f"| {_spread(measured.speedup_vs_input)} |"
             )
     return [*lines, ""]
 
 
-def _warnings(report: dict[str, Any]) -> list[str]:
-    """The run's fallbacks, then each stage's (report.json's `warnings` lists)."""
-    warnings = list(report.get("warnings", []))
-    warnings += [f"{s['name']}: {w}" for s in report["stages"] for w in s.get("warnings", [])]
-    return ["## Warnings", "", *(f"- {w}" for w in warnings), ""] if warnings else []
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """Render report.json's content as Markdown (no code needed to read a run)."""
-    lines = [
-        f"# compress run `{report['recipe']['name']}`: **{report['status'].upper()}**",
-        "",
-        f"compress {report['compress_version']}, report schema {report['schema_version']}, "
-        f"finished {report['finished_at']} in {report['duration_s']:.1f} s.",
-        "",
-    ]
-    if report.get("failures"):
-        lines += ["## Missed budgets and errors", ""]
-        lines += [f"- {failure}" for failure in report["failures"]]
-        lines.append("")
-    lines += _warnings(report)
-    flags = [flag for stage in report["stages"] for flag in stage.get("flags", [])]
-    if flags:
-        lines += [
-            "## Slower than their input",
-            "",
-            "No budget gates these (`speedup_vs_input_min` would); each stage below made "
-            "its model slower than the model it was given, in every interleaved round:",
-            "",
-        ]
-        lines += [f"- {flag['message']}" for flag in flags]
-        lines.append("")
-    lines += [
-        "## Stages",
-        "",
-        "| stage | type | status | accuracy | vs teacher (pts) | agreement | p50 ms | p90 ms "
-        "| speed-up | vs input | size bytes | size ratio | params | MACs | folder |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for stage in report["stages"]:
-        m = stage.get("metrics") or {}
-        lat = m.get("latency", {}).get(m.get("primary_provider", "cpu"), {})
-        speed = (m.get("speedup") or {}).get("median")
-        vs_input = (m.get("speedup_vs_input") or {}).get("median")
-        slower = " (slower)" if m.get("slower_than_input") else ""
-        lines.append(
-            f"| {stage['name']} | {stage['type']} | {stage['status']} "
-            f"| {_fmt(m.get('accuracy'), 'pct')} "
-            f"| {_fmt(m.get('accuracy_change'), 'pts')} | {_fmt(m.get('agreement'), 'pct')} "
-            f"| {_fmt(lat.get('p50_ms'), 'ms')} "
-            f"| {_fmt(lat.get('p90_ms'), 'ms')} | {_fmt(speed, 'x')} "
-            f"| {_fmt(vs_input, 'x')}{slower} "
-            f"| {_fmt(m.get('size_bytes'), 'int')} "
-            f"| {_fmt(m.get('size_ratio'), 'x')} | {_fmt(m.get('params'), 'int')} "
-            f"| {_fmt(m.get('macs'), 'int')} | `{stage['dir']}` |"
+def _contract(final: Final) -> str:
+    """How to feed the shipped model, in one sentence."""
+    contract = final.input
+    pre = contract.preprocessing
+    if isinstance(contract, TextContract):  # token ids: the tokenizer shipped beside it
+        inputs = " and ".join(f"`{named.name}`" for named in contract.inputs)
+        described = (
+            f"Inputs {inputs}: int64 {contract.shape}, from `final/{pre.tokenizer}` "
+            f"(max_length {pre.max_length}, padded on the {pre.padding_side} "
+            f"with id {pre.pad_id}; labels {pre.labels}). "
         )
-    lines.append("")
-    lines += ["## Budgets", ""]
-    any_budget = False
-    for owner, checks in [(s["name"], s.get("budgets", [])) for s in report["stages"]] + [
-        ("final", (report.get("final") or {}).get("budgets", []))
-    ]:
-        for check in checks:
-            any_budget = True
-            mark = "pass" if check["passed"] else "**FAIL**"
-            lines.append(f"- {owner}: {mark}: {check['message']}")
-    if not any_budget:
-        lines.append("No budgets were set.")
-    lines.append("")
+    else:
+        described = (
+            f"Input `{contract.name}`: {contract.dtype} {contract.shape} "
+            f"({contract.layout}); x = {pre.formula} with scale {pre.scale:.6g}, "
+            f"mean {pre.mean}, std {pre.std}. "
+        )
+    output = contract.output
+    return described + f"Output `{output.name}`: {output.shape} class logits."
 
-    for stage in report["stages"]:
-        steps = (stage.get("details") or {}).get("steps")
-        if not steps:
-            continue
-        details = stage["details"]
-        lines += [
-            f"## Pruning steps: `{stage['name']}` ({details.get('method')}, "
-            f"{details.get('importance')})",
-            "",
-        ]
-        if details.get("stopped"):
-            lines += [f"Stopped: {details['stopped']}.", ""]
-        lines += [
-            "Every step's model timed interleaved with the stage's input (step 0) and the "
-            "other steps; a speed-up is the median per-round p50 ratio, with its spread.",
-            "",
-            "| step | ratio | params | MACs | val accuracy | p50 ms | vs input | vs previous "
-            "| kept |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        kept = details.get("kept_step", steps[-1]["step"])
-        for step in steps:
-            p50 = step.get("step_p50_ms", step.get("latency_p50_ms"))
-            slower = " (slower)" if step.get("slower_than_previous") else ""
-            lines.append(
-                f"| {step['step']} | {step['ratio']:.3f} | {step['params']:,} | {step['macs']:,} "
-                f"| {_fmt(step['val_accuracy'], 'pct')} | {_fmt(p50, 'ms')} "
-                f"| {_spread(step.get('speedup_vs_input'))} "
-                f"| {_spread(step.get('speedup_vs_previous'))}{slower} "
-                f"| {'yes' if step['step'] == kept else ''} |"
-            )
-        lines.append("")
 
-    runtime = report["runtime"]
-    lines += [
-        "## Latency",
+def _final(report: Report) -> list[str]:
+    final = report.final
+    if final is None:
+        return []
+    lines = [
+        "## Final model",
         "",
-        f"ONNX Runtime {report['environment'].get('onnxruntime')}, batch {runtime['batch_size']}, "
-        f"{runtime['threads']} intra-op thread(s), {runtime['warmup']} warm-up runs, "
-        f"{runtime['rounds']} interleaved rounds x {runtime['repeats']} runs per model. "
-        f"CPU: {report['environment'].get('cpu')}.",
-        "Each stage's model was timed interleaved with the teacher's and with its input's "
-        "(the previous stage's model) in the same rounds (A B C A B C ...); a speed-up is "
-        "the median of per-round p50 ratios, with its spread.",
+        f"`{final.path}` (from stage `{final.stage}`, sha256 `{final.sha256[:16]}...`).",
         "",
-        "| stage | provider | p50 ms | p90 ms | p99 ms | mean ms | std ms | n "
-        "| speed-up (min-max) | vs input (min-max) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        _contract(final),
+        "",
     ]
-    for stage in report["stages"]:
-        m = stage.get("metrics") or {}
-        spread, input_spread = _spread(m.get("speedup")), _spread(m.get("speedup_vs_input"))
-        for provider, lat in m.get("latency", {}).items():
-            lines.append(
-                f"| {stage['name']} | {provider} | {lat['p50_ms']:.4g} | {lat['p90_ms']:.4g} "
-                f"| {lat['p99_ms']:.4g} | {lat['mean_ms']:.4g} | {lat['std_ms']:.3g} | {lat['n']} "
-                f"| {spread} | {input_spread} |"
-            )
-    lines.append("")
-    lines += _profiles_table(report)
-    final = report.get("final")
-    if final:
-        contract = final["input"]
-        pre = contract["preprocessing"]
-        if pre.get("kind") == "text":  # token ids: the tokenizer shipped beside the model
-            inputs = " and ".join(f"`{i['name']}`" for i in contract["inputs"])
-            described = (
-                f"Inputs {inputs}: int64 {contract['shape']}, from `final/{pre['tokenizer']}` "
-                f"(max_length {pre['max_length']}, padded on the {pre['padding_side']} "
-                f"with id {pre['pad_id']}; labels {pre['labels']}). "
-            )
-        else:
-            described = (
-                f"Input `{contract['name']}`: {contract['dtype']} {contract['shape']} "
-                f"({contract['layout']}); x = {pre['formula']} with scale {pre['scale']:.6g}, "
-                f"mean {pre['mean']}, std {pre['std']}. "
-            )
+    if report.best_stage and report.best_stage != final.stage:
         lines += [
-            "## Final model",
-            "",
-            f"`{final['path']}` (from stage `{final['stage']}`, "
-            f"sha256 `{final['sha256'][:16]}...`).",
-            "",
-            described
-            + f"Output `{contract['output']['name']}`: {contract['output']['shape']} class logits.",
+            f"The last stage missed a final budget; stage `{report.best_stage}` met them all "
+            f"(its model is `{report.best_stage_path}`).",
             "",
         ]
-        if report.get("best_stage") and report["best_stage"] != final["stage"]:
-            lines.append(
-                f"The last stage missed a final budget; stage `{report['best_stage']}` "
-                "met them all "
-                f"(its model is `{report['best_stage_path']}`)."
-            )
-            lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    """Render report.json's content as Markdown (no code needed to read a run).
+
+    Args:
+        report: the typed report (`RunReport.write`, `read_report`).
+
+    Example:
+        >>> render_markdown(read_report(Path("runs/digits"))).splitlines()[0]  # doctest: +SKIP
+        '# compress run `digits`: **PASSED**'
+    """
+    sections = [
+        _header(report),
+        _notices(report),
+        _stages_table(report),
+        _budgets(report),
+        *[_pruning_steps(stage) for stage in report.stages],
+        _latency(report),
+        _profiles_table(report),
+        _final(report),
+    ]
+    return "\n".join(line for section in sections for line in section)

@@ -25,6 +25,9 @@ from compress.training.strategy import SingleProcess, Strategy
 class RunContext:
     """Everything a stage may read: the recipe, data, current model, teacher, folder.
 
+    The runner's own bookkeeping (stage records, the baseline's metrics, the cache)
+    stays in the runner: a stage reads files and models, never another stage's record.
+
     Attributes:
         model: the current float torch model (input of the next stage); None when the
             recipe starts from an ONNX file and has no torch model.
@@ -33,10 +36,13 @@ class RunContext:
             hand it to `fit`.
         onnx_path: set once a stage's output exists only as ONNX (e.g. int8).
         teacher: the first stage's model, the baseline for drops and speed-ups.
-        baseline_metrics, baseline_onnx: the first stage's measurement and file.
+        baseline_onnx: the first stage's deployed file (what fidelity is measured to).
         input_onnx: the last accepted stage's deployed file (what the next stage's
             output is timed against, beside the baseline).
         workdir: the running stage's folder inside the run directory.
+        on_epoch_end: called with (epoch, metrics) after each training epoch.
+        resume_dir: where the running stage keeps its epoch checkpoints (None: nowhere);
+            read through `epoch_checkpoint`.
     """
 
     recipe: Recipe
@@ -48,13 +54,11 @@ class RunContext:
     strategy: Strategy = field(default_factory=SingleProcess)
     teacher: nn.Module | None = None
     teacher_spec: ModelSpec | None = None
-    baseline_metrics: dict[str, Any] | None = None
     baseline_onnx: Path | None = None
     input_onnx: Path | None = None  # the deployed file of the last accepted stage
     onnx_path: Path | None = None
     debug: bool = False
     on_epoch_end: Any = None
-    history: list[dict[str, Any]] = field(default_factory=list)
     resume_dir: Path | None = None  # the running stage's epoch checkpoints, if kept
     fits_started: int = 0
 
@@ -69,30 +73,29 @@ class RunContext:
             return None
         return self.strategy.checkpoint_for(self.resume_dir / f"fit-{self.fits_started}")
 
-    def accept(
-        self,
-        result: StageResult,
-        metrics: dict[str, Any] | None = None,
-        onnx_path: Path | None = None,
-    ) -> None:
-        """Make a stage's output the input of the next stage.
+    def accept(self, result: StageResult, onnx_path: Path | None = None) -> bool:
+        """Make a stage's output the input of the next stage; True when it became the
+        baseline.
 
-        The first accepted result is the baseline: its model the teacher, its
-        measurement (`metrics`, `onnx_path`, when measured) what later stages are
-        compared with. This is the one place that decides it.
+        The first accepted result is the baseline: its model the teacher, its deployed
+        file (`onnx_path`, when measured) what later stages are compared with. This is
+        the one place that decides it (the runner keeps the baseline's metrics when
+        this returns True).
         """
         import copy
 
-        if self.teacher_spec is None:  # the first result (an ONNX file has no torch teacher)
+        first = self.teacher_spec is None  # (an ONNX file has no torch teacher)
+        if first:
             self.teacher = None if result.model is None else copy.deepcopy(result.model).eval()
             self.teacher_spec = result.spec
             # a trial accepts results unmeasured: an ONNX stage's own file is its model
-            self.baseline_metrics, self.baseline_onnx = metrics, onnx_path or result.onnx_path
+            self.baseline_onnx = onnx_path or result.onnx_path
         self.model, self.spec = result.model, result.spec
         if onnx_path is not None:
             self.input_onnx = onnx_path
         if result.onnx_path is not None:
             self.onnx_path = result.onnx_path
+        return first
 
 
 @dataclass

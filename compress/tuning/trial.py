@@ -11,9 +11,10 @@ from compress.recipe.loader import Recipe, apply_override, validate_recipe
 from compress.recipe.tune import CategoricalParam, FloatParam, IntParam
 
 
-def tuned_stage_index(recipe: Recipe) -> int:
+def tuned_stage_name(recipe: Recipe) -> str:
+    """The folder name of the stage a trial ends with (`tune.stage`: index or name)."""
     stage = recipe.tune.stage
-    return stage if isinstance(stage, int) else recipe.stage_names().index(stage)
+    return recipe.stage_names()[stage] if isinstance(stage, int) else stage
 
 
 def suggest(trial, path: str, param) -> Any:
@@ -70,32 +71,38 @@ def recipe_values(recipe: Recipe) -> dict[str, Any] | None:
 
 
 class TrialRunner:
-    """Runs one trial: the run's own setup and stages up to the tuned one, scored on
-    validation data (`compress.pipeline`, shared with `compress run`)."""
+    """Runs one trial: the run's own setup and stage loop (`runner.run_plan`, shared
+    with `compress run`) up to the tuned stage, scored on validation data.
+
+    A trial's stages are not measured on the test split (that is the run's report):
+    each one's output is accepted as is, and only the tuned stage is scored.
+    """
 
     def __init__(self, recipe: Recipe, label: str):
         from compress.pipeline.setup import load_run_data
 
         self.recipe = recipe
         self.label = label
-        self.upto = tuned_stage_index(recipe)
         self.data = load_run_data(recipe)  # once per worker, shared by trials
 
     def score(self, params: dict[str, Any]) -> tuple[float, float | None]:
         from compress.pipeline.setup import initial_model, run_stage, stage_plan
+        from compress.runner import run_plan
         from compress.stages.base import RunContext
 
         recipe = apply_params(self.recipe, params, self.label)
         model, spec = initial_model(recipe, self.data)  # seeded: the same in every trial
-        plan = stage_plan(recipe)
-        plan = plan[: len(plan) - len(recipe.stages) + self.upto + 1]
         with tempfile.TemporaryDirectory(prefix="compress-trial-") as scratch:
             ctx = RunContext(recipe, self.data, model, spec, Path(scratch), recipe.seed)
-            result = None
-            for config, name in plan:
-                result = run_stage(ctx, config, name, Path(scratch) / name)
-                ctx.accept(result)
-            return self._measure(recipe, result, Path(scratch))
+            last = []
+
+            def step(config, name: str, index: int) -> bool:
+                last[:] = [run_stage(ctx, config, name, Path(scratch) / name)]
+                ctx.accept(last[0])
+                return True
+
+            run_plan(stage_plan(recipe), step, until=tuned_stage_name(recipe))
+            return self._measure(recipe, last[0], Path(scratch))
 
     def _measure(self, recipe: Recipe, result, scratch: Path) -> tuple[float, float | None]:
         from compress.pipeline.measure import deployable_onnx

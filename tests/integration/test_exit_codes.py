@@ -99,7 +99,7 @@ def test_our_own_bug_after_a_stage_ran_is_in_the_report_not_left_running(tmp_pat
     def broken(*args, **kwargs):
         raise AttributeError("'NoneType' object has no attribute 'eval'")
 
-    monkeypatch.setattr(compress.runner, "check_budgets", broken)  # in the runner's own step
+    monkeypatch.setattr(compress.runner, "check", broken)  # the budgets, in the runner's own step
 
     result, out = _run(tmp_path, tiny_recipe_dict())
 

@@ -46,14 +46,16 @@ def test_each_profile_is_measured_gated_and_recorded_in_the_contract(tmp_path):
 
 def test_the_html_latency_plot_has_a_panel_per_provider_and_profile():
     from compress.report.html import _latency_panels
+    from compress.report.records import StageRecord
 
-    lat = {"p50_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2}
-    stage = {
-        "metrics": {
-            "latency": {"cpu": lat},
-            "profiles": {"b1-t1": {"latency": {"cpu": lat}}, "b32-t2": {"latency": {"cpu": lat}}},
-        }
+    lat = {"p50_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2, "mean_ms": 1.0, "std_ms": 0.1, "n": 5}
+    head = {"name": "export", "type": "export", "dir": "export", "status": "passed"}
+    profiles = {
+        "b1-t1": {"batch": 1, "threads": 1, "latency": {"cpu": lat}},
+        "b32-t2": {"batch": 32, "threads": 2, "latency": {"cpu": lat}},
     }
+    stage = StageRecord(**head, metrics={"latency": {"cpu": lat}, "profiles": profiles})
+    alone = StageRecord(**head, metrics={"latency": {"cpu": lat}})
 
     assert list(_latency_panels(stage)) == ["cpu, b1-t1", "cpu, b32-t2"]
-    assert list(_latency_panels({"metrics": {"latency": {"cpu": lat}}})) == ["cpu"]
+    assert list(_latency_panels(alone)) == ["cpu"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from compress.report.junit import render_junit
+from compress.report.records import Report, StageRecord
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe
 
 pytestmark = pytest.mark.integration
@@ -67,13 +68,19 @@ def test_junit_lists_one_case_per_budget_with_failures(finished_run):
 
 
 def test_junit_records_a_stage_error():
-    report = {
-        "recipe": {"name": "r"},
-        "duration_s": 1.0,
-        "stages": [{"name": "train", "status": "error", "error": "stage 'train': boom"}],
-        "final": None,
-        "error": {"stage": "train", "message": "stage 'train': boom"},
-    }
+    report = Report(
+        schema_version=2,
+        compress_version="0",
+        status="error",
+        recipe={"name": "r"},
+        finished_at="2026-01-01T00:00:00+00:00",
+        duration_s=1.0,
+        environment={},
+        runtime={"batch_size": 1, "threads": 1, "warmup": 1, "rounds": 1, "repeats": 1},
+        stages=[StageRecord(name="train", type="train", dir="train", status="error",
+                            error="stage 'train': boom")],  # fmt: skip
+        error={"stage": "train", "message": "stage 'train': boom"},
+    )
 
     suite = ET.fromstring(render_junit(report)).find("testsuite")
 

@@ -188,6 +188,6 @@ def test_every_stage_is_timed_on_the_test_split(tmp_path, monkeypatch):
 
     assert len(drawn) == 2  # one measurement per profile
     assert all(np.array_equal(x["input"], ctx.data.test.x.numpy()) for x in drawn)
-    wide = metrics["profiles"]["b4-t1"]["latency"]["cpu"]
-    assert wide["batch_size"] == 4 and wide["n"] == 6
-    assert metrics["latency"]["cpu"]["n"] == 4
+    wide = metrics.profiles["b4-t1"].latency["cpu"]
+    assert wide.batch_size == 4 and wide.n == 6
+    assert metrics.latency["cpu"].n == 4
