@@ -20,7 +20,12 @@ from compress.errors import CompressError, describe_failure
 from compress.models import save_model
 from compress.pipeline.cache import StageCache, chained_input_hash, initial_input_hash
 from compress.pipeline.final import write_final
-from compress.pipeline.measure import Measurement, deployable_onnx, slowdown_flag
+from compress.pipeline.measure import (
+    Measurement,
+    count_warnings,
+    deployable_onnx,
+    slowdown_flag,
+)
 from compress.pipeline.setup import (
     initial_model,
     load_run_data,
@@ -110,6 +115,8 @@ class Runner:
                     self._emit("on_budget_fail", name, check)
             for flag in record.get("flags", []):
                 self._emit("on_flag", name, flag)
+            for message in record.get("warnings", []):
+                self._emit("on_stage_warning", name, message)
             if record["status"] == "error":
                 break
             last_good = record
@@ -182,6 +189,7 @@ class Runner:
             flags=([flag] if flag else []) + result.details.get("flags", []),
             details=result.details,
             artifacts=self._artifacts(stage_dir, onnx_path, result),
+            warnings=[*result.warnings, *count_warnings(metrics)],
         )
         record["cache"]["artifacts"] = self.cache.artifact_hashes(stage_dir)
         self.cache.seal(stage_dir, record)  # last: it is what makes the folder reusable

@@ -63,8 +63,35 @@ def _profiles_table(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    """Render report.json's content as Markdown (no code needed to read a run)."""
+def _recalibration(record: dict[str, Any]) -> str:
+    """One BatchNorm recalibration (training/batchnorm.py) as a sentence."""
+    text = (
+        f"BatchNorm {record['where']}: {record['layers']} layers re-estimated over "
+        f"{record['samples']} samples (means moved {record['mean_shift_sd']:.2f} sd)"
+    )
+    if record.get("metric"):
+        text += f", {record['metric']} {record['before']:.2%} -> {record['after']:.2%}"
+    return text + ("; kept" if record["kept"] else "; not kept (old statistics restored)")
+
+
+def _stage_notes(report: dict[str, Any]) -> list[str]:
+    """Per stage: its warnings, what its fine-tune trained with, its recalibrations."""
+    lines = []
+    for stage in report["stages"]:
+        details = stage.get("details") or {}
+        notes = [f"**warning**: {message}" for message in stage.get("warnings", [])]
+        used = details.get("finetune_settings")
+        if used:
+            optimizer = used["optimizer"]
+            table = ", ".join(f"{k} {v}" for k, v in optimizer.items() if k != "name")
+            notes.append(f"fine-tune optimizer {optimizer['name']} ({table}): {used['source']}")
+        notes += [_recalibration(r) for r in details.get("bn_recalibration") or []]
+        lines += [f"- `{stage['name']}`: {note}" for note in notes]
+    return ["## Stage notes", "", *lines, ""] if lines else []
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    """Title, failures and the stages slower than their input."""
     lines = [
         f"# compress run `{report['recipe']['name']}`: **{report['status'].upper()}**",
         "",
@@ -87,6 +114,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
         lines += [f"- {flag['message']}" for flag in flags]
         lines.append("")
+    return lines
+
+
+def _stages_table(report: dict[str, Any]) -> list[str]:
+    """One row per stage: accuracy, speed, size and counts."""
+    lines: list[str] = []
     lines += [
         "## Stages",
         "",
@@ -112,6 +145,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(m.get('macs'), 'int')} | `{stage['dir']}` |"
         )
     lines.append("")
+    return lines
+
+
+def _budgets(report: dict[str, Any]) -> list[str]:
+    """Every budget check of every stage and of the final model."""
+    lines: list[str] = []
     lines += ["## Budgets", ""]
     any_budget = False
     for owner, checks in [(s["name"], s.get("budgets", [])) for s in report["stages"]] + [
@@ -124,7 +163,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     if not any_budget:
         lines.append("No budgets were set.")
     lines.append("")
+    return lines
 
+
+def _pruning_steps(report: dict[str, Any]) -> list[str]:
+    """Each pruning stage's steps: ratio, counts, accuracy, speed."""
+    lines: list[str] = []
     for stage in report["stages"]:
         steps = (stage.get("details") or {}).get("steps")
         if not steps:
@@ -158,6 +202,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
 
+    return lines
+
+
+def _latency(report: dict[str, Any]) -> list[str]:
+    """How latency was measured, and every stage's figures."""
+    lines: list[str] = []
     runtime = report["runtime"]
     lines += [
         "## Latency",
@@ -184,7 +234,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {spread} | {input_spread} |"
             )
     lines.append("")
-    lines += _profiles_table(report)
+    return lines
+
+
+def _final(report: dict[str, Any]) -> list[str]:
+    """The final model's file and input contract."""
+    lines: list[str] = []
     final = report.get("final")
     if final:
         contract = final["input"]
@@ -219,4 +274,19 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"(its model is `{report['best_stage_path']}`)."
             )
             lines.append("")
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """Render report.json's content as Markdown (no code needed to read a run)."""
+    lines = [
+        *_header(report),
+        *_stages_table(report),
+        *_budgets(report),
+        *_stage_notes(report),
+        *_pruning_steps(report),
+        *_latency(report),
+        *_profiles_table(report),
+        *_final(report),
+    ]
     return "\n".join(lines)

@@ -84,8 +84,26 @@ class _PruneStep(_Open):
     speedup_vs_previous: _Spread | None = None
 
 
+class _Recalibration(_Open):  # one BatchNorm recalibration (training/batchnorm.py)
+    where: str
+    samples: int
+    layers: int
+    kept: bool
+    mean_shift_sd: float
+    metric: str | None = None
+    before: float | None = None
+    after: float | None = None
+
+
+class _FinetuneSettings(_Open):  # what a prune stage's fine-tune trained with
+    source: str
+    optimizer: dict[str, Any]
+
+
 class _Details(_Open):
     steps: list[_PruneStep] | None = None  # a pruning stage's table
+    bn_recalibration: list[_Recalibration] | None = None
+    finetune_settings: _FinetuneSettings | None = None
 
 
 class _Stage(_Open):
@@ -96,6 +114,7 @@ class _Stage(_Open):
     metrics: _Metrics | None = None
     budgets: list[_Check] = []
     flags: list[dict[str, Any]] = []
+    warnings: list[str] = []
     details: _Details | None = None
 
 

@@ -111,6 +111,8 @@ class StageResult:
         exported: an export of `model` the stage made anyway (prune times its last
             step's file), in the stage folder: the runner deploys it after the usual
             parity check instead of exporting the same model again.
+        warnings: a fallback or surprise the stage wants said (the runner copies
+            them to the stage record's `warnings` and the console prints them).
     """
 
     model: nn.Module | None
@@ -118,6 +120,7 @@ class StageResult:
     onnx_path: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
     exported: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
