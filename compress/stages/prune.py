@@ -4,10 +4,11 @@ After each step the model's BatchNorm statistics are re-estimated (removed
 channels change what every later BatchNorm sees), the model is fine-tuned
 (optionally distilling from the stage's unpruned input model; the fine-tune ends
 with its own recalibration) and validated, and the step is recorded, so the
-report shows the whole ratio / size / accuracy / latency path. A fine-tune without
-its own optimizer continues the model's last training (`finetune_settings`). With a `target`, the
-stage stops at the first step that reaches it, or keeps the last step whose
-validation accuracy still met the stage's accuracy budgets.
+report shows the whole ratio / size / accuracy / latency path. A fine-tune
+without its own optimizer continues the model's last training in the run
+(`finetune_settings`). With a `target`, the stage stops at the first step that
+reaches it, or keeps the last step whose validation accuracy still met the stage's
+accuracy budgets.
 """
 
 from __future__ import annotations

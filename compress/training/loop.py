@@ -133,6 +133,132 @@ def fit(
         raise
 
 
+class _Epochs:
+    """What every epoch of one fit uses, built once: the layout and device, optimizer,
+    schedule, divergence guard, distillation targets and the engine; `run` trains one
+    epoch, `close` hands the model back as exporters and pruners expect it."""
+
+    def __init__(self, model, data, config, strategy, augment, teacher, distill, generator):
+        self.model, self.config, self.strategy = model, config, strategy
+        self.train, self.augment, self.generator = data.train, augment, generator
+        self.teacher, self.distill = teacher, distill
+        shapes = self.train.input_shapes
+        self.images = len(shapes) == 1 and len(shapes[0]) == 3
+        steps_per_epoch = max(math.ceil(len(self.train) / config.batch_size), 1)
+        # oneDNN's convolutions are faster on NHWC than on NCHW, forward and backward.
+        wanted = config.channels_last and strategy.channels_last and self.images
+        self.layout = torch.channels_last if wanted else None
+        if self.layout is not None:
+            model.to(memory_format=self.layout)
+        self.device = strategy.placement.device  # the CPU unless [training] says cuda
+        model.to(self.device)
+        self.optimizer = build_optimizer(model.parameters(), config.optimizer)
+        self.schedule = build_schedule(
+            self.optimizer, config.schedule, config.epochs, steps_per_epoch
+        )
+        self.guard = DivergenceGuard(config, data.num_classes)
+        self.teacher_logits = None
+        self.features = None  # hidden-state distillation: the teacher runs on every batch
+        if teacher is not None and distill is not None and getattr(distill, "feature_layers", None):
+            self.features = FeatureDistiller(
+                model, teacher, distill.feature_layers, distill.feature_weight
+            )
+        if teacher is not None:
+            teacher.to(self.device).eval()  # frozen: only ever run under no_grad below
+            if augment == "none" and self.features is None:  # fixed inputs: answers once
+                # computed chunk by chunk: a lazy split is never decoded whole
+                self.teacher_logits = teacher_logits_memo.get(teacher, self.train)
+        self.engine = None  # started by `start`, after any checkpoint was restored
+
+    def start(self) -> None:
+        """The engine (DDP broadcasts rank 0's weights now: after a resume's restore)."""
+        shape = self.train.input_shapes[0]
+        self.engine = self.strategy.engine(self.model, shape, self.config.batch_size)
+
+    def loss(self, logits, y, target):
+        distill = self.distill
+        if target is not None and distill is not None:
+            loss = distillation_loss(logits, target, y, distill.temperature, distill.alpha)
+            return loss + self.features.loss() if self.features is not None else loss
+        return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+
+    def _inputs(self, inputs):
+        if self.images:
+            inputs = (augment_batch(inputs[0], self.augment, self.generator),)
+            if self.layout is not None:
+                inputs = (inputs[0].contiguous(memory_format=self.layout),)
+        return tuple(t.to(self.device) for t in inputs)
+
+    def _target(self, index, inputs):
+        if self.teacher is None or self.distill is None:
+            return None
+        if self.features is not None:
+            return self.features.teacher_forward(inputs)
+        if self.teacher_logits is not None:
+            return self.teacher_logits[index].to(self.device)
+        with torch.no_grad():
+            return self.teacher(*inputs)
+
+    def run(self, epoch: int) -> tuple[float, float]:
+        """Train one epoch; (mean training loss, the epoch's learning rate)."""
+        config, engine, train = self.config, self.engine, self.train
+        self.model.train()
+        total_loss, seen = 0.0, 0
+        plan = [  # batches an engine cannot take are skipped, before any draw
+            index
+            for index in batch_plan(train, config.batch_size, self.generator)
+            if engine.usable(len(index), config.batch_size) or len(train) <= 1
+        ]
+        for index, inputs in epoch_batches(train, plan):
+            inputs = self._inputs(inputs)
+            y = train.y[index].to(self.device)
+            target = self._target(index, inputs)
+            self.optimizer.zero_grad(set_to_none=True)
+            try:
+                loss = engine.forward_backward(inputs, y, target, self.loss)
+            except StageError as exc:
+                raise type(exc)(f"epoch {epoch}: {exc}") from None
+            if config.grad_clip is not None:
+                engine.clip_grads(config.grad_clip, self.optimizer)
+            engine.step(self.optimizer)
+            self.schedule.step_batch()
+            self.guard.start(loss)
+            total_loss += loss * len(index)
+            seen += len(index)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.schedule.step_epoch()
+        engine.end_epoch()
+        return total_loss / max(seen, 1), lr
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        if self.features is not None:
+            self.features.close()
+        if self.layout is not None:  # hand back the layout every exporter and pruner expects
+            self.model.to(memory_format=torch.contiguous_format)
+        if self.device.type != "cpu":  # export, ONNX evaluation, checkpoints read CPU weights
+            self.model.to("cpu")
+            if self.teacher is not None:
+                self.teacher.to("cpu")
+
+
+def _epoch_metrics(model, data, strategy, epoch, train_loss, lr, epochs) -> dict[str, float]:
+    """The epoch's history row; validation is the driver's, shared with every rank so
+    they all take the same decisions."""
+    driver = strategy.is_driver
+    val = evaluate(model, data.val) if driver else {"loss": 0.0, "accuracy": 0.0}
+    val["loss"], val["accuracy"] = strategy.share([val["loss"], val["accuracy"]])
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "lr": lr,
+        "epochs": epochs,
+    }
+
+
 def _train(
     model: nn.Module,
     data: DataBundle,
@@ -158,115 +284,37 @@ def _train(
     )
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    train = data.train
     if not data.labeled:
         raise StageError(
             "the data has no labels (data.labeled = false): training needs labelled images"
         )
-    images = len(train.input_shapes) == 1 and len(train.input_shapes[0]) == 3
-    steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
-    # oneDNN's convolutions are faster on NHWC than on NCHW, forward and backward.
-    layout = (
-        torch.channels_last if config.channels_last and strategy.channels_last and images else None
-    )
-    if layout is not None:
-        model.to(memory_format=layout)
-    device = strategy.placement.device  # the CPU unless the recipe's [training] says cuda
-    model.to(device)
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
-    schedule = build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
+    epochs = _Epochs(model, data, config, strategy, augment, teacher, distill, generator)
     stopper = EarlyStopping(config.early_stopping)
-    guard = DivergenceGuard(config, data.num_classes)
-    teacher_logits = None
-    features = None  # hidden-state distillation: the teacher then runs on every batch
-    if teacher is not None and distill is not None and getattr(distill, "feature_layers", None):
-        features = FeatureDistiller(model, teacher, distill.feature_layers, distill.feature_weight)
-    if teacher is not None:
-        teacher.to(device).eval()  # frozen: only ever run under no_grad below
-        if augment == "none" and features is None:  # fixed inputs: compute the answers once
-            # computed chunk by chunk: a lazy split is never decoded whole
-            teacher_logits = teacher_logits_memo.get(teacher, train)
-    is_driver = strategy.is_driver
-
-    def loss_fn(logits, y, target):
-        if target is not None and distill is not None:
-            loss = distillation_loss(logits, target, y, distill.temperature, distill.alpha)
-            return loss + features.loss() if features is not None else loss
-        return F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
     first_epoch = 1
     saved = checkpoint.load(identity) if checkpoint else None
     if saved is not None:
         first_epoch, best_state = checkpoint.restore(
-            saved, model=model, optimizer=optimizer, schedule=schedule,
+            saved, model=model, optimizer=epochs.optimizer, schedule=epochs.schedule,
             generator=generator, stopper=stopper, result=result,
         )  # fmt: skip
         if result.stop_reason.startswith("stopped early"):
             first_epoch = config.epochs + 1  # it had already stopped: nothing left to run
-        guard.resume(result.history)
-    engine = strategy.engine(model, train.input_shapes[0], config.batch_size)
+        epochs.guard.resume(result.history)
     try:
+        epochs.start()
         for epoch in range(first_epoch, config.epochs + 1):
-            model.train()
-            total_loss, seen = 0.0, 0
-            plan = [  # batches an engine cannot take are skipped, before any draw
-                index
-                for index in batch_plan(train, config.batch_size, generator)
-                if engine.usable(len(index), config.batch_size) or len(train) <= 1
-            ]
-            for index, inputs in epoch_batches(train, plan):
-                if images:
-                    inputs = (augment_batch(inputs[0], augment, generator),)
-                    if layout is not None:
-                        inputs = (inputs[0].contiguous(memory_format=layout),)
-                inputs = tuple(t.to(device) for t in inputs)
-                y = train.y[index].to(device)
-                target = None
-                if teacher is not None and distill is not None:
-                    if features is not None:
-                        target = features.teacher_forward(inputs)
-                    elif teacher_logits is not None:
-                        target = teacher_logits[index].to(device)
-                    else:
-                        with torch.no_grad():
-                            target = teacher(*inputs)
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    loss = engine.forward_backward(inputs, y, target, loss_fn)
-                except StageError as exc:
-                    raise type(exc)(f"epoch {epoch}: {exc}") from None
-                if config.grad_clip is not None:
-                    engine.clip_grads(config.grad_clip, optimizer)
-                engine.step(optimizer)
-                schedule.step_batch()
-                guard.start(loss)
-                total_loss += loss * len(index)
-                seen += len(index)
-            lr = optimizer.param_groups[0]["lr"]
-            schedule.step_epoch()
-            engine.end_epoch()
-
-            val = evaluate(model, data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
-            # one decision for all ranks: the driver's numbers
-            val["loss"], val["accuracy"] = strategy.share([val["loss"], val["accuracy"]])
-            metrics = {
-                "epoch": epoch,
-                "train_loss": total_loss / max(seen, 1),
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-                "lr": lr,
-                "epochs": config.epochs,
-            }
+            train_loss, lr = epochs.run(epoch)
+            metrics = _epoch_metrics(model, data, strategy, epoch, train_loss, lr, config.epochs)
             result.history.append(metrics)
             monitored = metrics[stopper.monitor]
             if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
                 result.best_epoch, result.best = epoch, dict(metrics)
                 best_state = copy.deepcopy(model.state_dict())
-            if on_epoch_end is not None and is_driver:
+            if on_epoch_end is not None and strategy.is_driver:
                 on_epoch_end(epoch, metrics)
-            failure = guard.check(epoch, metrics["train_loss"], metrics["val_accuracy"])
+            failure = epochs.guard.check(epoch, train_loss, metrics["val_accuracy"])
             if failure is not None:  # every rank sees the same global loss and shared accuracy
                 raise AgreedStop(failure)
             reason = stopper.stop_reason(monitored)
@@ -274,21 +322,14 @@ def _train(
                 result.stop_reason = f"stopped early at epoch {epoch}: {reason}"
             if checkpoint is not None:
                 checkpoint.save(
-                    epoch, identity, model=model, optimizer=optimizer, schedule=schedule,
-                    generator=generator, stopper=stopper, result=result, best_state=best_state,
+                    epoch, identity, model=model, optimizer=epochs.optimizer,
+                    schedule=epochs.schedule, generator=generator, stopper=stopper,
+                    result=result, best_state=best_state,
                 )  # fmt: skip
             if reason is not None:
                 break
     finally:
-        engine.close()
-        if features is not None:
-            features.close()
-        if layout is not None:  # hand back the layout every exporter and pruner expects
-            model.to(memory_format=torch.contiguous_format)
-        if device.type != "cpu":  # export, ONNX evaluation and checkpoints read CPU weights
-            model.to("cpu")
-            if teacher is not None:
-                teacher.to("cpu")
+        epochs.close()
 
     model.load_state_dict(best_state)
     model.eval()
