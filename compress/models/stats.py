@@ -89,12 +89,13 @@ def count_macs(model: nn.Module, signature: InputSignature | tuple[int, ...]) ->
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    inputs = _zeros(as_signature(signature))  # made outside the mode: no dispatch cost
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
     try:
         with _no_fused_attention(), counter:
-            model(*_zeros(as_signature(signature)))
+            model(*inputs)
     finally:
         model.train(was_training)
     return int(counter.get_total_flops()) // 2
