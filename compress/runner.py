@@ -20,7 +20,12 @@ from compress.errors import CompressError, describe_failure
 from compress.models import save_model
 from compress.pipeline.cache import StageCache, chained_input_hash, initial_input_hash
 from compress.pipeline.final import write_final
-from compress.pipeline.measure import Measurement, deployable_onnx, slowdown_flag
+from compress.pipeline.measure import (
+    Measurement,
+    count_warnings,
+    deployable_onnx,
+    slowdown_flag,
+)
 from compress.pipeline.setup import (
     initial_model,
     load_run_data,
@@ -129,7 +134,8 @@ class Runner:
             return None
         self.measurement = Measurement(self.recipe, unavailable)
         return RunContext(self.recipe, data, model, spec, self.out_dir, self.recipe.seed,
-                          strategy=self.strategy, debug=self.debug)  # fmt: skip
+                          strategy=self.strategy, debug=self.debug,
+                          history=self.history)  # the same list: stages read, we append
 
     def _step(self, ctx: RunContext, config, name: str, index: int) -> bool:
         """One stage: run (or reuse) and record it, tell the callbacks; False on error."""
@@ -220,9 +226,9 @@ class Runner:
             metrics=metrics,
             budgets=checks,
             flags=([flag] if flag else []) + result.details.get("flags", []),
-            warnings=list(result.warnings),
             details=result.details,
             artifacts=self._artifacts(stage_dir, onnx_path, result),
+            warnings=[*result.warnings, *count_warnings(metrics)],
         )
         record.cache.artifacts = self.cache.artifact_hashes(stage_dir)
         self.cache.seal(stage_dir, record)  # last: it is what makes the folder reusable

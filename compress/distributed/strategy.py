@@ -55,6 +55,15 @@ class DistributedStrategy(Strategy):
     def engine(self, model: nn.Module, sample_shape: tuple[int, ...], batch_size: int):
         return _ENGINES[self.session.strategy](model, self.session, sample_shape, batch_size)
 
+    @property
+    def rank(self) -> int:
+        return self.session.rank
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        summed = tensor.detach().to(torch.float64).clone()
+        dist.all_reduce(summed)
+        return summed.to(tensor.dtype)
+
     def share(self, values: list[float]) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64)
         dist.broadcast(tensor, 0)

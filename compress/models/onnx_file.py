@@ -146,34 +146,53 @@ def _fixed_copy(model, signature: InputSignature):
     return onnx.shape_inference.infer_shapes(fixed, data_prop=True)
 
 
-def count_onnx_macs(path: str | Path, signature: InputSignature) -> int:
-    """Multiply-accumulates of one sample through the float graph's Conv, Gemm and
-    MatMul nodes (shapes from ONNX shape inference at batch 1; nodes whose shapes it
-    cannot infer are not counted)."""
-    import onnx
-
-    model = _fixed_copy(onnx.load(str(path)), signature)
-    graph = model.graph
+def _known_shapes(graph, sizes: dict[str, int]) -> dict[str, list[int]]:
+    """Every value's shape that shape inference fixed, a named dynamic axis (`batch`,
+    `sequence`, as the exporter names them) read as one sample's size. Shape
+    inference leaves a name where a value's shape went through data-dependent ops
+    (BERT's attention probabilities keep a symbolic `batch` behind the mask)."""
     shapes: dict[str, list[int]] = {}
     for value in [*graph.input, *graph.value_info, *graph.output]:
         dims = value.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[value.name] = [int(d.dim_value) for d in dims]
+        resolved = [
+            int(d.dim_value) if d.HasField("dim_value") else sizes.get(d.dim_param) for d in dims
+        ]
+        if dims and all(d is not None for d in resolved):
+            shapes[value.name] = resolved
     for init in graph.initializer:
         shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def _matmul_macs(left: list[int] | None, right: list[int] | None, out) -> int | None:
+    """MACs of a MatMul between any two tensors (weights or activations): output
+    elements times the shared dimension, from whichever operand's shape is known."""
+    inner = left[-1] if left else (right[-2] if right and len(right) >= 2 else None)
+    if out is None or inner is None:
+        return None
+    return int(np.prod(out)) * int(inner)
+
+
+def count_onnx_macs(path: str | Path, signature: InputSignature) -> int:
+    """Multiply-accumulates of one sample through the float graph's Conv, Gemm and
+    MatMul nodes, MatMuls between two activations (attention scores) included
+    (shapes from ONNX shape inference at batch 1; nodes whose shapes it cannot
+    infer are not counted)."""
+    import onnx
+
+    model = _fixed_copy(onnx.load(str(path)), signature)
+    shapes = _known_shapes(model.graph, signature.sizes(1))
     total = 0
-    for node in graph.node:
+    for node in model.graph.node:
         out = shapes.get(node.output[0]) if node.output else None
-        if out is None:
-            continue
-        if node.op_type == "Conv" and node.input[1] in shapes:
+        if node.op_type == "Conv" and out is not None and node.input[1] in shapes:
             weight = shapes[node.input[1]]  # (out_channels, in_channels / group, *kernel)
             total += int(np.prod(out)) * int(np.prod(weight[1:]))
-        elif node.op_type in ("Gemm", "MatMul") and node.input[0] in shapes:
+        elif node.op_type == "Gemm" and out is not None and node.input[0] in shapes:
             left = shapes[node.input[0]]
-            transposed = node.op_type == "Gemm" and any(
-                a.name == "transA" and a.i for a in node.attribute
-            )
-            inner = left[-2] if transposed else left[-1]
-            total += int(np.prod(out)) * int(inner)
+            transposed = any(a.name == "transA" and a.i for a in node.attribute)
+            total += int(np.prod(out)) * int(left[-2] if transposed else left[-1])
+        elif node.op_type == "MatMul":
+            macs = _matmul_macs(shapes.get(node.input[0]), shapes.get(node.input[1]), out)
+            total += macs or 0
     return total

@@ -1,12 +1,24 @@
-"""Parameter and multiply-accumulate counts, measured with forward hooks."""
+"""Parameter and multiply-accumulate counts.
+
+MACs are counted from the operators a forward pass runs (torch's
+`FlopCounterMode`: matmuls, convolutions, attention), not from a table of module
+types: a model built from `nn.Conv2d` subclasses with their own `forward` (a
+TensorFlow port's "same" padding), a library's attention module or a plain
+`torch.matmul` in a custom `forward` is counted like any other. One MAC is two of
+torch's FLOPs. `compare_macs` checks the count against the exported ONNX graph's.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
-from compress.models.architectures import Attention
 from compress.models.signature import InputSignature, as_signature
+
+# Beyond this relative difference the torch and ONNX counts are reported as disagreeing.
+MACS_TOLERANCE = 0.02
 
 
 def count_params(model: nn.Module) -> int:
@@ -17,59 +29,6 @@ def count_params(model: nn.Module) -> int:
 def count_nonzero_params(model: nn.Module) -> int:
     """Parameters that are not exactly zero (what unstructured pruning reduces)."""
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
-
-
-def _conv_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
-    kernel = 1
-    for size in module.kernel_size:
-        kernel *= size
-    per_output = kernel * module.in_channels // module.groups
-    return output[0].numel() * per_output
-
-
-def _linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
-    return output[0].numel() * module.in_features
-
-
-def _attention_macs(module: nn.MultiheadAttention, output) -> int:
-    tokens = output[0][0].numel() // module.embed_dim  # output is (attn_out, weights)
-    embed = module.embed_dim
-    projections = 4 * tokens * embed * embed  # q, k, v and out projections
-    scores = 2 * tokens * tokens * embed  # q @ k^T and weights @ v
-    return projections + scores
-
-
-def _fused_attention_macs(module, output) -> int:
-    # qkv and proj are Linear layers with their own hooks; add q @ k^T and weights @ v
-    tokens = output[0].shape[0]
-    return 2 * tokens * tokens * module.num_heads * module.head_dim
-
-
-def _bert_attention_macs(module, output) -> int:
-    # a BertSelfAttention-like module: query/key/value are hooked Linears; add
-    # q @ k^T and weights @ v, from the heads it has now (pruning changes them)
-    tokens = output[0].shape[-2]
-    return 2 * tokens * tokens * module.num_attention_heads * module.attention_head_size
-
-
-def _rule(module: nn.Module):
-    """The MAC rule for `module`: by type, or by attributes for attention modules of
-    libraries we do not import (transformers' BertSelfAttention and its kin)."""
-    rule = _MAC_RULES.get(type(module))
-    if rule is None and all(
-        hasattr(module, name) for name in ("num_attention_heads", "attention_head_size", "query")
-    ):
-        return _bert_attention_macs
-    return rule
-
-
-_MAC_RULES = {
-    nn.Conv1d: _conv_macs,
-    nn.Conv2d: _conv_macs,
-    nn.Linear: _linear_macs,
-    nn.MultiheadAttention: _attention_macs,
-    Attention: _fused_attention_macs,
-}
 
 
 def _zeros(signature: InputSignature) -> tuple[torch.Tensor, ...]:
@@ -83,31 +42,80 @@ def _zeros(signature: InputSignature) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _custom_formulas() -> dict:
+    """Operators torch's counter has no formula for on CPU: scaled-dot-product attention
+    dispatches to `_scaled_dot_product_flash_attention_for_cpu` there (BERT's sdpa
+    attention, nn.MultiheadAttention without weights), which would count as zero."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    aten = torch.ops.aten
+    formulas = {}
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",):
+        op = getattr(aten, name, None)
+        if op is not None:
+            formulas[op] = lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
+    return formulas
+
+
+@contextlib.contextmanager
+def _no_fused_attention():
+    """nn.MultiheadAttention and nn.TransformerEncoderLayer take a fused "fast path" in
+    eval mode whose one kernel the counter cannot see; count the unfused path (the
+    same arithmetic, and what the ONNX export contains)."""
+    backend = getattr(torch.backends, "mha", None)
+    if backend is None:
+        yield
+        return
+    previous = backend.get_fastpath_enabled()
+    backend.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        backend.set_fastpath_enabled(previous)
+
+
 @torch.no_grad()
 def count_macs(model: nn.Module, signature: InputSignature | tuple[int, ...]) -> int:
-    """Multiply-accumulates of one sample's forward pass (convs, linears, attention).
+    """Multiply-accumulates of one sample's forward pass, whatever the module types.
 
-    A model with a sequence axis is counted at the signature's default length.
+    Counts every matmul, linear, convolution (grouped and depthwise by their weight
+    shape) and attention product torch runs; element-wise work (norms, activations,
+    softmax) is not counted, as in the ONNX count. A model with a sequence axis is
+    counted at the signature's default length.
 
     Example:
         >>> count_macs(nn.Linear(4, 2), (4,))
         8
     """
-    total = 0
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def hook(module, _inputs, output):
-        nonlocal total
-        total += _rule(module)(module, output)
-
-    handles = [
-        module.register_forward_hook(hook) for module in model.modules() if _rule(module)
-    ]
+    inputs = _zeros(as_signature(signature))  # made outside the mode: no dispatch cost
     was_training = model.training
     model.eval()
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
     try:
-        model(*_zeros(as_signature(signature)))
+        with _no_fused_attention(), counter:
+            model(*inputs)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    return int(total)
+    return int(counter.get_total_flops()) // 2
+
+
+def compare_macs(torch_macs: int, onnx_macs: int, where: str = "") -> str | None:
+    """None when the torch and ONNX graph counts agree within `MACS_TOLERANCE`, else
+    the sentence the report shows instead of one of them silently.
+
+    Example:
+        >>> compare_macs(1000, 1010) is None
+        True
+        >>> compare_macs(1000, 2000)
+        'MACs: torch counts 1,000, the ONNX graph 2,000 (100.0% apart, more than 2%)'
+    """
+    larger = max(torch_macs, onnx_macs)
+    if larger == 0 or abs(torch_macs - onnx_macs) / larger <= MACS_TOLERANCE:
+        return None
+    gap = abs(torch_macs - onnx_macs) / max(min(torch_macs, onnx_macs), 1)
+    return (
+        f"{where}MACs: torch counts {torch_macs:,}, the ONNX graph {onnx_macs:,} "
+        f"({gap:.1%} apart, more than {MACS_TOLERANCE:.0%})"
+    )

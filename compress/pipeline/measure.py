@@ -12,7 +12,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from compress.models.stats import count_macs, count_params
+from compress.models.stats import compare_macs, count_macs, count_params
 from compress.recipe.loader import Recipe
 from compress.report.records import Flag, Latency, Metrics, Profile, Spread
 from compress.stages import RunContext, StageResult
@@ -43,6 +43,35 @@ def is_quantized(onnx_path: Path) -> bool:
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
+# Nodes of a quantized graph: its MatMuls and Convs are not where the arithmetic is,
+# so its MACs are not compared with the torch model's.
+_INTEGER_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+     "QLinearMatMul", "ConvInteger", "MatMulInteger", "MatMulNBits", "GatherBlockQuantized"}
+)  # fmt: skip
+
+
+def float_graph_macs(onnx_path: Path, signature) -> int | None:
+    """MACs of a float ONNX graph (`count_onnx_macs`), None for a quantized one."""
+    import onnx
+
+    from compress.models.onnx_file import count_onnx_macs
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    if any(node.op_type in _INTEGER_OPS for node in graph.node):
+        return None
+    return count_onnx_macs(onnx_path, signature)
+
+
+def count_warnings(metrics: dict[str, Any]) -> list[str]:
+    """What the report must say about a stage's counts: torch's and the deployed ONNX
+    graph's MACs apart by more than 2% (the report shows torch's)."""
+    if metrics.get("macs_onnx") is None or metrics.get("macs") is None:
+        return []
+    message = compare_macs(metrics["macs"], metrics["macs_onnx"])
+    return [f"{message}; the report shows torch's count"] if message else []
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
@@ -110,7 +139,7 @@ class Measurement:
             # zeros (unstructured pruning) and shared values (codebooks) only pay off once
             # compressed; report it beside the raw size rather than implying a speed-up
             size_compressed_bytes=len(zlib.compress(onnx_path.read_bytes(), 9)),
-            **self._counts(result, baseline_onnx or onnx_path, signature),
+            **self._counts(result, baseline_onnx or onnx_path, onnx_path, signature),
             primary_provider=runtime.providers[0],
             latency={},
         )
@@ -159,14 +188,20 @@ class Measurement:
             self._baseline_logits = (baseline_onnx, reference)
         return {"accuracy": accuracy, **fidelity(reference, logits)}
 
-    def _counts(self, result, float_onnx: Path, signature) -> dict[str, int]:
-        """Parameters and MACs of the torch model, or, for an ONNX-input recipe, of the
-        float file it started from (quantization keeps both counts), counted once."""
+    def _counts(self, result, float_onnx: Path, deployed: Path, signature) -> dict[str, int]:
+        """Parameters and MACs of the torch model, beside the deployed graph's MACs when
+        it is float (`macs_onnx`, the check of the torch count); or, for an ONNX-input
+        recipe, of the float file it started from (quantization keeps both counts),
+        counted once."""
         if result.model is not None:
-            return {
+            counts = {
                 "params": count_params(result.model),
                 "macs": count_macs(result.model, signature),
             }
+            onnx_macs = float_graph_macs(deployed, signature)
+            if onnx_macs is not None:
+                counts["macs_onnx"] = onnx_macs
+            return counts
         counted = self._onnx_counts
         if counted is None or counted[0] != float_onnx:
             from compress.models.onnx_file import count_onnx_macs, count_onnx_params

@@ -13,6 +13,7 @@ from compress.report.records import (
     Latency,
     Metrics,
     PruneStep,
+    Recalibration,
     Report,
     Spread,
     StageRecord,
@@ -263,6 +264,35 @@ def _final(report: Report) -> list[str]:
     return lines
 
 
+def _recalibration(record: Recalibration) -> str:
+    """One BatchNorm recalibration (training/batchnorm.py) as a sentence."""
+    text = (
+        f"BatchNorm {record.where}: {record.layers} layers re-estimated over "
+        f"{record.samples} samples (means moved {record.mean_shift_sd:.2f} sd)"
+    )
+    if record.metric and record.before is not None and record.after is not None:
+        text += f", {record.metric} {record.before:.2%} -> {record.after:.2%}"
+    return text + ("; kept" if record.kept else "; not kept (old statistics restored)")
+
+
+def _stage_notes(report: Report) -> list[str]:
+    """Per stage: what its fine-tune trained with, and its BatchNorm recalibrations."""
+    lines = []
+    for stage in report.stages:
+        details = stage.details
+        if details is None:
+            continue
+        notes = []
+        used = details.finetune_settings
+        if used is not None:
+            optimizer = used.optimizer
+            table = ", ".join(f"{k} {v}" for k, v in optimizer.items() if k != "name")
+            notes.append(f"fine-tune optimizer {optimizer.get('name')} ({table}): {used.source}")
+        notes += [_recalibration(r) for r in details.bn_recalibration or []]
+        lines += [f"- `{stage.name}`: {note}" for note in notes]
+    return ["## Stage notes", "", *lines, ""] if lines else []
+
+
 def render_markdown(report: Report) -> str:
     """Render report.json's content as Markdown (no code needed to read a run).
 
@@ -278,6 +308,7 @@ def render_markdown(report: Report) -> str:
         _notices(report),
         _stages_table(report),
         _budgets(report),
+        _stage_notes(report),
         *[_pruning_steps(stage) for stage in report.stages],
         _latency(report),
         _profiles_table(report),

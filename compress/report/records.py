@@ -162,10 +162,32 @@ class PruneStep(Record):
     slower_than_previous: bool | None = None
 
 
+class Recalibration(Record):
+    """One BatchNorm recalibration (training/batchnorm.py)."""
+
+    where: str
+    samples: int
+    layers: int
+    kept: bool
+    mean_shift_sd: float
+    metric: str | None = None
+    before: float | None = None
+    after: float | None = None
+
+
+class FinetuneSettings(Record):
+    """What a prune stage's fine-tune trained with, and where that came from."""
+
+    source: str
+    optimizer: dict[str, Any]
+
+
 class Details(Record):
-    """A stage's own facts (free); typed are only the pruning table's keys."""
+    """A stage's own facts (free); typed are only the keys report.md reads."""
 
     steps: list[PruneStep] | None = None
+    bn_recalibration: list[Recalibration] | None = None
+    finetune_settings: FinetuneSettings | None = None
     method: str | None = None
     importance: str | None = None
     stopped: str | None = None

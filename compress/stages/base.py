@@ -25,8 +25,9 @@ from compress.training.strategy import SingleProcess, Strategy
 class RunContext:
     """Everything a stage may read: the recipe, data, current model, teacher, folder.
 
-    The runner's own bookkeeping (stage records, the baseline's metrics, the cache)
-    stays in the runner: a stage reads files and models, never another stage's record.
+    The runner's own bookkeeping (the baseline's metrics, the cache, the report) stays
+    in the runner. A stage may read the records of the stages accepted before it
+    (`history`, e.g. the optimizer the model was last trained with) and never writes them.
 
     Attributes:
         model: the current float torch model (input of the next stage); None when the
@@ -43,6 +44,8 @@ class RunContext:
         on_epoch_end: called with (epoch, metrics) after each training epoch.
         resume_dir: where the running stage keeps its epoch checkpoints (None: nowhere);
             read through `epoch_checkpoint`.
+        history: the typed records (`report.records.StageRecord`) of the stages accepted
+            so far, oldest first; the runner appends to it, stages only read it.
     """
 
     recipe: Recipe
@@ -61,6 +64,7 @@ class RunContext:
     on_epoch_end: Any = None
     resume_dir: Path | None = None  # the running stage's epoch checkpoints, if kept
     fits_started: int = 0
+    history: list[Any] = field(default_factory=list)
 
     def epoch_checkpoint(self):
         """Where the stage's next `fit` call keeps its per-epoch state (None: nowhere).

@@ -61,5 +61,6 @@ class DistillStage(Stage):
                 "student_initialised_from": initialised,
                 "feature_layers": self.config.feature_layers,
             },
+            "bn_recalibration": [] if result.batch_norm is None else [result.batch_norm],
         }
         return StageResult(student, spec, details=details, warnings=result.warnings)

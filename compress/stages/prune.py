@@ -1,10 +1,14 @@
 """`prune`: structured (channels removed) or unstructured (weights zeroed), in steps.
 
-After each step the model is fine-tuned (optionally distilling from the stage's
-unpruned input model) and validated, and the step is recorded, so the report
-shows the whole ratio / size / accuracy / latency path. With a `target`, the
-stage stops at the first step that reaches it, or keeps the last step whose
-validation accuracy still met the stage's accuracy budgets.
+After each step the model's BatchNorm statistics are re-estimated (removed
+channels change what every later BatchNorm sees), the model is fine-tuned
+(optionally distilling from the stage's unpruned input model; the fine-tune ends
+with its own recalibration) and validated, and the step is recorded, so the
+report shows the whole ratio / size / accuracy / latency path. A fine-tune
+without its own optimizer continues the model's last training in the run
+(`finetune_settings`). With a `target`, the stage stops at the first step that
+reaches it, or keeps the last step whose validation accuracy still met the stage's
+accuracy budgets.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ from compress.pruning.unstructured import (
 )
 from compress.recipe.stages import PruneStageConfig
 from compress.stages.base import RunContext, Stage, StageResult
+from compress.stages.finetune_settings import finetune_settings
 from compress.stages.registry import register_stage
 from compress.training import evaluate, fit
+from compress.training.batchnorm import recalibrate_checked_
+from compress.training.inference import split_logits
 
 
 def example_input(signature) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -122,6 +129,12 @@ class PruneStage(Stage):
         config = self.config
         model = ctx.model
         self.fit_warnings: list[str] = []  # every fine-tune's fallbacks, once each
+        self.finetune, finetune_used = finetune_settings(ctx, config.finetune)
+        self.recalibrations: list[dict] = []
+        # without labels a recalibration is judged by agreement with the unpruned model
+        self.reference = None
+        if not ctx.data.val.labeled and config.finetune.batch_norm.recalibrate:
+            self.reference = split_logits(model, ctx.data.val).argmax(1)
         unpruned = None  # the fine-tune's distillation teacher, if any
         if config.finetune.distill:
             use_teacher = config.finetune.distill_from == "teacher" and ctx.teacher is not None
@@ -144,6 +157,7 @@ class PruneStage(Stage):
                 else "share of prunable weights set to zero"
             ),
             "skipped_layers": sorted(n for n, m in model.named_modules() if m in skipped),
+            "finetune_settings": finetune_used if config.finetune.epochs else None,
         }
         if config.method == "structured":
             with tempfile.TemporaryDirectory(prefix="compress-prune-") as scratch:
@@ -155,6 +169,7 @@ class PruneStage(Stage):
         else:
             exported = None
             details.update(self._unstructured(ctx, model, unpruned, ignored))
+        details["bn_recalibration"] = self.recalibrations
         warnings = list(dict.fromkeys(self.fit_warnings))
         return StageResult(model, ctx.spec, details=details, exported=exported, warnings=warnings)
 
@@ -189,6 +204,7 @@ class PruneStage(Stage):
         kept, outcome = (copy.deepcopy(model) if probe else model), {}
         for step in range(1, config.steps + 1):
             ratio = pruner.step()
+            self._recalibrate(ctx, model, step)
             fit_summary = self._finetune(ctx, model, unpruned, step)
             record = self._step_record(ctx, model, step, ratio, fit_summary)
             steps_log.append(record)
@@ -254,6 +270,7 @@ class PruneStage(Stage):
         for step, ratio in enumerate(schedule, 1):
             magnitude_prune_(model, ratio, previous, ignored, config.global_pruning)
             previous = ratio
+            self._recalibrate(ctx, model, step)
             fit_summary = self._finetune(ctx, model, unpruned, step)
             record = self._step_record(ctx, model, step, ratio, fit_summary)
             record["sparsity"] = overall_sparsity(model, ignored)
@@ -273,8 +290,19 @@ class PruneStage(Stage):
 
     # ------------------------------------------------------------------ shared
 
+    def _recalibrate(self, ctx: RunContext, model, step: int) -> None:
+        """BatchNorm statistics after the step removed channels (or zeroed weights),
+        before the fine-tune. In this process only, also in a distributed run: no
+        training job is running, and the draw is bounded."""
+        record = recalibrate_checked_(
+            model, ctx.data, self.finetune.batch_norm, where=f"step {step}: after pruning",
+            batch_size=self.finetune.batch_size, seed=ctx.seed + step, reference=self.reference,
+        )  # fmt: skip
+        if record is not None:
+            self.recalibrations.append(record)
+
     def _finetune(self, ctx: RunContext, model, unpruned, step: int) -> dict | None:
-        finetune = self.config.finetune
+        finetune = self.finetune
         if finetune.epochs == 0:
             return None
         result = fit(
@@ -290,6 +318,9 @@ class PruneStage(Stage):
             checkpoint=ctx.epoch_checkpoint(),
         )
         self.fit_warnings += result.warnings
+        if result.batch_norm is not None:
+            where = f"step {step}: after fine-tune"
+            self.recalibrations.append({**result.batch_norm, "where": where})
         summary = result.summary()
         summary.pop("history")
         return summary

@@ -25,5 +25,10 @@ class TrainStage(Stage):
             strategy=ctx.strategy,
             checkpoint=ctx.epoch_checkpoint(),
         )
-        details = {"training": result.summary()}
+        details = {"training": result.summary(), "bn_recalibration": _recalibrations(result)}
         return StageResult(ctx.model, ctx.spec, details=details, warnings=result.warnings)
+
+
+def _recalibrations(result) -> list[dict]:
+    """The fit's closing BatchNorm recalibration, as the report lists it per stage."""
+    return [] if result.batch_norm is None else [result.batch_norm]

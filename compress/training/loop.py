@@ -23,6 +23,7 @@ from compress.errors import AgreedStop, StageError
 from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import DistillConfig
 from compress.training.augment import augment_batch
+from compress.training.batchnorm import recalibrate_checked_
 from compress.training.batches import batch_plan, epoch_batches
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.features import FeatureDistiller
@@ -49,6 +50,13 @@ class FitResult:
     stop_reason: str = "completed all epochs"
     resumed_from_epoch: int | None = None  # set when an epoch checkpoint was picked up
     warnings: list[str] = field(default_factory=list)
+    optimizer: dict[str, Any] = field(default_factory=dict)  # the optimizer table used
+    batch_norm: dict[str, Any] | None = None  # the closing BatchNorm recalibration
+
+    @property
+    def last_lr(self) -> float | None:
+        """The learning rate of the last epoch trained."""
+        return self.history[-1]["lr"] if self.history else None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -58,6 +66,9 @@ class FitResult:
             "best_val_loss": self.best.get("val_loss"),
             "stop_reason": self.stop_reason,
             "resumed_from_epoch": self.resumed_from_epoch,
+            "optimizer": self.optimizer,
+            "last_lr": self.last_lr,
+            "peak_lr": max((m["lr"] for m in self.history), default=None),
             "history": self.history,
         }
 
@@ -91,7 +102,9 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
-    """Train `model` in place on `data.train`, validating on `data.val` each epoch.
+    """Train `model` in place on `data.train`, validating on `data.val` each epoch,
+    then re-estimate its BatchNorm statistics (`config.batch_norm`; kept unless
+    validation accuracy falls, `FitResult.batch_norm` says what changed).
 
     The strategy decides where the job runs: in this process (the default), or on
     every rank of a distributed run, where the driver first hands the job to the
@@ -125,7 +138,14 @@ def fit(
     job = FitJob(model, data, config, seed, strategy, augment, teacher, distill, on_epoch_end,
                  checkpoint)  # fmt: skip
     try:
-        return _train(job)
+        result = _train(job)
+        result.optimizer = config.optimizer.model_dump(mode="json")
+        # every rank recalibrates its share of the rows; the statistics are averaged
+        result.batch_norm = recalibrate_checked_(
+            model, data, config.batch_norm, where="after training",
+            batch_size=config.batch_size, seed=seed, strategy=strategy,
+        )  # fmt: skip
+        return result
     except AgreedStop:
         raise  # every rank stopped at the same step: they can take the next job
     except BaseException:

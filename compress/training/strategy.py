@@ -124,9 +124,18 @@ class Strategy:
         """What runs a step: forward, backward, gradient clipping, the optimizer step."""
         return LocalEngine(model, self.placement)
 
+    @property
+    def rank(self) -> int:
+        """This process's place among the `world_size` ranks (the driver is 0)."""
+        return 0
+
     def share(self, values: list[float]) -> list[float]:
         """The driver's `values` on every rank (others pass placeholders)."""
         return values
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of `tensor` over all ranks, on every rank."""
+        return tensor
 
     def abort(self) -> None:
         """This rank failed mid-job: never talk to the others again."""

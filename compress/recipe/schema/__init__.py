@@ -40,6 +40,7 @@ from compress.recipe.schema.tracking import MlflowConfig, TrackingConfig
 from compress.recipe.schema.training import (
     AdagradConfig,
     AdamConfig,
+    BatchNormConfig,
     ConstantSchedule,
     CosineSchedule,
     EarlyStoppingConfig,
@@ -60,6 +61,7 @@ __all__ = [
     "CALLABLE_PATTERN",
     "AdagradConfig",
     "AdamConfig",
+    "BatchNormConfig",
     "Budgets",
     "CNNConfig",
     "CallableModelConfig",

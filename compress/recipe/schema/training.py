@@ -175,6 +175,28 @@ class EarlyStoppingConfig(StrictModel):
         return "max" if self.monitor == "val_accuracy" else "min"
 
 
+class BatchNormConfig(StrictModel):
+    """Re-estimating BatchNorm running statistics once the weights changed.
+
+    Pruning changes what each BatchNorm sees, and a fine-tune with a small BatchNorm
+    momentum (0.01, TensorFlow's 0.99) moves the stored statistics 1% a batch: eval
+    mode then normalises by statistics of another model. At the end of every training
+    (and after each pruning step) they are reset and re-estimated over `samples`
+    training rows in train mode, without gradients, as a cumulative average; the new
+    statistics are kept unless validation accuracy falls.
+    """
+
+    recalibrate: bool = Field(
+        True, description="Re-estimate BatchNorm statistics after training and pruning."
+    )
+    samples: int = Field(
+        640,
+        gt=0,
+        description="Training rows (un-augmented, a seeded draw) the statistics are "
+        "re-estimated over.",
+    )
+
+
 class TrainingConfig(StrictModel):
     """The one training loop's settings, shared by train, distill and fine-tunes."""
 
@@ -222,6 +244,11 @@ class TrainingConfig(StrictModel):
             "Augmentation for this training (default: data.augment). 'none' lets "
             "distillation compute the teacher's logits once instead of every batch."
         ),
+    )
+    batch_norm: BatchNormConfig = Field(
+        default_factory=BatchNormConfig,
+        description="BatchNorm recalibration at the end of this training (and, for a "
+        "prune stage's finetune, after each pruning step).",
     )
     channels_last: bool = Field(
         True,

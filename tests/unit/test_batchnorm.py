@@ -1,0 +1,190 @@
+"""BatchNorm recalibration: what it re-estimates, what it leaves alone, when it keeps
+the new statistics, and that ranks averaging their shares get one process's result."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from compress.data.bundle import Split
+from compress.recipe.schema import BatchNormConfig, TrainingConfig
+from compress.testing import tiny_bundle
+from compress.testing.images import as_lazy
+from compress.testing.tf_style import TF_MOMENTUM, tf_style_cnn
+from compress.training import fit
+from compress.training.batchnorm import (
+    batch_norm_layers,
+    recalibrate_batch_norm_,
+    recalibrate_checked_,
+    sample_plan,
+)
+from compress.training.strategy import Strategy
+
+pytestmark = pytest.mark.unit
+
+
+class CustomNorm(nn.BatchNorm2d):
+    """A subclass, as ported models define them."""
+
+
+def _split(x: torch.Tensor) -> Split:
+    return Split(x, torch.zeros(len(x), dtype=torch.int64))
+
+
+def _stale(model: nn.Module) -> None:
+    for layer in batch_norm_layers(model):
+        layer.running_mean.fill_(5.0)
+        layer.running_var.fill_(9.0)
+
+
+@pytest.mark.parametrize(
+    ("norm", "shape"),
+    [
+        (nn.BatchNorm1d(3), (3,)),
+        (nn.BatchNorm2d(3), (3, 4, 4)),
+        (nn.BatchNorm3d(3), (3, 2, 2, 2)),
+        (CustomNorm(3), (3, 4, 4)),
+    ],
+    ids=["1d", "2d", "3d", "subclass"],
+)
+def test_statistics_become_the_mean_of_the_batch_statistics(norm, shape):
+    torch.manual_seed(0)
+    x = 2.0 + 3.0 * torch.randn(12, *shape)
+    norm.momentum = TF_MOMENTUM
+    _stale(norm)
+
+    seen, layers = recalibrate_batch_norm_(norm, _split(x), samples=12, batch_size=4, seed=1)
+
+    dims = [0, *range(2, x.ndim)]
+    batches = [x[index] for index in sample_plan(_split(x), 12, 4, seed=1)]
+    expected_mean = torch.stack([b.mean(dims) for b in batches]).mean(0)
+    expected_var = torch.stack([b.var(dims, unbiased=True) for b in batches]).mean(0)
+    assert (seen, layers) == (12, 1)
+    torch.testing.assert_close(norm.running_mean, expected_mean)
+    torch.testing.assert_close(norm.running_var, expected_var)
+    assert norm.momentum == TF_MOMENTUM  # restored after the cumulative average
+    assert int(norm.num_batches_tracked) == 3
+
+
+def test_dropout_stays_in_eval_mode_and_the_model_mode_is_restored():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.99))
+    calls = []
+    model[2].register_forward_hook(lambda m, i, o: calls.append(m.training))
+    model.train()
+
+    recalibrate_batch_norm_(model, _split(torch.randn(16, 4)), samples=16, batch_size=8)
+
+    assert calls == [False, False]
+    assert model.training and model[1].training and model[2].training
+
+
+def test_a_frozen_batch_norm_keeps_its_statistics():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    frozen = model[1]
+    frozen.eval()
+    frozen.train = lambda mode=True: frozen  # what QAT does to BatchNorm
+    _stale(model)
+
+    assert recalibrate_batch_norm_(model, _split(torch.randn(16, 4)), 16, 8) == (0, 0)
+    assert torch.all(frozen.running_mean == 5.0)
+
+
+def test_the_draw_is_bounded_and_reads_a_lazy_split_row_by_row():
+    data = as_lazy(tiny_bundle(per_class=(40, 8, 8)))
+    model = tf_style_cnn(3, (1, 8, 8), widths=(4, 8))
+
+    seen, layers = recalibrate_batch_norm_(model, data.train, samples=50, batch_size=16)
+
+    assert seen == 50 and layers == 3
+    assert data.train.reader.reads == [16, 16, 16, 2]
+
+
+def _trained(recalibrate: bool):
+    data = tiny_bundle(per_class=(32, 16, 16))
+    torch.manual_seed(0)
+    model = tf_style_cnn(3, (1, 8, 8), widths=(8, 16))
+    config = TrainingConfig(
+        epochs=3,
+        batch_size=16,
+        optimizer={"name": "adam", "lr": 0.01},
+        batch_norm=BatchNormConfig(recalibrate=recalibrate),
+    )
+    return model, data, fit(model, data, config, seed=0)
+
+
+def test_fit_ends_with_a_recalibration_it_reports():
+    model, data, result = _trained(recalibrate=True)
+
+    record = result.batch_norm
+    assert record["where"] == "after training" and record["samples"] == len(data.train)
+    assert record["layers"] == 3 and record["metric"] == "val_accuracy"
+    # momentum 0.01 over 3 epochs of 6 batches: the stored statistics are still 83%
+    # their initial values, and eval mode misclassifies a third of an easy task
+    assert record["before"] < 0.8 and record["after"] == 1.0 and record["kept"]
+    assert record["mean_shift_sd"] > 0.05
+    assert _trained(recalibrate=False)[2].batch_norm is None
+
+
+def test_statistics_that_lower_validation_accuracy_are_not_kept():
+    model, data, _ = _trained(recalibrate=False)
+    before = [m.running_mean.clone() for m in batch_norm_layers(model)]
+    # re-estimated on inputs unlike the validation data, the statistics can only hurt
+    shifted = type(data)(**{**data.__dict__, "train": _split(data.train.x * 10 + 5)})
+
+    record = recalibrate_checked_(model, shifted, BatchNormConfig(), where="test", batch_size=16)
+
+    assert not record["kept"] and record["after"] < record["before"]
+    for old, layer in zip(before, batch_norm_layers(model)):
+        assert torch.equal(layer.running_mean, old)
+
+
+class _ThreadRanks(Strategy):
+    """Two ranks as threads: reduce_sum adds the other thread's tensor."""
+
+    world_size = 2
+
+    def __init__(self, rank: int, board: dict, barrier: threading.Barrier):
+        self._rank, self.board, self.barrier = rank, board, barrier
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def is_driver(self) -> bool:
+        return self._rank == 0
+
+    def reduce_sum(self, tensor):
+        self.board[self._rank] = tensor.clone()
+        self.barrier.wait()
+        total = self.board[0] + self.board[1]
+        self.barrier.wait()
+        return total
+
+
+def test_ranks_averaging_their_shares_get_the_single_process_statistics():
+    torch.manual_seed(0)
+    split = _split(1.0 + torch.randn(70, 3, 4, 4))
+    single = tf_style_cnn(2, (3, 4, 4), widths=(4, 8))
+    ranks = [tf_style_cnn(2, (3, 4, 4), widths=(4, 8)) for _ in range(2)]
+    for model in ranks:
+        model.load_state_dict(single.state_dict())
+    board, barrier = {}, threading.Barrier(2)
+    results = [None, None]
+
+    def run(rank):
+        strategy = _ThreadRanks(rank, board, barrier)
+        results[rank] = recalibrate_batch_norm_(ranks[rank], split, 64, 8, 0, strategy)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    expected = recalibrate_batch_norm_(single, split, 64, 8, 0)
+
+    assert results == [expected, expected] == [(64, 3)] * 2
+    for model in ranks:
+        for name, value in single.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[name], value, msg=name)
