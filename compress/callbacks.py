@@ -40,10 +40,6 @@ class Callback:
         """For each thing a person should know about a stage that no budget gates
         (a model slower than its input)."""
 
-    def on_stage_warning(self, stage: str | None, message: str) -> None:
-        """For each fallback or surprise a stage reported (`StageResult.warnings`);
-        `stage` is None for one about the whole run."""
-
     def on_data_warning(self, message: str) -> None:
         """For each thing the data loader noticed that is no error (skipped files, one
         class only); they are in report.json's data entry too."""
@@ -175,10 +171,6 @@ class ConsoleReporter(Callback):
 
     def on_flag(self, stage, flag):
         self.console.print(f"     [yellow]SLOWER[/] {escape(flag.message)}")
-
-    def on_stage_warning(self, stage, message):
-        where = f"{escape(stage)}: " if stage else ""
-        self.console.print(f"     [yellow]warning[/] {where}{escape(message)}")
 
     def on_data_warning(self, message):
         self.console.print(f"  [yellow]data:[/] {escape(message)}")

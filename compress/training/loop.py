@@ -23,8 +23,8 @@ from compress.errors import AgreedStop, StageError
 from compress.recipe.schema import TrainingConfig
 from compress.recipe.stages import DistillConfig
 from compress.training.augment import augment_batch
-from compress.training.batchnorm import recalibrate_checked_
 from compress.training.batches import batch_plan, epoch_batches
+from compress.training.batchnorm import recalibrate_checked_
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.features import FeatureDistiller
 from compress.training.inference import evaluate, teacher_logits_memo
