@@ -65,9 +65,11 @@ def float_graph_macs(onnx_path: Path, signature) -> int | None:
     return count_onnx_macs(onnx_path, signature)
 
 
-def count_warnings(metrics: dict[str, Any]) -> list[str]:
+def count_warnings(metrics: Metrics | dict[str, Any]) -> list[str]:
     """What the report must say about a stage's counts: torch's and the deployed ONNX
     graph's MACs apart by more than 2% (the report shows torch's)."""
+    if isinstance(metrics, Metrics):
+        metrics = metrics.to_json()
     if metrics.get("macs_onnx") is None or metrics.get("macs") is None:
         return []
     message = compare_macs(metrics["macs"], metrics["macs_onnx"])

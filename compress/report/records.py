@@ -86,6 +86,7 @@ class Metrics(Record):
     size_compressed_bytes: int | None = None
     params: int | None = None
     macs: int | None = None
+    macs_onnx: int | None = None  # the deployed float graph's count (torch's check)
     primary_provider: str | None = None
     providers_unavailable: dict[str, str] | None = None
     latency: dict[str, Latency] = {}
