@@ -58,10 +58,9 @@ def test_torch_and_onnx_counts_agree(tmp_path, model, shape):
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_a_tiny_bert_counts_its_attention_scores_on_both_sides(tmp_path, attention):
     pytest.importorskip("transformers")
-    from compress.models.pretrained import resolve_model_config
-
     from compress.models import new_model
-    from compress.recipe.schema import HFEncoderConfig
+    from compress.models.families.hf_encoder import HFEncoderConfig
+    from compress.models.family import resolve_model_config
     from compress.testing.text import tiny_bert_folder
 
     folder = tiny_bert_folder(tmp_path / "bert", num_hidden_layers=2)
