@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from compress.recipe.schema import Budgets, StrictModel, TrainingConfig
+from compress.recipe.schema import Budgets, OptimizerConfig, StrictModel, TrainingConfig
 
 
 class StageConfigBase(StrictModel):
@@ -84,6 +84,13 @@ class FinetuneConfig(TrainingConfig, DistillConfig):
     """Fine-tuning after each pruning step; `distill = true` adds the distillation loss."""
 
     epochs: int = Field(1, ge=0, description="Fine-tune epochs after each step (0: none).")
+    optimizer: OptimizerConfig | None = Field(  # type: ignore[assignment]
+        None,
+        description="Optimizer table. Default: the optimizer the model was last trained "
+        "with in this run, at its last epoch's learning rate (at least a tenth of that "
+        "fit's peak); AdamW lr 1e-4 for a model that arrived with weights; Adam lr 1e-3 "
+        "for one neither trained nor loaded. The report says which was used.",
+    )
     distill: bool = Field(False, description="Distil from a teacher while fine-tuning.")
     distill_from: Literal["input", "teacher"] = Field(
         "input",

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 from compress.recipe.schema import AdamConfig, OptimizerConfig
 
 PRETRAINED_FINETUNE = AdamConfig(name="adamw", lr=1e-4, weight_decay=0.01)
+UNTRAINED_FINETUNE = AdamConfig(name="adam")  # the training table's own default
 # the inherited rate is never below this share of the previous fit's peak rate
 LR_FLOOR_OF_PEAK = 0.1
 
@@ -67,7 +68,7 @@ def finetune_settings(ctx, finetune) -> tuple[Any, dict[str, Any]]:
         >>> used["source"]  # doctest: +SKIP
         "stage 'train': its optimizer at its last epoch's lr 0.000125"
     """
-    if "optimizer" in finetune.model_fields_set:
+    if finetune.optimizer is not None:  # None (the default): continue the last training
         return finetune, _used(finetune, "the stage's finetune.optimizer")
     previous = _last_fit(ctx.history)
     if previous is not None:
@@ -86,7 +87,8 @@ def finetune_settings(ctx, finetune) -> tuple[Any, dict[str, Any]]:
     if _arrived_with_weights(ctx):
         config = finetune.model_copy(update={"optimizer": PRETRAINED_FINETUNE})
         return config, _used(config, "default for a model that arrived with weights")
-    return finetune, _used(finetune, "default (the model was not trained in this run)")
+    config = finetune.model_copy(update={"optimizer": UNTRAINED_FINETUNE})
+    return config, _used(config, "default (the model was not trained in this run)")
 
 
 def _used(config, source: str) -> dict[str, Any]:

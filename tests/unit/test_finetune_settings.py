@@ -85,3 +85,26 @@ def test_an_untrained_model_keeps_the_finetune_defaults(tmp_path):
 
     assert (config.optimizer.name, config.optimizer.lr) == ("adam", 1e-3)
     assert used["source"] == "default (the model was not trained in this run)"
+
+
+def test_inheriting_survives_the_resolved_recipe_and_a_tune_trial():
+    # recipe.resolved.toml and every tune trial revalidate the recipe's dump: a fine-tune
+    # that sets no optimizer must still continue the last training after that
+    import tomllib
+
+    from compress.recipe.loader import validate_recipe
+    from compress.testing import tiny_recipe_dict
+    from compress.tuning.trial import apply_params
+
+    train = {"type": "train", "epochs": 1, "optimizer": {"name": "adamw", "lr": 5e-4}}
+    prune = {"type": "prune", "ratio": 0.3, "finetune": {"epochs": 1}}
+    recipe = validate_recipe(tiny_recipe_dict(stages=[train, prune]), "t.toml")
+
+    again = validate_recipe(tomllib.loads(recipe.to_toml()), "recipe.resolved.toml")
+    trial = apply_params(recipe, {"stages[1].ratio": 0.4}, "trial 1")
+
+    for resolved in (recipe, again, trial):
+        assert resolved.stages[1].finetune.optimizer is None
+    set_here = {**prune, "finetune": {"epochs": 1, "optimizer": {"name": "sgd", "lr": 0.01}}}
+    explicit = validate_recipe(tiny_recipe_dict(stages=[train, set_here]), "t.toml")
+    assert explicit.stages[1].finetune.optimizer.name == "sgd"
