@@ -24,7 +24,7 @@ from compress.recipe.quantize_config import (  # noqa: F401 (re-export)
     QuantizeStageConfig,
     method_name,
 )
-from compress.recipe.schema import ModelConfig, TrainingConfig
+from compress.recipe.schema import BatchNormConfig, ModelConfig, TrainingConfig
 from compress.recipe.stage_common import (  # noqa: F401 (re-export)
     DistillConfig,
     FinetuneConfig,
@@ -91,6 +91,12 @@ class ExportStageConfig(_StageBase):
         description="For an int8 model: least share of validation predictions equal to the "
         "fp32 model's, below which the int8 file counts as broken (the stage fails). Gate "
         "fidelity with the budget `agreement_min` (test split, vs the baseline).",
+    )
+    batch_norm: BatchNormConfig = Field(
+        default_factory=BatchNormConfig,
+        description="A float model's BatchNorm statistics re-estimated before it is "
+        "exported (kept unless validation accuracy falls): a model that arrived with "
+        "weights from elsewhere has never been recalibrated on this data.",
     )
 
 

@@ -12,6 +12,7 @@ from compress.runtime.evaluate import onnx_logits, onnx_predictions
 from compress.runtime.onnx_export import check_parity, export_onnx, shape_label
 from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
+from compress.training.batchnorm import recalibrate_checked_
 from compress.training.inference import split_logits
 
 
@@ -30,6 +31,7 @@ class ExportStage(Stage):
         target = ctx.workdir / "model.onnx"
         if ctx.onnx_path is None:
             signature = ctx.spec.signature
+            recalibrated = self._recalibrate(ctx)
             export_onnx(ctx.model, signature, target, self.config.opset, ctx.debug)
             parity = check_parity(
                 ctx.model,
@@ -40,9 +42,23 @@ class ExportStage(Stage):
                 self.config.parity_rtol,
                 seed=ctx.seed,
             )
-            return StageResult(ctx.model, ctx.spec, target, {"parity": parity})
+            details = {"parity": parity, "bn_recalibration": recalibrated}
+            return StageResult(ctx.model, ctx.spec, target, details)
         atomic_write_bytes(target, ctx.onnx_path.read_bytes())
         return StageResult(ctx.model, ctx.spec, target, {"parity": self._check_int8(ctx, target)})
+
+    def _recalibrate(self, ctx: RunContext) -> list[dict]:
+        """Fresh BatchNorm statistics for the file that ships (training stages end with
+        a recalibration; a model that arrived with weights has had none here). Without
+        labels, judged by agreement with the model's own predictions before it."""
+        reference = None
+        if not ctx.data.val.labeled and self.config.batch_norm.recalibrate:
+            reference = split_logits(ctx.model, ctx.data.val).argmax(1)
+        record = recalibrate_checked_(
+            ctx.model, ctx.data, self.config.batch_norm, where="before export",
+            seed=ctx.seed, reference=reference,
+        )  # fmt: skip
+        return [] if record is None else [record]
 
     def _check_int8(self, ctx: RunContext, path) -> dict[str, float]:
         generator = torch.Generator().manual_seed(ctx.seed)

@@ -188,3 +188,32 @@ def test_ranks_averaging_their_shares_get_the_single_process_statistics():
     for model in ranks:
         for name, value in single.state_dict().items():
             torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+
+
+@pytest.mark.parametrize("recalibrate", [True, False])
+def test_export_recalibrates_a_model_whose_statistics_are_stale(
+    tmp_path, recalibrate, digits_bundle
+):
+    # a model that arrives with weights goes to export having had no recalibration here
+    from compress.recipe.stages import ExportStageConfig
+    from compress.stages.export import ExportStage
+    from compress.testing import tiny_run_context
+    from compress.training import evaluate
+
+    ctx = tiny_run_context(tmp_path, digits_bundle)
+    fit(ctx.model, ctx.data, TrainingConfig(epochs=2, batch_size=32), seed=0)
+    trained = evaluate(ctx.model, ctx.data.val)["accuracy"]
+    _stale(ctx.model)
+    stale = evaluate(ctx.model, ctx.data.val)["accuracy"]
+    config = ExportStageConfig(type="export", batch_norm={"recalibrate": recalibrate})
+
+    result = ExportStage(config, "export").run(ctx)
+
+    after = evaluate(result.model, ctx.data.val)["accuracy"]
+    records = result.details["bn_recalibration"]
+    if recalibrate:
+        assert [r["where"] for r in records] == ["before export"] and records[0]["kept"]
+        assert records[0]["before"] == stale and records[0]["after"] == after
+        assert after >= trained - 0.02 > stale  # back to the trained model's accuracy
+    else:
+        assert records == [] and after == stale
