@@ -27,6 +27,7 @@ from compress.training.batches import batch_plan, epoch_batches
 from compress.training.batchnorm import recalibrate_checked_
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.features import FeatureDistiller
+from compress.training.fit_result import FitResult
 from compress.training.inference import evaluate, teacher_logits_memo
 from compress.training.losses import distillation_loss
 from compress.training.optim import build_optimizer, build_schedule
@@ -34,43 +35,6 @@ from compress.training.stopping import DivergenceGuard, EarlyStopping
 from compress.training.strategy import SingleProcess, Strategy, TrainingJob
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-@dataclass
-class FitResult:
-    """What a call to `fit` did: per-epoch history, the epoch kept and why it stopped.
-
-    `warnings` holds the fallbacks the fit took (batches the engine could not take,
-    epoch checkpoints switched off); the stage hands them to its `StageResult`.
-    """
-
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    best: dict[str, float] = field(default_factory=dict)
-    stop_reason: str = "completed all epochs"
-    resumed_from_epoch: int | None = None  # set when an epoch checkpoint was picked up
-    warnings: list[str] = field(default_factory=list)
-    optimizer: dict[str, Any] = field(default_factory=dict)  # the optimizer table used
-    batch_norm: dict[str, Any] | None = None  # the closing BatchNorm recalibration
-
-    @property
-    def last_lr(self) -> float | None:
-        """The learning rate of the last epoch trained."""
-        return self.history[-1]["lr"] if self.history else None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "epochs_run": len(self.history),
-            "best_epoch": self.best_epoch,
-            "best_val_accuracy": self.best.get("val_accuracy"),
-            "best_val_loss": self.best.get("val_loss"),
-            "stop_reason": self.stop_reason,
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "optimizer": self.optimizer,
-            "last_lr": self.last_lr,
-            "peak_lr": max((m["lr"] for m in self.history), default=None),
-            "history": self.history,
-        }
 
 
 @dataclass
