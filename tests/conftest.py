@@ -14,13 +14,22 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+from tests.properties import PROFILES, profile  # noqa: E402
 
 torch.set_num_threads(1)
 
 # Hypothesis keeps caches in ./.hypothesis even with database=None: keep them out of
 # the working directory too.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "compress-tests-hypothesis")
+
+# `ci` (the default) and `nightly` differ in the counts each test asks for through
+# tests.properties.examples; the profiles carry what every property test shares.
+for _name in PROFILES:
+    settings.register_profile(_name, database=None, deadline=None, print_blob=True)
+settings.load_profile(profile())
 
 # Caches written by pytest and linters (possibly running beside the
 # suite), not by the code under test.
