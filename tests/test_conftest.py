@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+# subprocess: the guard is checked by running pytest on an inner test file
+pytestmark = [pytest.mark.unit, pytest.mark.subprocess]
 
 _INNER_TESTS = """
 from pathlib import Path

@@ -301,12 +301,12 @@ def _user_code(cwd: Path) -> Iterator[None]:
     so the next test's `mymodel.py` is its own, and so is what they registered (a toy
     stage, a model family) in compress's registries: it would be 'registered twice'."""
     importlib.invalidate_caches()  # files a test has just written
+    path = sys.path[:]
     sys.path.insert(0, str(cwd))
     try:
         yield
     finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(cwd))
+        sys.path[:] = path
         roots = (str(cwd) + os.sep, os.path.realpath(cwd) + os.sep)
         for name, module in list(sys.modules.items()):
             where = getattr(module, "__file__", None) or ""

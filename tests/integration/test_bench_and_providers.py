@@ -37,6 +37,7 @@ def two_models(tmp_path_factory):
     )
 
 
+@pytest.mark.xdist_group("timing")  # asserts the small model is faster
 def test_bench_prints_percentiles_and_ratio_with_spread(two_models, tmp_path):
     big, small = two_models
 

@@ -12,7 +12,7 @@ import pytest
 
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe
 
-# interleaved latency ratios: kept off the other xdist worker's heavy tests
+# interleaved latency ratios: the timing tests run one after another, on one xdist worker
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("timing")]
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe
 
-pytestmark = pytest.mark.integration
+# interleaved latency ratios: the timing tests run one after another, on one xdist worker
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("timing")]
 
 # A teacher of 4 channels, then a "student" ~50x its MACs: the distill stage's model is
 # slower than its input (the teacher) by far more than any round-to-round drift.
