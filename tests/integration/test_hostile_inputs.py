@@ -420,7 +420,9 @@ def test_tiny_trainings_on_random_valid_data_finish_cleanly(tmp_path, seed, flat
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> tuple[Path, Path]:
-    """(recipe, run folder) of a tiny finished run; copy it before changing anything."""
+    """(recipe, run folder) of a tiny passing run, for the reruns that must end passed
+    (the shared run misses a budget); copy it before changing anything. The tests that
+    only read a damaged copy use the session's `shared_run` (every stage type)."""
     root = tmp_path_factory.mktemp("finished")
     recipe = root / "tiny.toml"
     recipe.write_text(tomli_w.dumps(tiny_recipe_dict()), encoding="utf-8")
@@ -471,8 +473,8 @@ def _damage(run: Path, name: str, kind: str, seed: int) -> None:
 
 @_settings(examples(ci=25, nightly=50), shrink=False)
 @given(data=st.data())
-def test_compress_report_on_a_damaged_run_folder_exits_cleanly(tmp_path, finished_run, data):
-    _, run = finished_run
+def test_compress_report_on_a_damaged_run_folder_exits_cleanly(tmp_path, shared_run, data):
+    run = shared_run.out  # the session's finished run: read, then copied
     name, kind, seed = data.draw(damage(_run_files(run)))
     copy_ = _fresh(tmp_path) / "run"
     shutil.copytree(run, copy_)
@@ -492,8 +494,8 @@ def test_compress_report_on_a_damaged_run_folder_exits_cleanly(tmp_path, finishe
 
 
 @pytest.mark.parametrize("wrong", [None, {"stages": "x"}, {"final": 3}], ids=str)
-def test_compress_report_on_a_report_json_of_the_wrong_shape_says_so(tmp_path, finished_run, wrong):
-    _, run = finished_run
+def test_compress_report_on_a_report_json_of_the_wrong_shape_says_so(tmp_path, shared_run, wrong):
+    run = shared_run.out  # the session's finished run: read, then copied
     copy_ = tmp_path / "run"
     shutil.copytree(run, copy_)
     report = json.loads((copy_ / "report.json").read_text())
@@ -510,11 +512,11 @@ def test_compress_report_on_a_report_json_of_the_wrong_shape_says_so(tmp_path, f
     ("key", "value", "code"), [("agreement", [], 3), ("size_bytes", None, 0)], ids=str
 )
 def test_a_damaged_plotted_metric_is_said_or_drawn_without_a_traceback(
-    tmp_path, finished_run, key, value, code
+    tmp_path, shared_run, key, value, code
 ):
     """Found by the property above: a list where a plotted number was (`agreement`)
     reached matplotlib and ended as a ValueError traceback."""
-    _, run = finished_run
+    run = shared_run.out  # the session's finished run: read, then copied
     copy_ = tmp_path / "run"
     shutil.copytree(run, copy_)
     report = json.loads((copy_ / "report.json").read_text())
@@ -543,11 +545,11 @@ def test_a_damaged_plotted_metric_is_said_or_drawn_without_a_traceback(
     ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else repr(v),
 )
 def test_a_damaged_rendered_value_is_said_not_an_internal_error(
-    tmp_path, finished_run, path, value
+    tmp_path, shared_run, path, value
 ):
     """Found by the run-folder property (CI, one draw in 50): every value the renderers
     read is in the reader's shape check, so damage to one is exit 3 naming its key path."""
-    _, run = finished_run
+    run = shared_run.out  # the session's finished run: read, then copied
     copy_ = tmp_path / "run"
     shutil.copytree(run, copy_)
     report = json.loads((copy_ / "report.json").read_text())
