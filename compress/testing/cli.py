@@ -85,9 +85,10 @@ def run_cli(
         cwd: the working directory (a tmp_path: `runs/` defaults land there).
         out: the run directory the command writes, for `CliRun.report`
             (default: `cwd`).
-        timeout: seconds before the command is stopped: the process is killed
-            (subprocess), or this test process is ended with every thread's
-            traceback on stderr (in process: a hang must not stall the suite).
+        timeout: seconds before the command is given up: the process is killed
+            (subprocess); in process, every thread's traceback is printed on stderr
+            at that point, so a hang says where it hangs (ending the test process
+            would end every other test of it too).
         subprocess: start a real `python -m compress` process.
 
     Example:
@@ -107,10 +108,10 @@ def run_cli(
             check=False,
         )
         return CliRun(result.returncode, result.stdout, result.stderr, Path(out or cwd))
-    # a hang ends this process with every thread's traceback on the terminal (a dup of
-    # descriptor 2: the call's own descriptor 2 goes to a file nobody reads after)
+    # a hang prints every thread's traceback where the test's output goes (a dup of
+    # descriptor 2: the call's own descriptor 2 goes to a file read only at its end)
     with open(os.dup(2), "w") as terminal, _isolated(Path(cwd), argv) as streams:
-        faulthandler.dump_traceback_later(timeout, exit=True, file=terminal)
+        faulthandler.dump_traceback_later(timeout, file=terminal)
         try:
             code = _invoke(argv)
         finally:

@@ -151,6 +151,6 @@ def test_recipe_meets_its_own_budgets(tmp_path, path):
     if _is_long(path):
         pytest.importorskip("transformers", reason="needs scripts/get-text-extra.sh")
 
-    run = run_cli("run", path, "--out", tmp_path / "run", "--quiet", cwd=tmp_path)
+    run = run_cli("run", path, "--out", tmp_path / "run", "--quiet", cwd=tmp_path, timeout=3600)
 
     assert run.returncode == 0, run.output
