@@ -224,7 +224,7 @@ def _isolated(cwd: Path, argv: list[str]) -> Iterator[_Streams]:
         stack.enter_context(_process_state(cwd, argv))
         stack.enter_context(_torch_state())
         stack.enter_context(_logging_state())
-        stack.enter_context(warnings.catch_warnings())  # filters and showwarning
+        stack.enter_context(_process_warnings())
         stack.enter_context(_user_code(cwd))
         yield stack.enter_context(_captured())
 
@@ -249,6 +249,33 @@ def _process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
             if handler is not None:
                 signal.signal(number, handler)
         os.umask(umask)
+
+
+# A fresh interpreter's filters (CPython 3.11+, no -W): what `python -m compress` has.
+_INTERPRETER_FILTERS = (
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, None),
+    ("ignore", PendingDeprecationWarning, None),
+    ("ignore", ImportWarning, None),
+    ("ignore", ResourceWarning, None),
+)
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python's own printing of a warning, to the call's stderr."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def _process_warnings() -> Iterator[None]:
+    """Warnings filtered and printed as in a fresh process, not recorded by pytest: a
+    test that says "no warning reached the console" then means it. Put back after."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        for action, category, module in reversed(_INTERPRETER_FILTERS):
+            warnings.filterwarnings(action, category=category, module=module or "")
+        warnings.showwarning = _print_warning
+        yield
 
 
 @contextlib.contextmanager

@@ -116,6 +116,23 @@ def test_an_exception_that_escapes_the_command_is_exit_1_with_a_traceback(tmp_pa
     assert "Traceback" in run.stderr and "RuntimeError: escaped" in run.stderr
 
 
+def test_warnings_reach_the_commands_stderr_as_in_a_fresh_process(tmp_path, monkeypatch):
+    from compress.cli import main
+
+    def warn(**_):
+        warnings.warn("careful", UserWarning, stacklevel=1)
+        warnings.warn("old", DeprecationWarning, stacklevel=1)  # hidden by default
+
+    monkeypatch.setattr(main.commands["validate"], "callback", warn)
+    path = write_recipe(tmp_path / "t.toml", tiny_recipe_dict())
+
+    run = run_cli("validate", path, cwd=tmp_path)
+
+    assert run.returncode == 0
+    assert "UserWarning: careful" in run.stderr  # printed, not recorded by pytest
+    assert "old" not in run.stderr
+
+
 # subprocess: compares the in-process result with a real process's
 @pytest.mark.subprocess
 @pytest.mark.parametrize("epochs", [3, -3], ids=["valid", "invalid"])
