@@ -42,6 +42,40 @@ _IGNORED = {
 }
 
 
+# Files whose tests share an xdist worker with other files' (`-n 2 --dist loadgroup`):
+# the speed comparisons run one after another, and each server starts once. Every
+# other file is a group of its own, so its module fixtures are built once. The table
+# mirrors the files' `xdist_group` marks (tests/test_conftest.py checks it): with
+# pytest 9, xdist's own loadgroup no longer sees the marks (it renames `item._nodeid`,
+# which pytest 9's nodeid ignores), so the scheduler below reads this table instead.
+XDIST_GROUPS = {
+    "tests/integration/test_prune_speed.py": "timing",
+    "tests/integration/test_speed_flags.py": "timing",
+    "tests/integration/test_bench_and_providers.py": "timing",
+    "tests/integration/test_tracking.py": "servers",
+    "tests/integration/test_shared_study.py": "servers",
+}
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The xdist work unit of a test: its file's group, or its file."""
+    path = nodeid.split("::", 1)[0]
+    return XDIST_GROUPS.get(path, path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`: whole files (or groups of files) per worker."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return FileOrGroupScheduling(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _no_new_files_in_cwd():
     """Fail a test that leaves new files in the working directory (use tmp_path)."""

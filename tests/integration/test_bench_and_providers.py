@@ -21,7 +21,8 @@ from compress.runtime.machine import ISA_FLAGS, LoadMeter, int8_saturates, machi
 from compress.runtime.onnx_export import export_onnx
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe
 
-pytestmark = pytest.mark.integration
+# the bench and load-meter tests compare speeds: with the other timing tests, one worker
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("timing")]
 
 SHAPE = (1, 8, 8)
 
@@ -37,7 +38,6 @@ def two_models(tmp_path_factory):
     )
 
 
-@pytest.mark.xdist_group("timing")  # asserts the small model is faster
 def test_bench_prints_percentiles_and_ratio_with_spread(two_models, tmp_path):
     big, small = two_models
 
@@ -106,7 +106,6 @@ def test_load_meter_counts_other_processes_and_not_its_own(monkeypatch):
 
 
 @pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux's /proc/stat")
-@pytest.mark.xdist_group("timing")
 def test_load_meter_sees_a_busy_process_beside_it():
     # a spinning child is another process's load: a meter that read nothing (None)
     # or counted nothing would let latency rounds under load pass as clean
