@@ -130,8 +130,9 @@ def test_two_seeded_runs_give_byte_identical_models_and_metrics(reference, tmp_p
     ref_dir, ref_report = reference
 
     run = run_cli(
-        "run", _recipe(tmp_path), "--out", tmp_path / "run", cwd=tmp_path, out=tmp_path / "run"
-    )
+        "run", _recipe(tmp_path), "--out", tmp_path / "run", cwd=tmp_path, out=tmp_path / "run",
+        subprocess=True,
+    )  # fmt: skip
 
     assert _sha(run.out / "final" / "model.onnx") == _sha(ref_dir / "final" / "model.onnx")
     for stage in ("train", "prune"):
