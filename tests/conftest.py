@@ -63,6 +63,7 @@ def xdist_scope(nodeid: str) -> str:
     return XDIST_GROUPS.get(path, path)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup`: whole files (or groups of files) per worker."""
     if config.getvalue("dist") != "loadgroup":
