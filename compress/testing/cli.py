@@ -10,6 +10,11 @@ streams (Python-level and file-descriptor-level, so ONNX Runtime's C++ log lines
 caught too), environment variables, torch threads and random generators, logging
 handlers and levels, warnings filters, signal handlers and the umask.
 
+Not click's `CliRunner`: it captures only Python-level streams and hands each call
+fresh stream objects, so a `StreamHandler` a library builds during one call (optuna,
+mlflow) writes to a discarded buffer in every later call, and C++ log lines escape.
+tests/unit/test_run_cli.py checks the output here equals a real process's.
+
 `run_cli(..., subprocess=True)` keeps a real process for what only a process shows:
 kill -9, the run folder's lock held by another process, rlimits, torchrun, exit
 handlers, import side effects. Tests that use it carry `@pytest.mark.subprocess`.
