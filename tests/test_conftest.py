@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+# subprocess: the guard is checked by running pytest on an inner test file
+pytestmark = [pytest.mark.unit, pytest.mark.subprocess]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _INNER_TESTS = """
 from pathlib import Path
@@ -31,6 +35,11 @@ def test_guard_fails_a_test_that_writes_into_the_working_directory(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_inner.py"],
         cwd=tmp_path,
+        # the copied conftest imports the repository's `tests` package (tests/properties.py)
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
         capture_output=True,
         text=True,
         timeout=120,

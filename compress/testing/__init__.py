@@ -15,11 +15,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +23,7 @@ import torch
 from torch import nn
 
 from compress.data.bundle import DataBundle, Split
+from compress.testing.cli import CliRun, run_cli
 
 if TYPE_CHECKING:  # imported lazily below: keeps `import compress.testing` light
     from compress.stages.base import RunContext
@@ -120,62 +116,6 @@ def write_recipe(path: str | Path, recipe: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
     return path
-
-
-# --------------------------------------------------------------------------- the CLI
-
-
-@dataclass
-class CliRun:
-    """One finished `compress` command: exit code, output and run directory."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    out: Path
-
-    @property
-    def output(self) -> str:
-        """stdout and stderr together, for assertions about either."""
-        return self.stdout + self.stderr
-
-    @property
-    def report(self) -> dict[str, Any]:
-        """The run directory's report.json."""
-        return json.loads((self.out / "report.json").read_text(encoding="utf-8"))
-
-
-def run_cli(
-    *args: str | Path, cwd: str | Path, out: str | Path | None = None, timeout: float = 300
-) -> CliRun:
-    """Run `python -m compress ARGS` in a subprocess, in `cwd`, on one torch thread.
-
-    A real process, so exit codes, tracebacks and import side effects are what a
-    user sees. The terminal is wide and colourless so messages are not wrapped.
-
-    Args:
-        *args: the command line after `compress`.
-        cwd: the working directory (a tmp_path: `runs/` defaults land there).
-        out: the run directory the command writes, for `CliRun.report`
-            (default: `cwd`).
-        timeout: seconds before the process is killed.
-
-    Example:
-        >>> run = run_cli("validate", "t.toml", cwd=tmp_path)  # doctest: +SKIP
-        >>> run.returncode  # doctest: +SKIP
-        0
-    """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "250", "NO_COLOR": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "compress", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return CliRun(result.returncode, result.stdout, result.stderr, Path(out or cwd))
 
 
 # --------------------------------------------------------------------------- models

@@ -1,5 +1,9 @@
 """Run under torchrun by test_distributed.py: each mode trains on 2 ranks and rank 0
-writes what it got (safetensors) for the test to compare with one process."""
+writes what it got (safetensors) for the test to compare with one process.
+
+`all OUT_DIR` runs every mode in one launch, one after the other on the same process
+group (torchrun's start, the imports and the group cost more than the training), and
+writes OUT_DIR/<mode>.safetensors for each; `MODE OUT` runs one."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
@@ -66,7 +71,6 @@ def train(strategy: str, kind: str, out: Path, lazy: bool = False) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
     else:
         serve(ranks, data)
-    distributed.exit_process(0)
 
 
 def pipeline_step(out: Path) -> None:
@@ -88,13 +92,26 @@ def pipeline_step(out: Path) -> None:
         result["outputs"] = torch.cat(outputs)
     result["loss"] = torch.tensor([loss])
     save_file({k: v.contiguous() for k, v in result.items()}, f"{out}.rank{session.rank}")
-    distributed.exit_process(0)
 
 
-if __name__ == "__main__":
-    mode, out = sys.argv[1], Path(sys.argv[2])
+TRAIN_MODES = ("ddp-cnn", "pipeline-mlp", "pipeline-cnn", "ddp-cnn-lazy")
+MODES = (*TRAIN_MODES, "pipeline-step")
+
+
+def run_mode(mode: str, out: Path) -> None:
     if mode == "pipeline-step":
         pipeline_step(out)
     else:
         strategy, kind, *lazy = mode.split("-")
         train(strategy, kind, out, lazy=bool(lazy))
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    if mode == "all":
+        for each in MODES:
+            run_mode(each, out / f"{each}.safetensors")
+            dist.barrier()  # no message of one mode's protocol reaches the next
+    else:
+        run_mode(mode, out)
+    distributed.exit_process(0)

@@ -18,6 +18,9 @@ from tests.distributed._ranks import model_and_spec, tiny_data, training_config
 
 HERE = Path(__file__).parent
 
+# subprocess: torchrun starts the ranks; the CLI tests relaunch themselves through it
+pytestmark = pytest.mark.subprocess
+
 
 def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     command = [
@@ -42,14 +45,21 @@ def single_process(kind: str) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+@pytest.fixture(scope="module")
+def every_mode(tmp_path_factory) -> Path:
+    """One torchrun launch that trains every DDP / GPipe mode (`_ranks.py all`)."""
+    out = tmp_path_factory.mktemp("modes")
+    run = torchrun(str(HERE / "_ranks.py"), "all", str(out), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
 @pytest.mark.parametrize(
     "mode, kind",
     [("ddp", "cnn"), ("pipeline", "mlp"), ("pipeline", "cnn"), ("ddp", "cnn-lazy")],
 )
-def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, mode, kind):
-    out = tmp_path / "rank0.safetensors"
-    run = torchrun(str(HERE / "_ranks.py"), f"{mode}-{kind}", str(out))
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_two_ranks_train_the_same_weights_as_one_process(every_mode, mode, kind):
+    out = every_mode / f"{mode}-{kind}.safetensors"
     distributed = load_file(str(out))
     single = single_process(kind)
     assert distributed.keys() == single.keys()
@@ -75,10 +85,8 @@ def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, mode, kind):
     assert any(moved)
 
 
-def test_gpipe_step_matches_one_process_outputs_and_gradients(tmp_path):
-    out = tmp_path / "step"
-    run = torchrun(str(HERE / "_ranks.py"), "pipeline-step", str(out))
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_gpipe_step_matches_one_process_outputs_and_gradients(every_mode):
+    out = every_mode / "pipeline-step.safetensors"
     first, last = (load_file(f"{out}.rank{rank}") for rank in (0, 1))
 
     data = tiny_data()

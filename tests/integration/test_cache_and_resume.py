@@ -124,12 +124,15 @@ def test_no_cache_flag_reruns_everything(reference, tmp_path):
     assert [s["cached"] for s in rerun.report["stages"]] == [False, False, False]
 
 
+# subprocess: the same bytes from a fresh process, not only from this warmed-up one
+@pytest.mark.subprocess
 def test_two_seeded_runs_give_byte_identical_models_and_metrics(reference, tmp_path):
     ref_dir, ref_report = reference
 
     run = run_cli(
-        "run", _recipe(tmp_path), "--out", tmp_path / "run", cwd=tmp_path, out=tmp_path / "run"
-    )
+        "run", _recipe(tmp_path), "--out", tmp_path / "run", cwd=tmp_path, out=tmp_path / "run",
+        subprocess=True,
+    )  # fmt: skip
 
     assert _sha(run.out / "final" / "model.onnx") == _sha(ref_dir / "final" / "model.onnx")
     for stage in ("train", "prune"):
@@ -185,6 +188,8 @@ def test_a_half_written_stage_folder_is_never_reused(reference, tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+# subprocess: kill -9 of a real run at each kill point
+@pytest.mark.subprocess
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(reference, tmp_path, point):
     ref_dir, ref_report = reference
@@ -240,6 +245,8 @@ def _epoch_saved(stage: str, fit: int):
     return condition
 
 
+# subprocess: kill -9 of a real run mid-stage
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "stage, fit",
     [("train", 1), ("prune", 2)],
@@ -281,6 +288,8 @@ def test_sigkill_mid_stage_resumes_from_the_last_epoch_with_identical_results(
 # --------------------------------------------------------------------------- disk full
 
 
+# subprocess: RLIMIT_FSIZE applies to a whole process
+@pytest.mark.subprocess
 @pytest.mark.parametrize("limit_kib", [40])
 def test_a_full_disk_is_one_clear_error_and_a_rerun_completes(tmp_path, limit_kib):
     """RLIMIT_FSIZE makes writes past the limit fail (EFBIG) the way a full disk

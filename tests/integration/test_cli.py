@@ -1,4 +1,7 @@
-"""The `compress` command end to end, in a subprocess: exit codes, report.json, final model."""
+"""The `compress` command end to end: exit codes, report.json, final model.
+
+In this process (`run_cli`); tests/unit/test_run_cli.py checks that it gives the same
+exit code and output as a real `python -m compress`."""
 
 from __future__ import annotations
 

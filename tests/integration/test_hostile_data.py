@@ -2,8 +2,10 @@
 
 Each bad `.npz` is refused with exit 2 and one line naming the file (and the index at
 fault) before anything trains; a learning rate that blows the loss up stops the train
-stage (exit 3) with nothing after it. Real processes (`run_cli`): exit codes and
-tracebacks are what the user sees.
+stage (exit 3) with nothing after it. `run_cli` in this process, with the exit code,
+output and tracebacks a real process gives (tests/unit/test_run_cli.py): the command
+line, its one error line and the report, where tests/unit/test_data.py pins each
+loader message on its own.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ on each. Every case must end in exit 0, 1 or 2 with no traceback and nothing
 half-written; exit 3 only where a stage itself fails (a training that diverges) and
 for `compress report` on an unreadable or misshapen report.json (ArtifactError's code).
 
-Cases per run (max_examples): recipe bytes 150, recipe structure 120, --set 40,
-.npz files 80, run folders read by `compress report` 50 and rerun by `compress run`
-12, tiny trainings on valid random data 4: 456 in all (about 70 s on 2 busy cores).
+Cases per run (max_examples, nightly profile / ci profile, tests/properties.py): recipe
+bytes 150 / -, recipe structure 120 / -, --set 40 / - (CI fuzzes recipes once, in
+test_hostile_recipes.py), .npz files 80 / 40, run folders read by `compress report`
+50 / 25 and rerun by `compress run` 12 / 6, tiny trainings on valid random data 4 / 2:
+456 / 73 in all.
 Two kinds of damage the suite found are now in the draws, each with a test of its
 own at the end: valid JSON of the wrong shape in report.json (`compress report` says
 "not a compress report", exit 3) and values edited into a cached stage's metrics.json
@@ -37,6 +39,7 @@ from hypothesis import strategies as st
 
 from compress.cli import main
 from compress.testing import tiny_recipe_dict
+from tests.properties import examples, nightly_only
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +58,7 @@ def _settings(examples: int, shrink: bool = True):
     instead of minutes spent re-running smaller ones."""
     return settings(
         database=None,
-        max_examples=examples,
+        max_examples=max(examples, 1),  # 0: a nightly-only test, skipped before it draws
         deadline=None,
         phases=[p for p in Phase if shrink or p not in (Phase.shrink, Phase.explain)],
         suppress_health_check=[
@@ -134,7 +137,8 @@ def corrupted_bytes(draw) -> bytes:
     return bytes(data)
 
 
-@_settings(150)
+@nightly_only
+@_settings(examples(ci=0, nightly=150))
 @given(text=corrupted_bytes(), no_user_code=st.booleans())
 def test_a_recipe_with_corrupted_bytes_validates_or_exits_2(tmp_path, text, no_user_code):
     recipe = _fresh(tmp_path) / "bad.toml"
@@ -197,7 +201,8 @@ def mutated_recipe(draw) -> dict:
     return raw
 
 
-@_settings(120)
+@nightly_only
+@_settings(examples(ci=0, nightly=120))
 @given(raw=mutated_recipe(), no_user_code=st.booleans())
 def test_a_structurally_mutated_recipe_validates_or_exits_2(tmp_path, raw, no_user_code):
     recipe = _fresh(tmp_path) / "bad.toml"
@@ -215,7 +220,8 @@ OVERRIDE_VALUES = st.one_of(
 )
 
 
-@_settings(40)
+@nightly_only
+@_settings(examples(ci=0, nightly=40))
 @given(
     base=st.sampled_from(BASE_TEXTS),
     assignments=st.lists(
@@ -357,7 +363,7 @@ def _npz_recipe(folder: Path, data: Path, model: dict | None = None, **extra) ->
     return path
 
 
-@_settings(80)
+@_settings(examples(ci=40, nightly=80))
 @given(case=hostile_npz(), damage=st.sampled_from(["none", "none", "truncate", "flip"]))
 def test_a_hostile_npz_is_refused_by_name_before_anything_trains(tmp_path, case, damage):
     arrays, applied, refused = case
@@ -388,7 +394,7 @@ def test_a_hostile_npz_is_refused_by_name_before_anything_trains(tmp_path, case,
     assert not (out / "train").exists()
 
 
-@_settings(4, shrink=False)
+@_settings(examples(ci=2, nightly=4), shrink=False)
 @given(seed=st.integers(0, 2**16), flat=st.booleans(), scale=st.sampled_from([1.0, 1e-3, 255.0]))
 def test_tiny_trainings_on_random_valid_data_finish_cleanly(tmp_path, seed, flat, scale):
     folder = _fresh(tmp_path)
@@ -414,7 +420,9 @@ def test_tiny_trainings_on_random_valid_data_finish_cleanly(tmp_path, seed, flat
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> tuple[Path, Path]:
-    """(recipe, run folder) of a tiny finished run; copy it before changing anything."""
+    """(recipe, run folder) of a tiny passing run, for the reruns that must end passed
+    (the shared run misses a budget); copy it before changing anything. The tests that
+    only read a damaged copy use the session's `shared_run` (every stage type)."""
     root = tmp_path_factory.mktemp("finished")
     recipe = root / "tiny.toml"
     recipe.write_text(tomli_w.dumps(tiny_recipe_dict()), encoding="utf-8")
@@ -463,10 +471,10 @@ def _damage(run: Path, name: str, kind: str, seed: int) -> None:
         target.write_bytes(bytes(rng.integers(0, 256, int(rng.integers(0, 64)), dtype=np.uint8)))
 
 
-@_settings(50, shrink=False)
+@_settings(examples(ci=25, nightly=50), shrink=False)
 @given(data=st.data())
-def test_compress_report_on_a_damaged_run_folder_exits_cleanly(tmp_path, finished_run, data):
-    _, run = finished_run
+def test_compress_report_on_a_damaged_run_folder_exits_cleanly(tmp_path, shared_run, data):
+    run = shared_run.out  # the session's finished run: read, then copied
     name, kind, seed = data.draw(damage(_run_files(run)))
     copy_ = _fresh(tmp_path) / "run"
     shutil.copytree(run, copy_)
@@ -486,8 +494,8 @@ def test_compress_report_on_a_damaged_run_folder_exits_cleanly(tmp_path, finishe
 
 
 @pytest.mark.parametrize("wrong", [None, {"stages": "x"}, {"final": 3}], ids=str)
-def test_compress_report_on_a_report_json_of_the_wrong_shape_says_so(tmp_path, finished_run, wrong):
-    _, run = finished_run
+def test_compress_report_on_a_report_json_of_the_wrong_shape_says_so(tmp_path, shared_run, wrong):
+    run = shared_run.out  # the session's finished run: read, then copied
     copy_ = tmp_path / "run"
     shutil.copytree(run, copy_)
     report = json.loads((copy_ / "report.json").read_text())
@@ -504,11 +512,11 @@ def test_compress_report_on_a_report_json_of_the_wrong_shape_says_so(tmp_path, f
     ("key", "value", "code"), [("agreement", [], 3), ("size_bytes", None, 0)], ids=str
 )
 def test_a_damaged_plotted_metric_is_said_or_drawn_without_a_traceback(
-    tmp_path, finished_run, key, value, code
+    tmp_path, shared_run, key, value, code
 ):
     """Found by the property above: a list where a plotted number was (`agreement`)
     reached matplotlib and ended as a ValueError traceback."""
-    _, run = finished_run
+    run = shared_run.out  # the session's finished run: read, then copied
     copy_ = tmp_path / "run"
     shutil.copytree(run, copy_)
     report = json.loads((copy_ / "report.json").read_text())
@@ -537,11 +545,11 @@ def test_a_damaged_plotted_metric_is_said_or_drawn_without_a_traceback(
     ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else repr(v),
 )
 def test_a_damaged_rendered_value_is_said_not_an_internal_error(
-    tmp_path, finished_run, path, value
+    tmp_path, shared_run, path, value
 ):
     """Found by the run-folder property (CI, one draw in 50): every value the renderers
     read is in the reader's shape check, so damage to one is exit 3 naming its key path."""
-    _, run = finished_run
+    run = shared_run.out  # the session's finished run: read, then copied
     copy_ = tmp_path / "run"
     shutil.copytree(run, copy_)
     report = json.loads((copy_ / "report.json").read_text())
@@ -563,7 +571,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@_settings(12, shrink=False)
+@_settings(examples(ci=6, nightly=12), shrink=False)
 @given(data=st.data())
 def test_a_rerun_into_a_damaged_run_folder_repairs_it(tmp_path, finished_run, data):
     recipe, run = finished_run

@@ -1,5 +1,8 @@
 """Hostile input: hundreds of generated malformed recipes, each a clean exit 2.
 
+CI's one recipe-fuzzing suite (150 cases; 300 under the nightly profile, which also
+runs test_hostile_inputs.py's byte, structure and --set fuzzers: tests/properties.py).
+
 Every case mutates a valid recipe one way (unknown key, wrong type, out-of-range value,
 missing required key, bogus discriminator, broken TOML) and runs both `compress
 validate` and `compress run` in-process: exit code 2, a message that starts with the
@@ -19,6 +22,7 @@ from hypothesis import strategies as st
 from compress.cli import main
 from compress.recipe.loader import format_key_path
 from compress.testing import tiny_recipe_dict
+from tests.properties import examples
 
 pytestmark = pytest.mark.integration
 
@@ -213,7 +217,7 @@ def _expected_fragment(path) -> str | None:
 
 @settings(
     database=None,
-    max_examples=300,
+    max_examples=examples(ci=150, nightly=300),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -12,59 +12,41 @@ import pytest
 
 from compress.report.junit import render_junit
 from compress.report.records import Report, StageRecord
-from compress.testing import run_cli, tiny_recipe_dict, write_recipe
+from compress.testing import run_cli
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One tiny run with a passing and a failing budget, plus its JUnit file."""
-    root = tmp_path_factory.mktemp("reports")
-    recipe = tiny_recipe_dict(budgets={"accuracy_min": 0.5, "params_max": 10})
-    path = write_recipe(root / "t.toml", recipe)
-    run = run_cli(
-        "run",
-        path,
-        "--out",
-        root / "run",
-        "--junit",
-        root / "junit.xml",
-        cwd=root,
-        out=root / "run",
-    )
-    assert run.returncode == 1, run.output  # params_max = 10 cannot hold
-    return root, run
+def test_html_report_is_self_contained_with_plots(shared_run):
+    params = shared_run.cli.report["final"]["metrics"]["params"]
 
-
-def test_html_report_is_self_contained_with_plots(finished_run):
-    root, _ = finished_run
-
-    page = (root / "run" / "report.html").read_text(encoding="utf-8")
+    page = (shared_run.out / "report.html").read_text(encoding="utf-8")
 
     assert page.startswith("<!doctype html>")
     assert page.count('src="data:image/png;base64,') == 3  # trade-off, size, latency
     assert "http://" not in page and "https://" not in page  # nothing fetched when opened
-    assert "params 1,442 &gt; max 10" in page
+    assert f"params {params:,} &gt; max 10" in page
     assert "<table>" in page
 
 
-def test_junit_lists_one_case_per_budget_with_failures(finished_run):
-    root, run = finished_run
+def test_junit_lists_one_case_per_budget_with_failures(shared_run):
+    run = shared_run.cli
 
-    suite = ET.parse(root / "junit.xml").getroot().find("testsuite")
+    suite = ET.parse(shared_run.junit).getroot().find("testsuite")
 
-    cases = suite.findall("testcase")
+    every = suite.findall("testcase")
+    cases = [c for c in every if c.get("name") != "speed_vs_input"]  # flags: skipped cases
+    params = run.report["final"]["metrics"]["params"]
     budgets = [c for s in run.report["stages"] for c in s["budgets"]] + run.report["final"][
         "budgets"
     ]
     assert len(cases) == len(budgets) == 2
-    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert suite.get("tests") == str(len(every)) and suite.get("failures") == "1"
     failed = [c for c in cases if c.find("failure") is not None]
     assert [c.get("name") for c in failed] == ["params"]
-    assert "params 1,442 > max 10" in failed[0].find("failure").get("message")
+    assert f"params {params:,} > max 10" in failed[0].find("failure").get("message")
 
 
 def test_junit_records_a_stage_error():
@@ -88,10 +70,8 @@ def test_junit_records_a_stage_error():
     assert suite.find("testcase/error").get("message") == "stage 'train': boom"
 
 
-def test_report_command_regenerates_the_reports(finished_run, tmp_path):
-    root, _ = finished_run
-    copy = tmp_path / "run"
-    shutil.copytree(root / "run", copy)
+def test_report_command_regenerates_the_reports(shared_run, tmp_path):
+    copy = shared_run.copy(tmp_path)
     (copy / "report.md").unlink()
     (copy / "report.html").unlink()
 
@@ -102,16 +82,14 @@ def test_report_command_regenerates_the_reports(finished_run, tmp_path):
     assert (copy / "report.html").is_file()
 
 
-def test_baseline_diff_flags_an_injected_regression(finished_run, tmp_path):
-    root, _ = finished_run
-    current = tmp_path / "current"
-    shutil.copytree(root / "run", current)
+def test_baseline_diff_flags_an_injected_regression(shared_run, tmp_path):
+    current = shared_run.copy(tmp_path)
     report = json.loads((current / "report.json").read_text())
     report["final"]["metrics"]["accuracy"] -= 0.05  # inject: 5 points worse
     (current / "report.json").write_text(json.dumps(report))
 
     run = run_cli(
-        "report", current, "--baseline", root / "run", "--fail-on-regression", cwd=tmp_path
+        "report", current, "--baseline", shared_run.out, "--fail-on-regression", cwd=tmp_path
     )
 
     assert run.returncode == 1, run.output
@@ -122,14 +100,14 @@ def test_baseline_diff_flags_an_injected_regression(finished_run, tmp_path):
     assert by_metric["size_bytes"]["regression"] is False  # same file
 
 
-def test_baseline_diff_passes_against_itself(finished_run, tmp_path):
-    root, _ = finished_run
+def test_baseline_diff_passes_against_itself(shared_run, tmp_path):
+    copy = shared_run.copy(tmp_path)  # the report command writes regression.* into it
 
     run = run_cli(
         "report",
-        root / "run",
+        copy,
         "--baseline",
-        root / "run",
+        shared_run.out,
         "--max-latency-increase",
         "0.5",
         cwd=tmp_path,

@@ -48,6 +48,8 @@ def _kill(process) -> None:
     process.wait(timeout=30)
 
 
+# subprocess: the lock must be held by another process, as a user meets it
+@pytest.mark.subprocess
 def test_a_second_run_into_the_same_folder_exits_2_naming_the_first(tmp_path):
     first, out = _start_long_run(tmp_path)
     try:
@@ -73,6 +75,8 @@ def test_a_second_run_into_the_same_folder_exits_2_naming_the_first(tmp_path):
     assert report.exit_code == 0, report.output
 
 
+# subprocess: kill -9 of a real run holding the lock
+@pytest.mark.subprocess
 def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path):
     first, out = _start_long_run(tmp_path)
     _kill(first)

@@ -23,7 +23,12 @@ from compress.recipe import validate_recipe
 from compress.testing import tiny_recipe_dict, write_recipe
 from compress.tuning import tune
 
-pytestmark = pytest.mark.integration
+# subprocess: tune workers are real processes on one PostgreSQL study, killed mid-trial
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.subprocess,
+    pytest.mark.xdist_group("servers"),  # one worker starts PostgreSQL, once
+]
 
 LR = "stages[0].optimizer.lr"
 

@@ -8,7 +8,8 @@ import pytest
 
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe
 
-pytestmark = pytest.mark.integration
+# interleaved latency ratios: the timing tests run one after another, on one xdist worker
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("timing")]
 
 # A teacher of 4 channels, then a "student" ~50x its MACs: the distill stage's model is
 # slower than its input (the teacher) by far more than any round-to-round drift.
@@ -28,36 +29,29 @@ SLOWER = tiny_recipe_dict(
 )
 
 
-@pytest.fixture(scope="module")
-def slower_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slower")
-    path = write_recipe(root / "slower.toml", SLOWER)
-    run = run_cli("run", path, "--out", root / "run", "--junit", root / "junit.xml",
-                  cwd=root, out=root / "run")  # fmt: skip
-    return root, run
+def test_the_slower_stage_is_flagged_in_console_report_markdown_and_junit(shared_run):
+    # the shared run's distill stage: a student of ~50x its teacher's MACs
+    run = shared_run.cli
 
-
-def test_the_slower_stage_is_flagged_in_console_report_markdown_and_junit(slower_run):
-    root, run = slower_run
-
-    assert run.returncode == 0, run.output  # a flag, not a gate: no budget asks for it
+    (failure,) = run.report["failures"]  # a flag, not a gate: only the params budget fails
+    assert "params" in failure and "slower" not in failure
     distill = next(s for s in run.report["stages"] if s["name"] == "distill")
     (flag,) = distill["flags"]
     ratio = distill["metrics"]["speedup_vs_input"]
     assert flag["kind"] == "slower_than_input" and flag["input_stage"] == "train"
     assert ratio["max"] < 1.0 and ratio["rounds"] == 5
     assert "SLOWER" in run.output and "slower than its input" in run.output
-    markdown = (root / "run" / "report.md").read_text(encoding="utf-8")
+    markdown = (shared_run.out / "report.md").read_text(encoding="utf-8")
     assert "## Slower than their input" in markdown and flag["message"] in markdown
-    assert "slower than its input" in (root / "run" / "report.html").read_text("utf-8")
-    cases = ET.parse(root / "junit.xml").getroot().iter("testcase")
+    assert "slower than its input" in (shared_run.out / "report.html").read_text("utf-8")
+    cases = ET.parse(shared_run.junit).getroot().iter("testcase")
     flagged = [c for c in cases if c.get("name") == "speed_vs_input"]
     by_stage = {c.get("classname").split(".")[-1]: c for c in flagged}
     assert by_stage["distill"].find("skipped").get("message") == flag["message"]
 
 
-def test_stages_no_slower_than_their_input_carry_no_flag(slower_run):
-    _, run = slower_run
+def test_stages_no_slower_than_their_input_carry_no_flag(shared_run):
+    run = shared_run.cli
 
     export = next(s for s in run.report["stages"] if s["name"] == "export")
     train = run.report["stages"][0]

@@ -16,7 +16,8 @@ import pytest
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe
 from tests.servers import free_port
 
-pytestmark = pytest.mark.integration
+# one worker starts the MLflow server, once (a session fixture per xdist worker)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("servers")]
 
 DIGITS = Path(__file__).resolve().parents[2] / "recipes" / "digits.toml"
 

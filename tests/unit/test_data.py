@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from compress.data import RawData, build_bundle, load_raw, stratified_split
 from compress.errors import DataError
 from compress.recipe.schema import DataConfig
+from tests.properties import examples
 
 pytestmark = pytest.mark.unit
 
@@ -59,7 +60,7 @@ def test_stratified_split_keeps_one_of_each_class_on_both_sides():
     assert sorted(set(labels[kept].tolist())) == [0, 1]
 
 
-@settings(database=None, max_examples=60, deadline=None)
+@settings(database=None, max_examples=examples(ci=40, nightly=60), deadline=None)
 @given(
     counts=st.lists(st.integers(1, 30), min_size=1, max_size=6),
     fraction=st.floats(0.05, 0.45),
@@ -744,7 +745,7 @@ def test_an_official_test_split_of_another_shape_is_named():
     )
 
 
-@settings(database=None, max_examples=80, deadline=None)
+@settings(database=None, max_examples=examples(ci=40, nightly=80), deadline=None)
 @given(
     counts=st.lists(st.integers(0, 6), min_size=1, max_size=5),
     official_test=st.booleans(),

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.unit
+# subprocess: what `import compress` loads shows only in a fresh interpreter
+pytestmark = [pytest.mark.unit, pytest.mark.subprocess]
 
 HEAVY = ("onnxruntime", "onnx", "onnxscript", "torch_pruning", "optuna", "mlflow", "psycopg")
 

@@ -256,9 +256,18 @@ def test_speedup_skips_zero_rounds_and_reports_nan_without_any():
 # --------------------------------------------------------------------------- providers
 
 
-def test_cpu_provider_is_always_available():
-    assert "cpu" in available_providers()
-    check_providers(["cpu"])  # raises if missing
+def test_available_providers_names_what_onnxruntime_offers_in_recipe_terms(monkeypatch):
+    # (replaces "onnxruntime ships a CPU provider", a fact about onnxruntime) the
+    # mapping from ORT's names to the recipe's, unknown providers left out
+    import onnxruntime as ort
+
+    offered = ["TensorrtExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: offered)
+
+    assert available_providers() == ["cpu", "tensorrt"]
+    assert check_providers(["cpu", "tensorrt"]) == {}
+    missing = check_providers(["cpu", "cuda"], optional=["cuda"])
+    assert list(missing) == ["cuda"] and "onnxruntime-gpu" in missing["cuda"]
 
 
 @pytest.mark.skipif("cuda" in available_providers(), reason="this onnxruntime has CUDA")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from compress.errors import StageError
 from compress.models import build_model
 from compress.recipe.schema import CNNConfig, TrainingConfig
 from compress.testing import TinyCNN, tiny_bundle
-from compress.training import SingleProcess, Strategy, fit
+from compress.training import SingleProcess, fit
 
 pytestmark = pytest.mark.unit
 
@@ -89,9 +91,33 @@ def test_channels_last_follows_the_strategy():
     assert layouts and all(layouts)
 
 
-def test_the_default_strategy_is_one_process_with_no_identity():
-    strategy = SingleProcess()
+def _cache_key(strategy) -> str:
+    from compress.pipeline.cache import StageCache
+    from compress.recipe import Recipe
+    from compress.testing import tiny_recipe_dict
 
-    assert isinstance(strategy, Strategy)
-    assert strategy.is_driver and strategy.world_size == 1
-    assert strategy.identity() is None
+    recipe = Recipe.model_validate(tiny_recipe_dict())
+    return StageCache(Path("unused")).key(
+        recipe.stages[0], "input", recipe, tiny_bundle(), strategy
+    )
+
+
+class TwoRanks(SingleProcess):
+    world_size = 2
+
+    def identity(self):
+        return {"strategy": "ddp", "world_size": 2}
+
+
+def test_a_stage_trained_on_ranks_never_reuses_a_one_process_result():
+    # (replaces a test of SingleProcess's class defaults) the strategy's identity is
+    # part of the stage cache key: a key that ignored it would hand a DDP run the
+    # weights a one-process run trained, and the other way round
+    one, again, ranks = (
+        _cache_key(SingleProcess()),
+        _cache_key(SingleProcess()),
+        _cache_key(TwoRanks()),
+    )
+
+    assert one == again
+    assert ranks != one
