@@ -7,7 +7,7 @@ script tells the two apart. It exits 0 when every accuracy is equal and every fi
 either has the same bytes or computes bit-identical logits on every test row.
 
 Usage:
-    python scripts/compare_runs.py recipes/digits.toml /work/baseline/digits /tmp/fb-digits
+    python scripts/compare_runs.py recipes/digits.toml runs/digits-before runs/digits-after
 """
 
 from __future__ import annotations

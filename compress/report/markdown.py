@@ -80,7 +80,7 @@ def _notices(report: Report) -> list[str]:
     """Missed budgets and errors, warnings, and the stages slower than their input."""
     flags = [flag.message for stage in report.stages for flag in stage.flags]
     warnings = report.warnings + [
-        f"stage '{stage.name}': {warning}" for stage in report.stages for warning in stage.warnings
+        f"{stage.name}: {warning}" for stage in report.stages for warning in stage.warnings
     ]
     slower_intro = [
         "No budget gates these (`speedup_vs_input_min` would); each stage below made "

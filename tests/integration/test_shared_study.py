@@ -7,6 +7,7 @@ and run again (optuna's heartbeat), and a second command joining the study with
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -46,8 +47,15 @@ def _recipe(trials: int, epochs: int = 1, samples: int = 300) -> dict:
     return recipe
 
 
+@functools.cache
+def _storage(url: str):
+    # one engine for the test process: polling with a new storage every 0.1 s opened a
+    # connection pool each time, and PostgreSQL ran out of clients ("too many clients")
+    return optuna.storages.RDBStorage(url)
+
+
 def _study(url: str):
-    return optuna.load_study(study_name="tiny", storage=url)
+    return optuna.load_study(study_name="tiny", storage=_storage(url))
 
 
 def _assert_consistent(trials, total: int) -> None:

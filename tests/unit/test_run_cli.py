@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from compress.models.architectures import ARCHITECTURES
+from compress.data import DATA_SOURCES
 from compress.testing import run_cli, tiny_recipe_dict, write_recipe
 
 pytestmark = pytest.mark.unit
@@ -23,14 +23,14 @@ pytestmark = pytest.mark.unit
 MISCHIEF = """
 import logging, os, signal, sys, warnings
 import torch
-from compress.models.architectures import ARCHITECTURES
+from compress.data import DATA_SOURCES
 
 print("imported {tag}")
 os.write(2, b"fd-level {tag}\\n")
 
-@ARCHITECTURES.register("mischief-{tag}")
-def registered(num_classes, input_shape):
-    raise RuntimeError("never built")
+@DATA_SOURCES.register("mischief-{tag}")
+def registered(config):
+    raise RuntimeError("never loaded")
 
 def build(num_classes, input_shape):
     torch.set_num_threads(3)
@@ -68,7 +68,7 @@ def _state() -> dict:
         "filters": warnings.filters[:],
         "sigterm": signal.getsignal(signal.SIGTERM),
         "umask": os.umask(os.umask(0o022)),
-        "architectures": ARCHITECTURES.names(),
+        "data sources": DATA_SOURCES.names(),
     }
 
 
