@@ -272,7 +272,10 @@ def _recalibration(record: Recalibration) -> str:
     )
     if record.metric and record.before is not None and record.after is not None:
         text += f", {record.metric} {record.before:.2%} -> {record.after:.2%}"
-    return text + ("; kept" if record.kept else "; not kept (old statistics restored)")
+    if record.improved is not None and record.worsened is not None:
+        text += f" (+{record.improved}/-{record.worsened} rows"
+        text += f", p = {record.p_value:.2g})" if record.p_value is not None else ")"
+    return text + ("; kept" if record.kept else "; discarded (old statistics restored)")
 
 
 def _stage_notes(report: Report) -> list[str]:

@@ -174,6 +174,11 @@ class Recalibration(Record):
     metric: str | None = None
     before: float | None = None
     after: float | None = None
+    # validation rows the new statistics got right and the old wrong, and the reverse;
+    # the one-sided sign-test p-value the keep rule read (absent in older reports)
+    improved: int | None = None
+    worsened: int | None = None
+    p_value: float | None = None
 
 
 class FinetuneSettings(Record):

@@ -65,7 +65,9 @@ def test_report_counts_recalibrations_and_finetune_settings(tmp_path):
     ]
     for record in train["details"]["bn_recalibration"] + prune["details"]["bn_recalibration"]:
         assert record["samples"] == 640 and record["layers"] == 3
-        assert record["kept"] == (record["after"] >= record["before"])
+        # kept only when the paired sign test says the new statistics help (p <= 0.05)
+        helps = record["improved"] > record["worsened"] and record["p_value"] <= 0.05
+        assert record["kept"] == helps
     used = prune["details"]["finetune_settings"]
     last_lr = train["details"]["training"]["history"][-1]["lr"]
     assert used["optimizer"]["name"] == "adamw"

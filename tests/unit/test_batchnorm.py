@@ -3,6 +3,7 @@ the new statistics, and that ranks averaging their shares get one process's resu
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
@@ -20,6 +21,7 @@ from compress.training.batchnorm import (
     recalibrate_batch_norm_,
     recalibrate_checked_,
     sample_plan,
+    sign_test_p,
 )
 from compress.training.strategy import Strategy
 
@@ -139,6 +141,90 @@ def test_statistics_that_lower_validation_accuracy_are_not_kept():
     assert not record["kept"] and record["after"] < record["before"]
     for old, layer in zip(before, batch_norm_layers(model)):
         assert torch.equal(layer.running_mean, old)
+
+
+def _threshold_model() -> nn.Module:
+    """Class 1 exactly when x is above the BatchNorm's running mean."""
+    model = nn.Sequential(nn.BatchNorm1d(1), nn.Linear(1, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[0.0], [1.0]]))
+        model[1].bias.zero_()
+    return model
+
+
+def _threshold_data(moved_rows: int, labeled: bool = True):
+    """Training rows with mean 1 (the stored mean is 0); validation rows both means
+    classify alike (x = -1 class 0, x = 3 class 1) plus `moved_rows` rows of class 0 at
+    x = 0.5, which only the re-estimated mean (1) gets right."""
+    train = torch.tensor([0.5, 1.5] * 8).unsqueeze(1)
+    x = torch.tensor([-1.0] * 40 + [3.0] * 40 + [0.5] * moved_rows).unsqueeze(1)
+    y = torch.tensor([0] * 40 + [1] * 40 + [0] * moved_rows)
+    data = tiny_bundle(num_classes=2, input_shape=(1,))
+    train_split = Split(train, torch.zeros(16, dtype=torch.int64))
+    if not labeled:
+        y = torch.full_like(y, -1)
+    val = Split(x, y, labeled=labeled)
+    return type(data)(**{**data.__dict__, "train": train_split, "val": val})
+
+
+def test_sign_test_p_values():
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(1, 0) == 0.5
+    assert sign_test_p(5, 0) == pytest.approx(1 / 32)
+    assert sign_test_p(4, 0) == pytest.approx(1 / 16)
+    assert sign_test_p(9, 2) == pytest.approx(sum(math.comb(11, k) for k in range(9, 12)) / 2**11)
+    assert sign_test_p(2, 9) > 0.9
+
+
+@pytest.mark.parametrize(("moved_rows", "kept"), [(1, False), (4, False), (5, True), (30, True)])
+def test_statistics_are_kept_only_when_a_sign_test_says_they_help(moved_rows, kept):
+    model = _threshold_model()
+    data = _threshold_data(moved_rows)
+
+    record = recalibrate_checked_(model, data, BatchNormConfig(), where="test", batch_size=16)
+
+    n = 80 + moved_rows
+    assert record["before"] == pytest.approx(80 / n) and record["after"] == 1.0
+    assert (record["improved"], record["worsened"]) == (moved_rows, 0)
+    assert record["p_value"] == pytest.approx(0.5**moved_rows)
+    assert record["kept"] is kept
+    assert float(model[0].running_mean) == (1.0 if kept else 0.0)
+
+
+def test_significance_one_keeps_any_strict_gain_and_agreement_judges_without_labels():
+    loose = BatchNormConfig(significance=1.0)
+    record = recalibrate_checked_(
+        _threshold_model(), _threshold_data(1), loose, where="test", batch_size=16
+    )
+    assert record["kept"] and record["p_value"] == 0.5
+
+    # without labels: agreement with a reference that predicts class 0 at x = 0.5
+    reference = torch.tensor([0] * 40 + [1] * 40 + [0] * 3)
+    model = _threshold_model()
+    data = _threshold_data(3, labeled=False)
+    record = recalibrate_checked_(
+        model, data, BatchNormConfig(), where="test", batch_size=16, reference=reference
+    )
+    assert record["metric"] == "val_agreement" and record["after"] == 1.0
+    assert (record["improved"], record["worsened"], record["kept"]) == (3, 0, False)
+    assert float(model[0].running_mean) == 0.0
+
+
+def test_the_report_says_a_discarded_recalibration_was_discarded_with_both_figures():
+    from compress.report.markdown import _recalibration
+    from compress.report.records import Recalibration
+
+    record = recalibrate_checked_(
+        _threshold_model(), _threshold_data(1), BatchNormConfig(), where="step 1: after pruning",
+        batch_size=16,
+    )  # fmt: skip
+
+    text = _recalibration(Recalibration.model_validate(record))
+    assert text == (
+        "BatchNorm step 1: after pruning: 1 layers re-estimated over 16 samples "
+        f"(means moved {record['mean_shift_sd']:.2f} sd), val_accuracy 98.77% -> 100.00% "
+        "(+1/-0 rows, p = 0.5); discarded (old statistics restored)"
+    )
 
 
 class _ThreadRanks(Strategy):
