@@ -123,10 +123,16 @@ class ConsoleReporter(Callback):
     def on_epoch_end(self, stage, epoch, metrics):
         if self.quiet:
             return
-        text = (
-            f"train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}  "
-            f"val_acc {metrics['val_accuracy'] * 100:.2f}%  lr {metrics['lr']:.3g}"
-        )
+        if metrics.get("val_accuracy") is not None:
+            val = (
+                f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy'] * 100:.2f}%"
+            )
+        else:  # no labels: measured against the teacher
+            val = (
+                f"val_kd_loss {metrics['val_kd_loss']:.4f}  "
+                f"val_agree {metrics['val_agreement'] * 100:.2f}%"
+            )
+        text = f"train_loss {metrics['train_loss']:.4f}  {val}  lr {metrics['lr']:.3g}"
         self._epochs.update(stage, epoch, int(metrics.get("epochs", epoch)), text)
 
     def on_stage_end(self, record):

@@ -137,15 +137,16 @@ def _order_problems(stages: list) -> list[str]:
 
 
 def _unlabeled_problems(recipe: Recipe) -> list[str]:
-    """Images without labels (`data.labeled = false`) calibrate and export; nothing
-    that trains on labels can run on them."""
+    """Data without labels (`data.labeled = false`) calibrates, exports, distils and
+    fine-tunes a pruned model from a teacher's outputs (alpha = 1); each part of a
+    stage that reads labels (`StageConfigBase.label_readers`) is named by its key."""
     if getattr(recipe.data, "labeled", True):
         return []
     out = [
-        f"stages[{index}] ({stage.label()}) trains on labels, and data.labeled = false "
-        "has none (unlabeled images only calibrate and export a trained model)"
+        f"stages[{index}].{key} ({stage.label()}): {why}, and data.labeled = false has "
+        "none (unlabeled data distils from a teacher with alpha = 1, calibrates and exports)"
         for index, stage in enumerate(recipe.stages)
-        if stage.needs_labels()
+        for key, why in stage.label_readers()
     ]
     tables = [("budgets", recipe.budgets)] + [
         (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from compress.recipe.schema import StrictModel
-from compress.recipe.stage_common import FinetuneConfig, _StageBase
+from compress.recipe.stage_common import FinetuneConfig, _StageBase, distillation_label_readers
 
 
 class PruneTarget(StrictModel):
@@ -41,7 +41,7 @@ class PruneStageConfig(_StageBase):
     last step whose validation accuracy still meets the stage's accuracy budgets.
     """
 
-    trains_on_labels = True  # when it fine-tunes: see needs_labels
+    trains_on_labels = True  # when it fine-tunes on labels: see label_readers
 
     type: Literal["prune"]
     method: Literal["structured", "unstructured"] = Field(
@@ -121,8 +121,21 @@ class PruneStageConfig(_StageBase):
     )
 
     def needs_labels(self) -> bool:
-        """Pruning alone reads no labels; its fine-tune epochs train on them."""
-        return self.finetune.epochs > 0
+        """Pruning alone reads no labels; a fine-tune reads them unless it distils
+        with alpha = 1."""
+        return bool(self.label_readers())
+
+    def label_readers(self) -> list[tuple[str, str]]:
+        finetune = self.finetune
+        if finetune.epochs == 0:
+            return []
+        if not finetune.distill:
+            return [(
+                "finetune.distill",
+                "false: the fine-tune trains on labels (distill = true with alpha = 1 "
+                "learns from the unpruned model's outputs only)",
+            )]  # fmt: skip
+        return distillation_label_readers(finetune, finetune.alpha, "finetune.")
 
     @model_validator(mode="after")
     def _target_rules(self) -> PruneStageConfig:

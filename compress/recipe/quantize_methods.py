@@ -131,6 +131,9 @@ class QATMethodConfig(QuantizeStageConfig, StaticSettings):
     format: Literal["qdq"] = _qdq()
     qat: QATConfig = Field(default_factory=QATConfig, description="The training table.")
 
+    def label_readers(self) -> list[tuple[str, str]]:
+        return [("mode", "'qat' trains with fake quantization on labels")]
+
     @model_validator(mode="after")
     def _trainable(self) -> QATMethodConfig:
         if not self.per_channel or self.weight_type != "int8":

@@ -56,8 +56,21 @@ class StageConfigBase(StrictModel):
         return self.needs_torch_model
 
     def needs_labels(self) -> bool:
-        """Whether this configured stage trains on labels (default: the class's)."""
+        """Whether this configured stage reads labels (default: the class's)."""
         return self.trains_on_labels
+
+    def label_readers(self) -> list[tuple[str, str]]:
+        """(key path in this stage's table, why) for each part of this configured
+        stage that reads labels, so it cannot run on `data.labeled = false`; empty
+        when it can. Default: the whole stage (`type`) when `needs_labels()`.
+
+        Example:
+            >>> from compress.recipe.stages import DistillStageConfig
+            >>> student = {"architecture": "mlp"}
+            >>> DistillStageConfig(type="distill", student=student, alpha=0.5).label_readers()[0][0]
+            'alpha'
+        """
+        return [("type", f"{self.type!r} trains on labels")] if self.needs_labels() else []
 
     def label(self) -> str:
         """How messages name the stage's kind: its type (quantize adds its method)."""
@@ -97,3 +110,26 @@ class FinetuneConfig(TrainingConfig, DistillConfig):
         description="The distillation teacher: the stage's unpruned input model, or the "
         "run's teacher (the first stage's model).",
     )
+
+
+def distillation_label_readers(
+    config: TrainingConfig, alpha: float, prefix: str = ""
+) -> list[tuple[str, str]]:
+    """What of a distilling training reads labels: alpha < 1 (the cross-entropy term)
+    and early stopping on val_accuracy / val_loss. With alpha = 1 the student learns
+    from the teacher's outputs only, and agreement with it is what validation reads."""
+    out = []
+    if alpha < 1:
+        out.append((
+            f"{prefix}alpha",
+            f"alpha = {alpha:g} weights the labels' cross-entropy by 1 - alpha "
+            "(alpha = 1 learns from the teacher's outputs only)",
+        ))  # fmt: skip
+    stopping = config.early_stopping
+    if stopping is not None and stopping.monitor in ("val_accuracy", "val_loss"):
+        out.append((
+            f"{prefix}early_stopping.monitor",
+            f"{stopping.monitor!r} reads labels (monitor 'val_agreement' or "
+            "'val_kd_loss': agreement with the teacher)",
+        ))  # fmt: skip
+    return out

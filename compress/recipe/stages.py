@@ -30,6 +30,7 @@ from compress.recipe.stage_common import (  # noqa: F401 (re-export)
     FinetuneConfig,
     StageConfigBase,
     _StageBase,
+    distillation_label_readers,
 )
 from compress.registry import Registry, registered_table
 
@@ -46,9 +47,11 @@ class TrainStageConfig(_StageBase, TrainingConfig):
 
 
 class DistillStageConfig(_StageBase, TrainingConfig, DistillConfig):
-    """Train `student` against the current model as a frozen teacher."""
+    """Train `student` against the current model as a frozen teacher.
 
-    trains_on_labels = True
+    With alpha = 1 it reads no labels: it runs on unlabeled data, validated by
+    agreement with the teacher (`training/validation.py`).
+    """
 
     type: Literal["distill"]
     student: ModelConfig = Field(description="The student architecture table.")
@@ -65,6 +68,12 @@ class DistillStageConfig(_StageBase, TrainingConfig, DistillConfig):
     feature_weight: float = Field(
         1.0, ge=0, description="Weight of the hidden-state loss (with feature_layers)."
     )
+
+    def needs_labels(self) -> bool:
+        return bool(self.label_readers())
+
+    def label_readers(self) -> list[tuple[str, str]]:
+        return distillation_label_readers(self, self.alpha)
 
 
 class ExportStageConfig(_StageBase):
@@ -95,7 +104,7 @@ class ExportStageConfig(_StageBase):
     batch_norm: BatchNormConfig = Field(
         default_factory=BatchNormConfig,
         description="A float model's BatchNorm statistics re-estimated before it is "
-        "exported (kept unless validation accuracy falls): a model that arrived with "
+        "exported (kept when they measurably help on validation): a model that arrived with "
         "weights from elsewhere has never been recalibrated on this data.",
     )
 

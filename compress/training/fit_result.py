@@ -29,11 +29,18 @@ class FitResult:
         return self.history[-1]["lr"] if self.history else None
 
     def summary(self) -> dict[str, Any]:
+        # without labels the best epoch is judged against the teacher (validation.py)
+        agreement = {
+            f"best_{name}": self.best[name]
+            for name in ("val_agreement", "val_kd_loss")
+            if name in self.best
+        }
         return {
             "epochs_run": len(self.history),
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best.get("val_accuracy"),
             "best_val_loss": self.best.get("val_loss"),
+            **agreement,
             "stop_reason": self.stop_reason,
             "resumed_from_epoch": self.resumed_from_epoch,
             "optimizer": self.optimizer,

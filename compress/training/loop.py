@@ -28,11 +28,12 @@ from compress.training.batchnorm import recalibrate_checked_
 from compress.training.checkpoint import EpochCheckpoint, fingerprint
 from compress.training.features import FeatureDistiller
 from compress.training.fit_result import FitResult
-from compress.training.inference import evaluate, teacher_logits_memo
+from compress.training.inference import teacher_logits_memo
 from compress.training.losses import distillation_loss
 from compress.training.optim import build_optimizer, build_schedule
 from compress.training.stopping import DivergenceGuard, EarlyStopping
 from compress.training.strategy import SingleProcess, Strategy, TrainingJob
+from compress.training.validation import shared_validation_metrics, teacher_val_logits
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -67,8 +68,8 @@ def fit(
     checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
     """Train `model` in place on `data.train`, validating on `data.val` each epoch,
-    then re-estimate its BatchNorm statistics (`config.batch_norm`; kept unless
-    validation accuracy falls, `FitResult.batch_norm` says what changed).
+    then re-estimate its BatchNorm statistics (`config.batch_norm`; kept only when
+    they measurably help on validation, `FitResult.batch_norm` says what changed).
 
     The strategy decides where the job runs: in this process (the default), or on
     every rank of a distributed run, where the driver first hands the job to the
@@ -104,10 +105,14 @@ def fit(
     try:
         result = _train(job)
         result.optimizer = config.optimizer.model_dump(mode="json")
-        # every rank recalibrates its share of the rows; the statistics are averaged
+        # every rank recalibrates its share of the rows; the statistics are averaged.
+        # Without labels they are judged by agreement with the teacher (memoised logits)
+        reference = None
+        if not data.val.labeled and teacher is not None:
+            reference = teacher_logits_memo.get(teacher, data.val).argmax(1)
         result.batch_norm = recalibrate_checked_(
             model, data, config.batch_norm, where="after training",
-            batch_size=config.batch_size, seed=seed, strategy=strategy,
+            batch_size=config.batch_size, seed=seed, strategy=strategy, reference=reference,
         )  # fmt: skip
         return result
     except AgreedStop:
@@ -134,6 +139,7 @@ class _Loop:
     guard: DivergenceGuard
     features: FeatureDistiller | None = None
     teacher_logits: torch.Tensor | None = None
+    teacher_val: torch.Tensor | None = None  # what val_agreement compares with
     engine: Any = None
     result: FitResult = field(default_factory=FitResult)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -186,9 +192,10 @@ def _prepare(job: FitJob) -> _Loop:
     )
     torch.manual_seed(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
-    if not job.data.labeled:
+    if not job.data.labeled and (job.distill is None or job.distill.alpha < 1):
         raise StageError(
-            "the data has no labels (data.labeled = false): training needs labelled images"
+            "the data has no labels (data.labeled = false): training on them needs "
+            "distillation with alpha = 1 (the teacher's outputs only)"
         )
     images = len(train.input_shapes) == 1 and len(train.input_shapes[0]) == 3
     steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
@@ -203,8 +210,11 @@ def _prepare(job: FitJob) -> _Loop:
     loop = _Loop(
         job, augment, identity, generator, images, layout, device, optimizer,
         build_schedule(optimizer, config.schedule, config.epochs, steps_per_epoch),
-        EarlyStopping(config.early_stopping), DivergenceGuard(config, job.data.num_classes),
+        EarlyStopping(config.early_stopping, job.data.val.labeled),
+        DivergenceGuard(config, job.data.num_classes),
     )  # fmt: skip
+    # before the hidden-state hooks: only the teacher's logits are wanted here
+    loop.teacher_val = teacher_val_logits(job.data, job.teacher, loop.stopper.monitor)
     _prepare_teacher(loop)
     return loop
 
@@ -306,20 +316,15 @@ def _end_epoch(loop: _Loop, epoch: int, train_loss: float, lr: float) -> bool:
     True when training stops here."""
     job, result, stopper = loop.job, loop.result, loop.stopper
     is_driver = job.strategy.is_driver
-    val = evaluate(job.model, job.data.val) if is_driver else {"loss": 0.0, "accuracy": 0.0}
-    # one decision for all ranks: the driver's numbers
-    val["loss"], val["accuracy"] = job.strategy.share([val["loss"], val["accuracy"]])
-    metrics = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "val_loss": val["loss"],
-        "val_accuracy": val["accuracy"],
-        "lr": lr,
-        "epochs": job.config.epochs,
-    }
+    temperature = job.distill.temperature if job.distill is not None else 1.0
+    val = shared_validation_metrics(job.model, job.data, loop.teacher_val, temperature,
+                                    job.strategy)  # fmt: skip
+    metrics = {"epoch": epoch, "train_loss": train_loss, **val, "lr": lr,
+               "epochs": job.config.epochs}  # fmt: skip
     result.history.append(metrics)
     monitored = metrics[stopper.monitor]
-    if math.isfinite(monitored) and stopper.improved(monitored, metrics["val_loss"]):
+    tie_breaker = metrics.get(stopper.tie_breaker) if stopper.tie_breaker else None
+    if math.isfinite(monitored) and stopper.improved(monitored, tie_breaker):
         result.best_epoch, result.best = epoch, dict(metrics)
         loop.best_state = copy.deepcopy(job.model.state_dict())
     if job.on_epoch_end is not None and is_driver:

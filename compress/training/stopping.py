@@ -7,19 +7,26 @@ import math
 
 from compress.recipe.schema import EarlyStoppingConfig, TrainingConfig
 
+# without labels the validation metrics compare the student with its teacher
+DEFAULT_MONITOR = {True: "val_accuracy", False: "val_agreement"}
+TIE_BREAKERS = {"val_accuracy": "val_loss", "val_agreement": "val_kd_loss"}
+
 
 class EarlyStopping:
     """Tracks the monitored metric: improvement, patience and divergence (Lightning-style).
 
     Args:
         config: the recipe's early_stopping table; None keeps the best epoch by
-            val_accuracy and never stops early.
+            val_accuracy (without labels: val_agreement) and never stops early.
+        labeled: whether the validation split has labels.
     """
 
-    def __init__(self, config: EarlyStoppingConfig | None):
+    def __init__(self, config: EarlyStoppingConfig | None, labeled: bool = True):
         self.config = config
-        self.monitor = config.monitor if config else "val_accuracy"
+        self.monitor = config.monitor if config else DEFAULT_MONITOR[labeled]
         self.mode = config.resolved_mode if config else "max"
+        # an accuracy tie is broken by the loss that goes with it
+        self.tie_breaker = TIE_BREAKERS.get(self.monitor)
         self.best: float | None = None
         self.best_loss = math.inf
         self.bad_epochs = 0
@@ -36,7 +43,7 @@ class EarlyStopping:
             better = True
         elif self.mode == "max":
             better = value > self.best + min_delta
-            if not better and self.monitor == "val_accuracy" and value >= self.best:
+            if not better and self.tie_breaker is not None and value >= self.best:
                 better = val_loss is not None and val_loss < self.best_loss
         else:
             better = value < self.best - min_delta
@@ -119,15 +126,17 @@ class DivergenceGuard:
         the checkpoint), the largest epoch loss so far: near it in a fit that learns,
         and the ln(num_classes) floor still applies."""
         for metrics in history:
-            self._count_chance(metrics["val_accuracy"])
+            self._count_chance(metrics.get("val_accuracy"))
         if history:
             self.start(max(metrics["train_loss"] for metrics in history))
 
-    def _count_chance(self, accuracy: float) -> None:
-        at_chance = accuracy <= self.chance + CHANCE_MARGIN
+    def _count_chance(self, accuracy: float | None) -> None:
+        # without labels there is no accuracy: agreement with a teacher says nothing
+        # about chance, so the check waits for labelled data
+        at_chance = accuracy is not None and accuracy <= self.chance + CHANCE_MARGIN
         self.chance_epochs = self.chance_epochs + 1 if at_chance else 0
 
-    def check(self, epoch: int, train_loss: float, val_accuracy: float) -> str | None:
+    def check(self, epoch: int, train_loss: float, val_accuracy: float | None) -> str | None:
         """Why this fit must fail after `epoch`, or None to go on."""
         self._count_chance(val_accuracy)
         if self.factor and self.start_loss is not None:

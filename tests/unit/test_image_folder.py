@@ -292,7 +292,7 @@ def test_unlabeled_images_are_read_recursively_without_labels(tmp_path):
 def test_unlabeled_data_cannot_feed_a_training_stage(folder):
     data = {"source": "image-folder", "path": str(folder), "labeled": False, "num_classes": 2}
 
-    with pytest.raises(RecipeError, match=r"stages\[0\] \(train\) trains on labels"):
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.type \(train\): 'train' trains on labels"):
         validate_recipe(tiny_recipe_dict(data=data), "t.toml")
     with pytest.raises(RecipeError, match="labeled = false needs num_classes"):
         validate_recipe(tiny_recipe_dict(data={**data, "num_classes": None}), "t.toml")

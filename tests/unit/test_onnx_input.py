@@ -62,7 +62,7 @@ def test_unlabeled_data_refuses_training_stages_and_accuracy_budgets_by_key_path
             )
         )
     message = str(caught.value)
-    assert "stages[0] (train) trains on labels" in message
+    assert "stages[0].type (train): 'train' trains on labels" in message
     assert "budgets.accuracy_drop_max reads accuracy" in message
     assert "agreement_min" in message  # what to use instead
     assert "stages[1]" not in message  # quantize and export need no labels

@@ -13,6 +13,7 @@ from torch.optim import lr_scheduler
 
 import compress.training.inference as inference
 import compress.training.loop as loop
+import compress.training.validation as validation
 from compress.errors import StageError
 from compress.recipe.schema import (
     AdagradConfig,
@@ -280,7 +281,7 @@ def _scripted_evaluate(monkeypatch, accuracies, losses=None):
         accuracy, loss = next(values)
         return {"accuracy": accuracy, "loss": loss}
 
-    monkeypatch.setattr(loop, "evaluate", evaluate)
+    monkeypatch.setattr(validation, "evaluate", evaluate)
 
 
 def _fit_with_snapshots(config):

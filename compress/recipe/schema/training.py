@@ -156,8 +156,12 @@ ScheduleConfig = Annotated[
 class EarlyStoppingConfig(StrictModel):
     """Stop when the monitored validation metric stops improving; keep the best epoch."""
 
-    monitor: Literal["val_accuracy", "val_loss"] = Field(
-        "val_accuracy", description="Validation metric to watch."
+    monitor: Literal["val_accuracy", "val_loss", "val_agreement", "val_kd_loss"] = Field(
+        "val_accuracy",
+        description="Validation metric to watch. val_agreement (share of validation "
+        "predictions equal to the teacher's) and val_kd_loss (T^2 KL to the teacher's "
+        "outputs) need a teacher (distill, a fine-tune with distill = true) and no labels: "
+        "what unlabeled data (data.labeled = false) monitors.",
     )
     mode: Literal["auto", "max", "min"] = Field(
         "auto", description="Whether larger is better ('auto': by metric)."
@@ -172,7 +176,7 @@ class EarlyStoppingConfig(StrictModel):
     def resolved_mode(self) -> str:
         if self.mode != "auto":
             return self.mode
-        return "max" if self.monitor == "val_accuracy" else "min"
+        return "max" if self.monitor in ("val_accuracy", "val_agreement") else "min"
 
 
 class BatchNormConfig(StrictModel):
