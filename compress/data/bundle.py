@@ -213,7 +213,7 @@ class DataBundle:
     inputs: InputSignature | None = None  # set by sources whose samples are not one tensor
     warnings: list[str] = field(default_factory=list)  # found at load time, for the report
     text: Any = None  # data.text.TextInfo for tokenized texts: how to tokenize, what to ship
-    labeled: bool = True  # False: images without labels (every y is -1), calibration only
+    labeled: bool = True  # False: no labels (every y is -1): calibrate, distil with alpha = 1
     class_names: list[str] | None = None  # class index -> name, where the source has names
     # extra entries of the contract's `preprocessing` (an image folder's decode, resize,
     # crop and where mean/std came from)
