@@ -99,6 +99,8 @@ def stage_plan(recipe: Recipe) -> list[tuple[Any, str]]:
         plan.insert(0, (StartConfig(onnx=recipe.model.onnx), "input"))
     elif recipe.model.weights:
         plan.insert(0, (StartConfig(weights=recipe.model.weights), "input"))
+    elif recipe.model.pretrained_source():  # a whole model in its family's files (an LM)
+        plan.insert(0, (StartConfig(pretrained=recipe.model.pretrained_source()), "input"))
     return plan
 
 

@@ -63,6 +63,15 @@ class HFCausalLMConfig(ModelConfigBase):
         "the original files). Leave unset in recipes.",
     )
 
+    def pretrained_source(self) -> str | None:
+        """A language model's folder or GGUF file is a whole model: recipes may start with
+        quantize or export (the plan puts the starting point first, as the baseline)."""
+        if self.weights:
+            return self.weights
+        if self.gguf:
+            return f"{self.package}:{self.gguf}" if self.package else self.gguf
+        return self.path
+
     @model_validator(mode="after")
     def _one_source(self) -> HFCausalLMConfig:
         if self.path and self.gguf:

@@ -35,7 +35,7 @@ from compress.recipe.schema.models import (
     ResNetConfig,
     TransformerConfig,
 )
-from compress.recipe.schema.runtime import ProfileConfig, RuntimeConfig
+from compress.recipe.schema.runtime import GenerationConfig, ProfileConfig, RuntimeConfig
 from compress.recipe.schema.tracking import MlflowConfig, TrackingConfig
 from compress.recipe.schema.training import (
     AdagradConfig,
@@ -85,6 +85,7 @@ __all__ = [
     "OptimizerConfig",
     "RMSPropConfig",
     "ResNetConfig",
+    "GenerationConfig",
     "ProfileConfig",
     "RuntimeConfig",
     "SGDConfig",

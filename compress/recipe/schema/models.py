@@ -41,6 +41,12 @@ class ModelConfigBase(StrictModel):
 
     task: ClassVar[str] = "classification"
 
+    def pretrained_source(self) -> str | None:
+        """What makes the model complete before any stage runs, when something does
+        (None: it needs a training stage first). `weights` always does; a family whose
+        files hold a whole model (a language model's folder) says so too."""
+        return self.weights
+
     weights: str | None = Field(
         None,
         description="Trained weights to start from: a state dict as .safetensors (any "
