@@ -218,6 +218,9 @@ class DataBundle:
     # extra entries of the contract's `preprocessing` (an image folder's decode, resize,
     # crop and where mean/std came from)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # what the model does with the inputs: "classification" (one row -> class logits) or
+    # "causal-lm" (token windows -> next-token logits at every position; data.text_corpus)
+    task: str = "classification"
 
     @property
     def signature(self) -> InputSignature:
