@@ -241,3 +241,21 @@ def save_hf_folder(model: CausalLM, tokenizer_dir: Path, folder: Path) -> Path:
         if not (folder / file.name).exists():
             shutil.copyfile(file, folder / file.name)
     return folder
+
+
+def tokenizer_folder(model_config: Any) -> Path:
+    """The folder whose tokenizer a language-model run uses: the recipe model's files."""
+    from compress.models.family import family_of
+
+    folder = family_of(model_config).files(model_config)
+    if folder is None:
+        raise RecipeError("a causal-lm model needs its files for the tokenizer (model.path/gguf)")
+    return folder
+
+
+def deployed_files(onnx_path: Path) -> list[Path]:
+    """What a deployed language-model folder ships: model.onnx (and external data),
+    genai_config.json and the tokenizer files beside it."""
+    folder = onnx_path.parent
+    names = [onnx_path.name, onnx_path.name + ".data", "genai_config.json"]
+    return [folder / n for n in names if (folder / n).is_file()] + tokenizer_files(folder)

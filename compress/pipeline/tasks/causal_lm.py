@@ -15,36 +15,12 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from compress.artifacts import atomic_path, atomic_write_json, sha256_file
+from compress.models.causal_lm import deployed_files, tokenizer_folder
 from compress.pipeline.tasks.base import Task, register_task
 from compress.recipe.tasks import TASK_RULES
 from compress.report.records import Flag
-
-# files of a deployed folder that final/ ships (besides model.onnx and its data)
-GENAI_FILES = ("genai_config.json",)
-
-
-def tokenizer_folder(recipe) -> Path:
-    """The folder whose tokenizer the run's texts and exports use (the model's files)."""
-    from compress.models.family import family_of
-
-    folder = family_of(recipe.model).files(recipe.model)
-    if folder is None:
-        from compress.errors import RecipeError
-
-        raise RecipeError("a causal-lm model needs a folder with its tokenizer (model.path/gguf)")
-    return folder
-
-
-def deployed_files(onnx_path: Path) -> list[Path]:
-    """What a deployed LM folder ships: model files, genai config, tokenizer files."""
-    from compress.models.causal_lm import tokenizer_files
-
-    folder = onnx_path.parent
-    names = [onnx_path.name, onnx_path.name + ".data", *GENAI_FILES]
-    return [folder / n for n in names if (folder / n).is_file()] + tokenizer_files(folder)
 
 
 @register_task("causal-lm", TASK_RULES.get("causal-lm"))
@@ -60,11 +36,11 @@ class CausalLMTask(Task):
     def deployable(self, result, stage_dir, seed, debug):
         if result.onnx_path is not None:
             return result.onnx_path
-        from compress.runtime.lm_export import check_lm_parity, export_causal_lm
+        from compress.runtime.lm_export import check_lm_parity
+        from compress.stages.export_lm import export_into
 
         threads = self.recipe.runtime.generation_profile().threads
-        path = export_causal_lm(result.model.lm, tokenizer_folder(self.recipe), stage_dir,
-                                threads=threads)  # fmt: skip
+        path = export_into(result.model.lm, tokenizer_folder(self.recipe.model), stage_dir, threads)
         check_lm_parity(result.model.lm, path, seed=seed)
         return path
 
@@ -99,7 +75,9 @@ class CausalLMTask(Task):
             with atomic_path(folder / path.name) as tmp:
                 shutil.copyfile(path, tmp)
         target = folder / source.name
-        contract = lm_contract(signature, [p.name for p in deployed_files(source)])
+        text = getattr(report.data, "text", None)  # the corpus: how its text was tokenized
+        preprocessing = text.contract() if hasattr(text, "contract") else None
+        contract = lm_contract(signature, [p.name for p in deployed_files(source)], preprocessing)
         final = report.finalize(last, str(target.relative_to(out_dir)), sha256_file(target),
                                 signature, contract=contract)  # fmt: skip
         atomic_write_json(folder / "model.contract.json", final.input.to_json())
@@ -122,13 +100,15 @@ def perplexity_flag(metrics, stage: str, previous) -> Flag | None:
     )
 
 
-def lm_contract(signature, files: list[str]) -> dict:
-    """final/model.contract.json of a language model: its files and how to generate."""
+def lm_contract(signature, files: list[str], preprocessing: dict | None = None) -> dict:
+    """final/model.contract.json of a language model: its files and how to generate
+    (`preprocessing`: how the data's text was tokenized, when the data says)."""
     return {
         "task": "causal-lm",
         "inputs": signature.contract(),
         "files": files,
-        "preprocessing": {
+        "preprocessing": preprocessing
+        or {
             "kind": "causal-lm",
             "tokenizer": "tokenizer.json",
             "library": "onnxruntime-genai (og.Tokenizer reads the folder); transformers' "
