@@ -163,6 +163,14 @@ class CausalLM(nn.Module):
             raise RecipeError("model.decoder is unset: resolve the config before building")
         self.lm = AutoModelForCausalLM.from_config(hf_config(config.decoder))
 
+    @classmethod
+    def around(cls, lm: nn.Module) -> CausalLM:
+        """A `CausalLM` whose `lm` is the given transformers model (a student, a copy)."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.lm = lm
+        return model
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.logits

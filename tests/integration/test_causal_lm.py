@@ -1,0 +1,134 @@
+"""A tiny random Llama (2 layers, GQA) and a tokenizer built in the test, through
+`compress run` as a language model: the starting folder (the fp32 export with its KV
+cache: the baseline) -> quantize (weight-only) -> export, measured on perplexity,
+agreement, KL and decode speed; budgets gate it; final/ generates with
+onnxruntime-genai alone. No download."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime_genai")
+
+from compress.testing import run_cli  # noqa: E402
+from compress.testing.tiny_llama import tiny_llama_folder, write_corpus  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+RECIPE = """
+name = "tiny-lm"
+seed = 0
+
+[data]
+source = "text-corpus"
+files = ["corpus/doc[0-3].txt"]
+test_files = ["corpus/doc[4-5].txt"]
+window = 32
+
+[model]
+architecture = "hf-causal-lm"
+path = "llama"
+
+[runtime.generation]
+prompt = 8
+generate = 8
+rounds = 2
+warmup = 1
+
+[budgets]
+perplexity_increase_max = 0.5
+agreement_min = 0.3
+{budgets}
+{stages}
+"""
+
+EXPORT = """
+[[stages]]
+type = "export"
+"""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """The tiny Llama folder and its corpus, shared by this module's runs."""
+    root = tmp_path_factory.mktemp("lm")
+    tiny_llama_folder(root / "llama")
+    write_corpus(root / "corpus", documents=6, lines=40)
+    return root
+
+
+def _write(root, name: str, stages: str, budgets: str = "") -> str:
+    (root / name).write_text(RECIPE.format(stages=stages, budgets=budgets), encoding="utf-8")
+    return name
+
+
+@pytest.fixture(scope="module")
+def exported(workspace):
+    """input (fp32 export: the baseline) -> export, one run for the checks below."""
+    recipe = _write(workspace, "export.toml", EXPORT)
+    run = run_cli("run", recipe, "--out", "runs/export", cwd=workspace,
+                  out=workspace / "runs" / "export")  # fmt: skip
+    return run
+
+
+def test_an_export_run_reports_the_language_model_figures(exported):
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    report = json.loads((exported.out / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["input", "export"]
+    base, last = (stage["metrics"] for stage in report["stages"])
+    assert 1.0 < base["perplexity"] < 1e4
+    assert base["perplexity_increase"] == 0.0 and base["agreement"] == 1.0
+    # the same weights exported again: the same perplexity, every token agreeing
+    assert last["perplexity"] == pytest.approx(base["perplexity"], rel=1e-5)
+    assert last["agreement"] == 1.0 and last["kl_mean"] < 1e-6
+    assert last["decode_tokens_per_s"] > 0 and last["prefill_ms"] > 0
+    assert last["speedup"]["rounds"] == 2 and last["speedup_vs_input"]["median"] > 0
+    assert last["generation"]["generate"] == 8
+    onnx = exported.out / "export" / "model.onnx"
+    assert last["size_bytes"] == onnx.stat().st_size
+    assert report["stages"][1]["details"]["parity"]["max_abs_diff"] < 1e-3
+    assert {c["metric"] for c in report["final"]["budgets"]} == {"perplexity_increase",
+                                                                  "agreement"}  # fmt: skip
+    assert all(c["passed"] for c in report["final"]["budgets"])
+
+
+def test_final_generates_with_onnxruntime_genai_alone(exported):
+    import onnxruntime_genai as og
+
+    final = exported.out / "final"
+    assert {"model.onnx", "genai_config.json", "tokenizer.json",
+            "model.contract.json"} <= {p.name for p in final.iterdir()}  # fmt: skip
+    contract = json.loads((final / "model.contract.json").read_text())
+    assert contract["task"] == "causal-lm" and "onnxruntime_genai" in contract["generate"]["example"]
+    model = og.Model(str(final))
+    tokenizer = og.Tokenizer(model)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=16, do_sample=False)
+    generator = og.Generator(model, params)
+    prompt = tokenizer.encode("The king is")
+    generator.append_tokens(prompt)
+    while not generator.is_done():
+        generator.generate_next_token()
+    assert len(generator.get_sequence(0)) == 16
+
+
+def test_a_failing_language_model_budget_exits_1_with_the_model_saved(workspace, exported):
+    recipe = _write(workspace, "fast.toml", EXPORT, "decode_tokens_per_s_min = 1e9")
+    run = run_cli("run", recipe, "--out", "runs/export", cwd=workspace,
+                  out=workspace / "runs" / "export")  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    report = run.report
+    failed = [c for c in report["final"]["budgets"] if not c["passed"]]
+    assert [c["metric"] for c in failed] == ["decode_tokens_per_s"]
+    assert "tokens/s" in failed[0]["message"]
+    assert (run.out / "final" / "model.onnx").is_file()
+
+
+def test_an_accuracy_budget_on_a_language_model_is_refused_at_load(workspace):
+    recipe = _write(workspace, "acc.toml", EXPORT, "accuracy_min = 0.5")
+    run = run_cli("validate", recipe, cwd=workspace)
+    assert run.returncode == 2
+    assert "budgets.accuracy_min reads accuracy" in run.stderr + run.stdout
