@@ -52,9 +52,10 @@ def prompt_ids(windows: np.ndarray, length: int) -> list[int]:
 
 
 def _latency(stats: Any, generation, provider: str) -> Latency:
-    """Milliseconds per decoded token as a latency record (per-round medians)."""
-    rates = [float(r) for r in (getattr(stats, "rounds", None) or [stats.decode_tokens_per_s])]
+    """Milliseconds per decoded token as a latency record (one value per round)."""
+    rates = [float(r["decode_tokens_per_s"]) for r in stats.rounds]
     per_token = [1000.0 / r for r in rates if r > 0] or [float("nan")]
+    load = [r.get("other_load") for r in stats.rounds]
     ordered = sorted(per_token)
 
     def pick(q: float) -> float:
@@ -66,6 +67,7 @@ def _latency(stats: Any, generation, provider: str) -> Latency:
         mean_ms=statistics.fmean(per_token),
         std_ms=statistics.pstdev(per_token) if len(per_token) > 1 else 0.0,
         n=len(per_token), round_p50_ms=per_token,
+        other_load=load if all(x is not None for x in load) else None,
         throughput=float(stats.decode_tokens_per_s) * generation.batch,
     )  # fmt: skip
 

@@ -45,7 +45,7 @@ def export_lm(config, ctx: RunContext) -> StageResult:
     """The export stage's work for a language model (see the module docstring)."""
     folder = ctx.workdir
     if ctx.onnx_path is None:
-        from compress.runtime.lm_export import check_lm_parity
+        from compress.runtime.lm_parity import check_lm_parity
 
         threads = ctx.recipe.runtime.generation_profile().threads
         lm = ctx.model.lm

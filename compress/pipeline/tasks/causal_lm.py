@@ -36,7 +36,7 @@ class CausalLMTask(Task):
     def deployable(self, result, stage_dir, seed, debug):
         if result.onnx_path is not None:
             return result.onnx_path
-        from compress.runtime.lm_export import check_lm_parity
+        from compress.runtime.lm_parity import check_lm_parity
         from compress.stages.export_lm import export_into
 
         threads = self.recipe.runtime.generation_profile().threads
