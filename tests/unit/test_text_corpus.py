@@ -60,6 +60,10 @@ def test_windows_are_each_documents_own_tokens_in_order_without_labels(corpus):
     assert bundle.task == "causal-lm" and not bundle.labeled
     assert bundle.num_classes == corpus["vocab"] and bundle.input_shape == (WINDOW,)
     assert [s.name for s in bundle.signature.inputs] == ["input_ids", "attention_mask"]
+    contract = bundle.input_contract()
+    assert contract["output"]["shape"] == ["batch", "sequence", corpus["vocab"]]
+    assert contract["preprocessing"]["add_special_tokens"] is False
+    assert contract["preprocessing"]["window"] == WINDOW
     for name in ("train", "val", "test"):
         split = getattr(bundle, name)
         ids, mask = split.x
