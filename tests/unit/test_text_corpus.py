@@ -244,3 +244,19 @@ def test_cli_exits_2_naming_the_bad_file(corpus, tmp_path):
     assert run.returncode == 2, run.stderr
     assert "binary, not text (a NUL byte at offset 8)" in run.stderr
     assert "docs/zz.txt" in run.stderr and str(bad.name) in run.stderr
+
+
+def test_without_a_tokenizer_the_run_uses_the_model_familys_folder(corpus, tmp_path):
+    from compress.pipeline.setup import load_run_data
+    from compress.testing.text import tiny_bert_folder
+
+    # any family that names a folder (hf-encoder here; hf-causal-lm for decoders)
+    folder = tiny_bert_folder(tmp_path / "bert")
+    raw = _recipe(files=[str(corpus["root"] / "docs" / "*.txt")], window=WINDOW)
+    raw["model"] = {"architecture": "hf-encoder", "path": str(folder), "weights": "w.pt"}
+    recipe = validate_recipe(raw, "t.toml")
+
+    bundle = load_run_data(recipe)
+
+    assert bundle.text.tokenizer_file == folder / "tokenizer.json"
+    assert bundle.text.ship == [folder / "tokenizer.json"]
