@@ -236,12 +236,17 @@ class DataBundle:
         signature = signature or self.signature
         first = signature.contract()[0]
         if self.text is not None:  # token ids: the tokenizer is the preprocessing
+            # a causal LM's logits: one row of vocabulary logits per position
+            per_row = ["sequence"] if self.task == "causal-lm" else []
             return {
                 **first,
                 "inputs": signature.contract(),
                 "layout": "NS (batch, sequence)",
                 "preprocessing": self.text.contract(),
-                "output": {"name": signature.output, "shape": ["batch", self.num_classes]},
+                "output": {
+                    "name": signature.output,
+                    "shape": ["batch", *per_row, self.num_classes],
+                },
             }
         return {
             **first,

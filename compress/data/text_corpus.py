@@ -59,6 +59,8 @@ class CorpusInfo:
     window: int
     vocab_size: int
     ship: list[Path] = field(default_factory=list)  # copied into final/ beside the model
+    # split name -> the documents it was cut from, in row order
+    documents: dict[str, list[Path]] = field(default_factory=dict)
 
     def contract(self) -> dict[str, Any]:
         return {
@@ -294,6 +296,10 @@ def build_corpus_bundle(corpus: Corpus, config: TextCorpusConfig, seed: int) -> 
     train = _cap(_rows(train_docs, by_document, window), config.max_train_tokens, window, seed + 2)
     val = _cap(_rows(val_docs, by_document, window), config.max_val_tokens, window, None)
     test = _cap(_rows(test_docs, by_document, window), config.max_test_tokens, window, None)
+    documents = {
+        name: [d.path for d in docs]
+        for name, docs in (("train", train_docs), ("val", val_docs), ("test", test_docs))
+    }
     ship = [path.parent / name for name in TOKENIZER_FILES if (path.parent / name).is_file()]
     held = "held-out documents" if corpus.test else "by document"
     description = (
@@ -313,7 +319,7 @@ def build_corpus_bundle(corpus: Corpus, config: TextCorpusConfig, seed: int) -> 
         description=description,
         identity=content_identity(train, val, test, np.array(window)),
         inputs=InputSignature.text(vocab),
-        text=CorpusInfo(path, window, vocab, ship),
+        text=CorpusInfo(path, window, vocab, ship, documents),
         labeled=False,
         task="causal-lm",
     )

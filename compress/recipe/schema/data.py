@@ -31,7 +31,7 @@ class DataConfig(StrictModel):
         "sklearn-digits",
         description="'sklearn-digits', 'fashion-mnist', 'npz', 'csv', 'jsonl' (labelled "
         "texts), 'image-folder' (JPEG/PNG files, read lazily), 'text-corpus' (plain text "
-        "documents for a causal LM; its keys: recipe-reference's text-corpus table), or "
+        "documents for a causal LM, with keys of its own), or "
         "'package.module:function'.",
     )
     path: str | None = Field(

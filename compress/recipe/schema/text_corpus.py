@@ -20,8 +20,10 @@ _USED = ("source", "package", "tokenizer", "val_fraction", "test_fraction", "lab
 
 
 class TextCorpusConfig(DataConfig):
-    """`source = "text-corpus"`: plain UTF-8 text files, one document each, tokenized with
-    the model's tokenizer into non-overlapping windows (no labels: language modelling).
+    """Plain UTF-8 text files as token windows for a causal LM, without labels.
+
+    Each file is one document, tokenized with the model's tokenizer and cut into
+    non-overlapping windows; splits are by whole document.
 
     Example:
         >>> config = TextCorpusConfig(source="text-corpus", files=["data/janeausten/*.txt"],
