@@ -124,6 +124,7 @@ class TeacherLogits:
         top_logprobs: [n, T, k] fp32 (kind "top-k").
         top_indices: [n, T, k] int32 (kind "top-k").
         seconds: time the teacher's forward passes took.
+        cpu_seconds: process CPU time they took.
     """
 
     kind: str
@@ -132,6 +133,7 @@ class TeacherLogits:
     top_logprobs: torch.Tensor | None = None
     top_indices: torch.Tensor | None = None
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def nbytes(self) -> int:
@@ -191,7 +193,7 @@ def cache_teacher_logits(
         kind = "top-k"
     else:
         return None
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     parts: list = []
     for ids in batches:
         logits = run_logits(teacher, ids).float()
@@ -201,15 +203,17 @@ def cache_teacher_logits(
         logprobs = torch.log_softmax(logits / temperature, dim=-1)
         values, indices = logprobs.topk(min(top_k, vocab), dim=-1)
         parts.append((values, indices.to(torch.int32)))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if kind == "full":
-        return TeacherLogits(kind, temperature, logits=torch.cat(parts), seconds=seconds)
+        return TeacherLogits(kind, temperature, logits=torch.cat(parts), seconds=seconds,
+                             cpu_seconds=cpu)  # fmt: skip
     return TeacherLogits(
         kind,
         temperature,
         top_logprobs=torch.cat([v for v, _ in parts]),
         top_indices=torch.cat([i for _, i in parts]),
         seconds=seconds,
+        cpu_seconds=cpu,
     )
 
 
@@ -245,7 +249,9 @@ def distill_tokens_(
         lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))),
     )
     student.train()
-    losses, start = [], time.perf_counter()
+    # process CPU time beside wall time: on a shared machine tokens per CPU second is the
+    # figure that carries over to an idle one (1 thread)
+    losses, start, cpu = [], time.perf_counter(), time.process_time()
     for step in range(steps):
         rows = torch.randint(0, len(ids), (batch_size,), generator=generator)
         logits = student(input_ids=ids[rows], use_cache=False).logits
@@ -259,13 +265,15 @@ def distill_tokens_(
         if log_every and (step + 1) % log_every == 0:
             recent = sum(losses[-log_every:]) / log_every
             print(f"step {step + 1}/{steps} kd loss {recent:.4f}", flush=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     student.eval()
     return {
         "steps": steps,
         "tokens": steps * batch_size * ids.shape[1],
         "seconds": seconds,
         "tokens_per_s": steps * batch_size * ids.shape[1] / seconds,
+        "cpu_seconds": cpu,
+        "tokens_per_cpu_s": steps * batch_size * ids.shape[1] / max(cpu, 1e-9),
         "loss_first": sum(losses[:10]) / max(1, len(losses[:10])),
         "loss_last": sum(losses[-10:]) / max(1, len(losses[-10:])),
         "cache": cache.kind,
