@@ -61,31 +61,62 @@ def lm_quality(
         >>> round(q.perplexity, 2), q.agreement  # doctest: +SKIP
         (41.03, 0.96)
     """
+    if reference is None:
+        return lm_quality_side_by_side([onnx_path], windows, threads=threads)[0]
+    return lm_quality_side_by_side([onnx_path], windows, reference=reference, threads=threads)[1]
+
+
+def lm_quality_side_by_side(
+    onnx_paths: list[str | Path],
+    windows: np.ndarray,
+    *,
+    reference: str | Path | None = None,
+    threads: int = 1,
+) -> list[LMQuality]:
+    """`lm_quality` of several decoders against one reference, which runs once per
+    window instead of once per model.
+
+    Returns:
+        With a reference: its own LMQuality (agreement 1, KL 0) first, then one per
+        path; without one: one per path (agreement and KL None).
+
+    Example:
+        >>> fp32, int4, int8 = lm_quality_side_by_side(  # doctest: +SKIP
+        ...     ["int4/model.onnx", "int8/model.onnx"], windows, reference="fp32/model.onnx")
+    """
     from compress.runtime.sessions import make_session
 
     windows = np.asarray(windows)
     if windows.ndim != 2 or windows.shape[1] < 2 or windows.shape[0] == 0:
         raise DataError(f"perplexity needs token windows [n, T >= 2], got shape {windows.shape}")
-    paths = [onnx_path] if reference is None else [onnx_path, reference]
+    paths = list(onnx_paths) if reference is None else [reference, *onnx_paths]
     runners = [_Runner(make_session(path, "cpu", threads=threads), path) for path in paths]
-    nll, agree, kl = 0.0, 0, 0.0
+    sums = np.zeros((len(paths), 3))  # per model: nll, agreeing positions, KL
     for window in windows.astype(np.int64):
-        logits = runners[0].logits(window)[:-1]
-        log_probs = _log_softmax(logits)
         targets = window[1:]
-        nll -= float(log_probs[np.arange(targets.size), targets].sum(dtype=np.float64))
-        if reference is not None:
-            ref_logits = runners[1].logits(window)[:-1]
-            ref_log_probs = _log_softmax(ref_logits)
-            agree += int((logits.argmax(-1) == ref_logits.argmax(-1)).sum())
-            kl += _kl_sum(ref_log_probs, log_probs)
+        ref_top, ref_log_probs = None, None
+        for index, runner in enumerate(runners):
+            logits = runner.logits(window)[:-1]
+            log_probs = _log_softmax(logits)
+            top = logits.argmax(-1)
+            del logits
+            sums[index, 0] -= log_probs[np.arange(targets.size), targets].sum(dtype=np.float64)
+            if reference is None:
+                continue
+            if index == 0:
+                ref_top, ref_log_probs = top, log_probs
+            sums[index, 1] += int((top == ref_top).sum())
+            sums[index, 2] += _kl_sum(ref_log_probs, log_probs)
     tokens = windows.shape[0] * (windows.shape[1] - 1)
-    return LMQuality(
-        perplexity=math.exp(nll / tokens),
-        tokens=tokens,
-        agreement=None if reference is None else agree / tokens,
-        kl_mean=None if reference is None else kl / tokens,
-    )
+    return [
+        LMQuality(
+            perplexity=math.exp(nll / tokens),
+            tokens=tokens,
+            agreement=None if reference is None else float(agree / tokens),
+            kl_mean=None if reference is None else float(kl / tokens),
+        )
+        for nll, agree, kl in sums
+    ]
 
 
 class _Runner:

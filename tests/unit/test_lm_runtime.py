@@ -183,3 +183,13 @@ def test_generation_with_genai_alone_matches_torch_greedy(model, hf_folder, expo
     genai_tokenizer = og.Tokenizer(og.Model(str(exported.parent)))
     assert got == expected and len(got) > 0
     assert text == genai_tokenizer.decode(np.asarray(expected, dtype=np.int32))
+
+
+def test_side_by_side_quality_equals_one_model_at_a_time(exported, corrupted, windows):
+    from compress.runtime.lm_quality import lm_quality_side_by_side
+
+    ref, bad, same = lm_quality_side_by_side([corrupted, exported], windows, reference=exported)
+    alone = lm_quality(corrupted, windows, reference=exported)
+
+    assert bad == alone
+    assert ref == same and ref.agreement == 1.0 and ref.kl_mean == 0.0
