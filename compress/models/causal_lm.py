@@ -37,6 +37,7 @@ _DROPPED_KEYS = ("_name_or_path", "transformers_version", "quantization_config",
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
     "merges.txt", "tokenizer.model", "added_tokens.json", "generation_config.json",
+    "chat_template.jinja",
 )  # fmt: skip
 
 

@@ -28,8 +28,9 @@ def _needs_fashion_mnist(path: Path) -> bool:
 
 def _is_long(path: Path) -> bool:
     """A pretrained transformer's recipe (minilm-rotten-tomatoes: ~30 min on 2 cores,
-    needs scripts/get-text-extra.sh): validated here, run only by the slow suite."""
-    return _raw(path).get("model", {}).get("architecture") == "hf-encoder"
+    needs scripts/get-text-extra.sh; the smollm2 recipes: a 135M-parameter decoder,
+    scripts/get-llm-extra.sh): validated here, run only by the slow suite."""
+    return _raw(path).get("model", {}).get("architecture") in ("hf-encoder", "hf-causal-lm")
 
 
 def _relaxed(key: str, value: float) -> str:
