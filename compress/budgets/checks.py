@@ -204,6 +204,9 @@ def check_budgets(
             message += f" (baseline perplexity {baseline:.4g} -> {metrics['perplexity']:.4g})"
         elif rule.metric == "speedup" and baseline is not None:
             message += f" (teacher p50 {_ms(baseline)}, interleaved)"
+        elif rule.metric == "speedup" and metrics.get("teacher_decode_tokens_per_s_interleaved"):
+            rate = metrics["teacher_decode_tokens_per_s_interleaved"]
+            message += f" (baseline {rate:,.1f} decode tokens/s, interleaved)"
         elif rule.metric == "speedup_vs_input" and baseline is not None:
             message += f" (input p50 {_ms(baseline)}, interleaved)"
         if budgets.profile is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from compress.artifacts import sha256_file
 from compress.models.stats import count_macs, count_params
 from compress.report.records import Latency, Metrics, Profile, Spread
 
@@ -82,6 +83,9 @@ class LMMeasurement:
     def __init__(self, recipe):
         self.recipe = recipe
         self.generation = recipe.runtime.generation_profile()
+        # a file's quality figures by (content hash, is it the baseline): deterministic,
+        # so a stage that passes its input's model through is not measured twice
+        self._quality: dict[tuple[str, bool], Any] = {}
 
     def evaluate(self, result, onnx_path: Path, ctx, baseline: Metrics | None) -> Metrics:
         """Perplexity, fidelity, size, counts and decode speed of a stage's folder."""
@@ -89,8 +93,12 @@ class LMMeasurement:
 
         windows = test_windows(ctx.data.test)
         reference = ctx.baseline_onnx if ctx.baseline_onnx not in (None, onnx_path) else None
-        quality = lm_quality(onnx_path, windows, reference=reference,
-                             threads=self.generation.threads)  # fmt: skip
+        key = (sha256_file(onnx_path), reference is None)
+        quality = self._quality.get(key)
+        if quality is None:  # the same bytes again (export of a quantized folder): reused
+            quality = lm_quality(onnx_path, windows, reference=reference,
+                                 threads=self.generation.threads)  # fmt: skip
+            self._quality[key] = quality
         metrics = Metrics(
             perplexity=float(quality.perplexity),
             perplexity_tokens=int(quality.tokens),
@@ -118,6 +126,8 @@ class LMMeasurement:
         here = onnx_path.parent
         baseline = ctx.baseline_onnx.parent if ctx.baseline_onnx is not None else None
         given = ctx.input_onnx.parent if ctx.input_onnx is not None else None
+        if given is not None and given != here and _same_model(given, here, onnx_path.name):
+            given = here  # the input's very model (export of a quantized folder): 1.00x
         folders = list(dict.fromkeys(f for f in (baseline, given, here) if f is not None))
         timed = decode_speed(
             folders, prompt_ids(windows, generation.prompt), generate=generation.generate,
@@ -153,6 +163,16 @@ class LMMeasurement:
                 setattr(metrics, key, getattr(profile, key))
         if profile.slower_than_input is not None:
             metrics.slower_profiles = [generation.label] if profile.slower_than_input else []
+
+
+def _same_model(a: Path, b: Path, name: str) -> bool:
+    """Whether two deployed folders hold the same model file (by content)."""
+    first, second = a / name, b / name
+    if not (first.is_file() and second.is_file()):
+        return False
+    return first.stat().st_size == second.stat().st_size and sha256_file(first) == sha256_file(
+        second
+    )
 
 
 def _is_slower(ratio: Spread) -> bool:
