@@ -289,3 +289,16 @@ def test_short_distillation_lowers_the_kd_loss(model, windows):
     after = cache.loss(logits(student, windows), slice(None)).item()
     assert after < 0.8 * before
     assert result["tokens"] == 30 * 2 * 24 and result["tokens_per_s"] > 0
+
+
+def test_windows_may_be_a_text_splits_ids_and_mask(folder, windows):
+    """The text-corpus split's `x` is an (input_ids, attention_mask) pair of int64 arrays."""
+    kept = []
+    for given in (windows, (windows.numpy(), torch.ones_like(windows).numpy())):
+        summary = prune_decoder_(load(folder), ffn_ratio=0.25, importance="activation",
+                                 windows=given)  # fmt: skip
+        kept.append(summary["layers"])
+    assert kept[0] == kept[1]
+    with pytest.raises(RecipeError, match=r"must be \[n, T\] token ids"):
+        prune_decoder_(load(folder), ffn_ratio=0.25, importance="activation",
+                       windows=windows[0])  # fmt: skip
