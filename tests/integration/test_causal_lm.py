@@ -1,8 +1,9 @@
 """A tiny random Llama (2 layers, GQA) and a tokenizer built in the test, through
 `compress run` as a language model: the starting folder (the fp32 export with its KV
-cache: the baseline) -> quantize (weight-only) -> export, measured on perplexity,
-agreement, KL and decode speed; budgets gate it; final/ generates with
-onnxruntime-genai alone. No download."""
+cache: the baseline) -> quantize (weight-only) -> export, or -> prune-decoder -> export,
+measured on perplexity, agreement, KL and decode speed; budgets gate it; final/
+generates with onnxruntime-genai alone; a pruned model reloads with identical logits.
+No download."""
 
 from __future__ import annotations
 
@@ -133,6 +134,42 @@ def test_an_accuracy_budget_on_a_language_model_is_refused_at_load(workspace):
     run = run_cli("validate", recipe, cwd=workspace)
     assert run.returncode == 2
     assert "budgets.accuracy_min reads accuracy" in run.stderr + run.stdout
+
+
+QUANTIZE = (
+    """
+[[stages]]
+type = "quantize"
+method = "weight-only"
+weights = "int4"
+calibration_windows = 2
+"""
+    + EXPORT
+)
+
+
+def test_a_weight_only_quantized_language_model_runs_to_final(workspace):
+    recipe = _write(workspace, "quantize.toml", QUANTIZE, "size_ratio_min = 2.0")
+    run = run_cli("run", recipe, "--out", "runs/quantize", cwd=workspace,
+                  out=workspace / "runs" / "quantize")  # fmt: skip
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    report = run.report
+    assert [s["name"] for s in report["stages"]] == ["input", "quantize", "export"]
+    base, quantized, last = (s["metrics"] for s in report["stages"])
+    assert quantized["size_bytes"] < base["size_bytes"] / 2
+    assert 0 < quantized["perplexity_increase"] < 1.0
+    assert 0 < quantized["agreement"] < 1.0 and quantized["kl_mean"] > 0
+    # the export stage ships the quantized folder as it is: the same figures, not re-timed
+    assert last["perplexity"] == quantized["perplexity"]
+    assert last["speedup_vs_input"]["rounds"] == 0
+    assert report["stages"][2]["details"]["generates"]
+    assert report["stages"][1]["details"]["quantization"]["method"] == "weight-only"
+    final = run.out / "final"
+    shipped = (final / "model.onnx").read_bytes()
+    assert shipped == (run.out / "quantize" / "model.onnx").read_bytes()
+    assert (final / "genai_config.json").is_file()
+    checks = {c["metric"]: c for c in report["final"]["budgets"]}
+    assert checks["size_ratio"]["passed"] and checks["perplexity_increase"]["value"] > 0
 
 
 PRUNE = (
