@@ -89,7 +89,15 @@ def gguf_cache_folder(path: Path) -> Path:
     _offline()
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    gguf_to_folder(path, tmp)
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader draws its own tqdm bar
+    try:
+        gguf_to_folder(path, tmp)
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # whole or absent: a killed conversion is never taken for one
     return folder
