@@ -80,3 +80,43 @@ def test_path_and_gguf_together_are_refused():
         TypeAdapter(ModelConfig).validate_python(
             {"architecture": "hf-causal-lm", "path": "a", "gguf": "b.gguf"}
         )
+
+
+def test_a_gguf_file_is_converted_once_into_the_cache(tmp_path, monkeypatch):
+    import compress.models.gguf_folder as gguf_folder
+    from compress.models.causal_lm import model_folder
+
+    calls = []
+
+    def convert(path, folder):  # stands in for transformers' GGUF reader
+        calls.append(path)
+        return tiny_llama_folder(folder)
+
+    monkeypatch.setattr(gguf_folder, "gguf_to_folder", convert)
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF fake")
+    config = TypeAdapter(ModelConfig).validate_python(
+        {"architecture": "hf-causal-lm", "gguf": str(gguf)}
+    )
+    first, second = model_folder(config), model_folder(config)
+    assert first == second and first.parent == tmp_path / "cache" / "gguf"
+    assert len(calls) == 1 and (first / "config.json").is_file()
+    assert config.pretrained_source() == str(gguf)
+    model, spec = _model_from(config)
+    assert spec.config.decoder["num_hidden_layers"] == 2
+
+
+def _model_from(config):
+    config = resolve_model_config(config)
+    return new_model(config, (16,), 0, None)
+
+
+def test_a_missing_gguf_package_file_is_a_recipe_error():
+    from compress.models.causal_lm import model_folder
+
+    config = TypeAdapter(ModelConfig).validate_python(
+        {"architecture": "hf-causal-lm", "package": "compress", "gguf": "none.gguf"}
+    )
+    with pytest.raises(RecipeError, match="model.gguf: package 'compress' holds no file"):
+        model_folder(config)
