@@ -134,14 +134,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--hf", type=Path, default=Path("/work/smollm2-hf"),
-                        help="fp32 Hugging Face folder of the model (and its tokenizer)")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/lm-side-by-side"),
-                        help="where the builder's folders are kept between runs")
-    parser.add_argument("--ours", type=Path, action="append", default=[],
-                        help="an exported folder to measure too (a run's final/); repeatable")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON results (default CACHE/results.json)")
+    parser.add_argument(
+        "--hf",
+        type=Path,
+        default=Path("/work/smollm2-hf"),
+        help="fp32 Hugging Face folder of the model (and its tokenizer)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/lm-side-by-side"),
+        help="where the builder's folders are kept between runs",
+    )
+    parser.add_argument(
+        "--ours",
+        type=Path,
+        action="append",
+        default=[],
+        help="an exported folder to measure too (a run's final/); repeatable",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON results (default CACHE/results.json)"
+    )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the builder's folders")
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--window", type=int, default=512)
@@ -150,7 +164,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
 
     import onnxruntime
     import onnxruntime_genai

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -134,19 +135,25 @@ def _run_builder(
     hf_dir: Path, build: Path, cache: Path, precision: str, extra_options: dict[str, str]
 ) -> None:
     """The builder's `main` in this process, its chatter captured for the error message."""
-    try:
-        from onnxruntime_genai.models.builder import create_model, parse_extra_options
-    except ImportError as exc:
-        raise UsageError(
-            f"exporting a decoder needs onnxruntime-genai's model builder ({exc}): "
-            "pip install 'compress[llm]'"
-        ) from exc
     pairs = [f"{key}={value}" for key, value in extra_options.items()]
     output = io.StringIO()
     try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        with (
+            _root_logging_kept(),
+            contextlib.redirect_stdout(output),
+            contextlib.redirect_stderr(output),
+        ):
+            try:
+                from onnxruntime_genai.models.builder import create_model, parse_extra_options
+            except ImportError as exc:
+                raise UsageError(
+                    f"exporting a decoder needs onnxruntime-genai's model builder ({exc}): "
+                    "pip install 'compress[llm]'"
+                ) from exc
             where = (str(hf_dir), str(build), precision, "cpu", str(cache))
             create_model(None, *where, **parse_extra_options(None, *where, pairs))
+    except UsageError:
+        raise
     except Exception as exc:  # the builder raises Exception, ValueError, NotImplementedError...
         tail = output.getvalue().strip()[-_OUTPUT_TAIL:]
         raise StageError(
@@ -157,6 +164,27 @@ def _run_builder(
         ) from exc
     if not (build / GENAI_CONFIG).is_file():
         raise StageError(f"onnxruntime-genai's model builder wrote no {GENAI_CONFIG} for {hf_dir}")
+
+
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """Undo what importing the builder does to logging: onnxruntime's
+    matmul_nbits_quantizer calls `logging.basicConfig(level=INFO)` at import, which
+    would print every library's INFO lines for the rest of the process; and keep its
+    per-MatMul INFO lines out of the build."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    quantizer = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    quantizer_level = quantizer.level
+    quantizer.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+        quantizer.setLevel(quantizer_level)
 
 
 def _architecture(hf_dir: Path) -> str:

@@ -36,6 +36,7 @@ class DecoderIO:
         present: the output that carries each `past` entry's next value, same order.
         kv_heads: KV heads per layer (the cache's axis 1).
         head_dim: size of one head (the cache's axis 3).
+        dtype: the cache's element type (float32, or float16 for an fp16 graph).
     """
 
     inputs: tuple[str, ...]
@@ -43,6 +44,7 @@ class DecoderIO:
     present: tuple[str, ...]
     kv_heads: int
     head_dim: int
+    dtype: type = np.float32
 
     @classmethod
     def from_session(cls, session, onnx_path: str | Path) -> DecoderIO:
@@ -63,20 +65,22 @@ class DecoderIO:
                 f"{INPUT_IDS}, {ATTENTION_MASK} and output {LOGITS}; it has inputs "
                 f"{list(inputs)} and outputs {sorted(outputs)}"
             )
-        past = tuple(sorted((name for name in inputs if name not in TOKEN_INPUTS),
-                            key=lambda name: _layer_slot(name, onnx_path)))  # fmt: skip
+        kv = {value.name: value for value in session.get_inputs() if value.name not in TOKEN_INPUTS}
+        past = tuple(sorted(kv, key=lambda name: _layer_slot(name, onnx_path)))
         present = tuple(_present_name(name, outputs, onnx_path) for name in past)
-        shape = next(value.shape for value in session.get_inputs() if value.name == past[0]) \
-            if past else [None] * 4  # fmt: skip
+        if not past:  # a graph without a cache: every call starts from nothing
+            return cls(inputs, past, present, 0, 0)
+        shape = kv[past[0]].shape
         decoder = _genai_decoder(Path(onnx_path).parent)
         kv_heads = _axis(shape[1], decoder.get("num_key_value_heads"), "KV heads", onnx_path)
         head_dim = _axis(shape[3], decoder.get("head_size"), "head size", onnx_path)
-        return cls(inputs, past, present, kv_heads, head_dim)
+        dtype = np.float16 if kv[past[0]].type == "tensor(float16)" else np.float32
+        return cls(inputs, past, present, kv_heads, head_dim, dtype)
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         """Past tensors of length 0: the feed of a prompt without history."""
         shape = (batch, self.kv_heads, 0, self.head_dim)
-        return {name: np.zeros(shape, dtype=np.float32) for name in self.past}
+        return {name: np.zeros(shape, dtype=self.dtype) for name in self.past}
 
     def feed(
         self, input_ids: np.ndarray, past: dict[str, np.ndarray] | None = None

@@ -4,6 +4,7 @@ agreement and KL, decode speed and generation through onnxruntime-genai (tiny Ll
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 
@@ -193,3 +194,16 @@ def test_side_by_side_quality_equals_one_model_at_a_time(exported, corrupted, wi
 
     assert bad == alone
     assert ref == same and ref.agreement == 1.0 and ref.kl_mean == 0.0
+
+
+def test_what_importing_the_builder_does_to_logging_is_undone():
+    from compress.runtime.lm_export import _root_logging_kept
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    with _root_logging_kept():
+        # what onnxruntime's matmul_nbits_quantizer does at import
+        root.addHandler(logging.StreamHandler())
+        root.setLevel(logging.INFO)
+
+    assert (list(root.handlers), root.level) == before
