@@ -84,7 +84,8 @@ def quality(paths: dict[str, Path], windows: np.ndarray, reference: str) -> dict
     kl = {n: 0.0 for n in paths}
     count = 0
     for ids in windows:
-        logp = {n: log_softmax(window_logits(s, ids).astype(np.float64)) for n, s in sessions.items()}
+        logp = {n: log_softmax(window_logits(s, ids).astype(np.float64))
+                for n, s in sessions.items()}
         ref = logp[reference]
         targets = ids[1:]
         for n, lp in logp.items():
@@ -116,7 +117,8 @@ def decode_rounds(folders: dict[str, Path], prompt: list[int], generate: int, ro
     for r in range(rounds + 1):
         for name, model in models.items():
             params = og.GeneratorParams(model)
-            params.set_search_options(max_length=len(prompt) + generate, min_length=len(prompt) + generate)
+            length = len(prompt) + generate
+            params.set_search_options(max_length=length, min_length=length)
             gen = og.Generator(model, params)
             start = time.perf_counter()
             gen.append_tokens(prompt)
@@ -199,7 +201,8 @@ def main() -> None:
         inc = f"{100 * (ppl / ref_ppl - 1):+.2f}%" if ppl else "-"
         print(f"| {name} | {folder_mb(folder):.1f} | {ppl or float('nan'):.3f} | {inc} | "
               f"{q.get('agreement', float('nan')):.3f} | {q.get('kl_mean', float('nan')):.4f} | "
-              f"{np.median(prefill[name]):.0f} | {np.median(s):.1f} ({s.min():.1f}-{s.max():.1f}) | "
+              f"{np.median(prefill[name]):.0f} | "
+              f"{np.median(s):.1f} ({s.min():.1f}-{s.max():.1f}) | "
               f"{np.median(ratio):.2f}x ({ratio.min():.2f}-{ratio.max():.2f}) |", flush=True)
 
 

@@ -91,8 +91,9 @@ class BlockWeights:
     def permuted_rows(self, order: np.ndarray) -> BlockWeights:
         """The same weights with rows taken in `order` (blocks run along columns, so a row
         permutation keeps every block whole)."""
-        pick = (lambda a: None if a is None else a[order])
-        return BlockWeights(self.format, self.values[order], pick(self.scale), pick(self.minimum))
+        scale = None if self.scale is None else self.scale[order]
+        minimum = None if self.minimum is None else self.minimum[order]
+        return BlockWeights(self.format, self.values[order], scale, minimum)
 
 
 def decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> BlockWeights:
@@ -157,7 +158,8 @@ def read_gguf_blocks(gguf_path: Path) -> dict[str, BlockWeights]:
             Q4_0 / Q4_1 / Q8_0 / F32.
 
     Example:
-        >>> read_gguf_blocks(path)["lm_head.weight"]  # absent when embeddings are tied  # doctest: +SKIP
+        >>> read_gguf_blocks(path)["model.embed_tokens.weight"].format  # doctest: +SKIP
+        'Q8_0'
     """
     import gguf
 
@@ -180,7 +182,8 @@ def read_gguf_blocks(gguf_path: Path) -> dict[str, BlockWeights]:
             int(tensor.shape[0]), 1)
         try:
             if kind == "F32":
-                weights = BlockWeights("F32", np.asarray(tensor.data, np.float32).reshape(rows, cols))
+                values = np.asarray(tensor.data, np.float32).reshape(rows, cols)
+                weights = BlockWeights("F32", values)
             else:
                 weights = decode_blocks(kind, np.asarray(tensor.data), rows, cols)
         except DataError as error:

@@ -137,7 +137,8 @@ class GraphEditor:
         self.pending: list = []
         x, out = node.input[0], node.output[0]
         base = node.name.removesuffix("/MatMul") + "/MatMulNBits"
-        inputs = [x, self.constant(f"{base}.B", enc.packed), self.constant(f"{base}.scales", enc.scales)]
+        inputs = [x, self.constant(f"{base}.B", enc.packed),
+                  self.constant(f"{base}.scales", enc.scales)]
         if enc.zero_points is not None:
             inputs.append(self.constant(f"{base}.zero_points", enc.zero_points))
         main_out = out if enc.offset is None else f"{base}/output_0"

@@ -2,14 +2,17 @@
 
 Each MatMul site gets the fastest encoding whose perplexity cost on calibration windows (never
 the test text) keeps the whole model within `perplexity_limit` of the float input. Sites move in
-groups (all q/k/v, all o_proj, all gate/up, all down, the LM head): a group first tries its
-fastest rung; a group that costs too much is split in halves by layer, and each half tries again
-(down to single layers). Rungs, fastest first:
-- with the GGUF blocks: "source-zp" (the source's 4-bit codes, offset rounded into a uint4 zero
-  point: plain MatMulNBits), then "source" (exact: codes + constant term);
-- without: "int4", then "int8".
-The LM head of a GGUF model is Q8_0: its "source" is exact 8-bit and shared with the embedding,
-so it is never re-quantized.
+groups (all q/k/v, all o_proj, all gate/up, all down; the LM head on its own) along a ladder,
+fastest first:
+- with the GGUF blocks: "source" (the checkpoint's own 4-bit codes + constant term: exact
+  weights), then "int8", then "fp32";
+- without: "int4", then "int8", then "fp32".
+Everything starts on the first rung. While the plan is over the limit, each group not yet at
+the last rung is measured one rung down (its perplexity gain), and the group that gains most
+moves; so a model within the limit costs one evaluation. The LM head of a GGUF model is Q8_0:
+its "source" is exact 8 bits, shared with the embedding, and never re-quantized.
+("source-zp", the codes with the offset rounded into a zero point, cost +28% on SmolLM2: not a
+rung.)
 
 Example:
     >>> result = search_placement(fp32_dir, work, windows, blocks=blocks)   # doctest: +SKIP
@@ -18,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +37,11 @@ class PlacementResult:
 
     Attributes:
         plan: site -> choice, ready for `quantize_lm`.
-        decisions: per site `{site, choice, reason, cost}` (cost: relative perplexity increase
-            measured when its group was last accepted or refused; None: not measured).
+        decisions: per site `{site, choice, reason, cost}` (cost: the final plan's relative
+            calibration perplexity increase).
         baseline_perplexity: the float input's perplexity on the calibration windows.
         perplexity: the chosen plan's.
-        trials: every evaluation `{sites, choice, perplexity, increase, kept}`.
+        trials: every evaluation `{sites, plan, perplexity, increase, kept}`.
     """
 
     plan: dict[str, str]
@@ -56,14 +58,9 @@ def site_group(site: str) -> str:
             "v_proj": "qkv", "qkv_proj": "qkv"}.get(kind, kind)
 
 
-def _layer(site: str) -> int:
-    match = re.match(r"layers\.(\d+)\.", site)
-    return int(match.group(1)) if match else -1
-
-
-def rungs(has_blocks: bool) -> tuple[str, str]:
-    """(fast, safe) choices for a body site."""
-    return ("source-zp", "source") if has_blocks else ("int4", "int8")
+def ladder(has_blocks: bool) -> tuple[str, ...]:
+    """A body site's choices, fastest first."""
+    return ("source", "int8", "fp32") if has_blocks else ("int4", "int8", "fp32")
 
 
 class _Evaluator:
@@ -86,7 +83,7 @@ class _Evaluator:
 def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
                      blocks: dict | None = None, perplexity_limit: float = 0.01,
                      accuracy_level: int = 4, block_size: int = 32, algorithm: str = "rtn",
-                     min_group: int = 4, log=print) -> PlacementResult:
+                     log=print) -> PlacementResult:
     """Choose a per-site plan for `quantize_lm` under a perplexity limit (see module docstring).
 
     Args:
@@ -96,7 +93,6 @@ def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
         blocks: `read_gguf_blocks(...)` when the model came from GGUF, else None.
         perplexity_limit: allowed relative perplexity increase over the float input.
         accuracy_level, block_size, algorithm: passed to `quantize_lm`.
-        min_group: smallest number of layers a refused group is split down to.
         log: progress lines.
     """
     from compress.runtime.lm_quality import lm_quality
@@ -104,54 +100,53 @@ def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
     src_folder, work_dir = Path(src_folder), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     sites = [s.name for s in lm_matmuls(src_folder / "model.onnx")]
-    fast, safe = rungs(blocks is not None)
-    plan = {s: safe for s in sites}
-    reasons = {s: f"{safe}: the safe rung" for s in sites}
-    if "lm_head" in plan:
-        plan["lm_head"] = "source" if blocks is not None else "int8"
-        reasons["lm_head"] = ("source: the checkpoint's own table (Q8_0: exact 8 bits, shared "
-                              "with the embedding)" if blocks is not None else
-                              "int8: the head is the most sensitive site (int4 +9% on SmolLM2)")
+    rungs = ladder(blocks is not None)
+    groups: dict[str, list[str]] = {}
+    for s in sites:
+        groups.setdefault(site_group(s), []).append(s)
+    head_rungs = ("source", "int8", "fp32") if blocks is not None else ("int8", "fp32")
+    level = {g: 0 for g in groups}
+    choices = {g: head_rungs if g == "lm_head" else rungs for g in groups}
+
+    def plan_of(levels: dict[str, int]) -> dict[str, str]:
+        return {s: choices[g][levels[g]] for g, members in groups.items() for s in members}
+
     settings = {"accuracy_level": accuracy_level, "block_size": block_size,
                 "algorithm": algorithm, "blocks": blocks}
     evaluator = _Evaluator(src_folder, work_dir, windows, settings)
     base = float(lm_quality(src_folder / "model.onnx", windows).perplexity)
-    current = evaluator.perplexity(plan)
-    log(f"placement: float {base:.3f}, all {safe} {current:.3f}")
-    trials: list[dict] = []
-    costs: dict[str, float | None] = {s: (current / base - 1) for s in sites}
-    groups: dict[str, list[str]] = {}
-    for s in sites:
-        if s != "lm_head":
-            groups.setdefault(site_group(s), []).append(s)
-    pending = list(groups.values())
-    while pending:
-        members = pending.pop(0)
-        trial = {**plan, **{s: fast for s in members}}
-        value = evaluator.perplexity(trial)
-        increase = value / base - 1
-        kept = increase <= perplexity_limit
-        trials.append({"sites": members, "choice": fast, "perplexity": value,
-                       "increase": increase, "kept": kept})
-        log(f"placement: {members[0]}..{members[-1]} ({len(members)}) -> {fast}: "
-            f"{value:.3f} ({100 * increase:+.2f}%) {'kept' if kept else 'refused'}")
-        for s in members:
-            costs[s] = increase
-        if kept:
-            plan, current = trial, value
-            for s in members:
-                reasons[s] = (f"{fast}: the group stayed within the limit "
-                              f"({100 * increase:+.2f}% <= {100 * perplexity_limit:.2f}%)")
-            continue
-        layers = sorted({_layer(s) for s in members})
-        if len(layers) >= 2 * min_group:
-            half = set(layers[: len(layers) // 2])
-            pending[:0] = [[s for s in members if _layer(s) in half],
-                           [s for s in members if _layer(s) not in half]]
+    current = evaluator.perplexity(plan_of(level))
+    log(f"placement: float {base:.3f}, first rungs {current:.3f}")
+    trials = [{"sites": "all", "plan": "first rungs", "perplexity": current,
+               "increase": current / base - 1, "kept": True}]
+    gains: dict[str, float] = {}
+    while current / base - 1 > perplexity_limit:
+        movable = [g for g in groups if level[g] + 1 < len(choices[g])]
+        if not movable:
+            break
+        tried = {}
+        for g in movable:
+            value = evaluator.perplexity(plan_of({**level, g: level[g] + 1}))
+            tried[g] = value
+            trials.append({"sites": g, "plan": choices[g][level[g] + 1], "perplexity": value,
+                           "increase": value / base - 1, "kept": False})
+        best = min(tried, key=tried.get)
+        gains[best] = current / base - tried[best] / base
+        level[best] += 1
+        current = tried[best]
+        trials[-len(movable) + movable.index(best)]["kept"] = True
+        log(f"placement: {best} -> {choices[best][level[best]]}: {current:.3f}")
+    plan = plan_of(level)
+    increase = current / base - 1
+    decisions = []
+    for g, members in groups.items():
+        first = choices[g][0]
+        if level[g] == 0:
+            why = (f"{first}: the fastest rung; the plan is within the limit "
+                   f"({100 * increase:+.2f}% <= {100 * perplexity_limit:.2f}%)")
         else:
-            for s in members:
-                reasons[s] = (f"{safe}: {fast} cost {100 * increase:+.2f}% with the plan so far "
-                              f"(limit {100 * perplexity_limit:.2f}%)")
-    decisions = [{"site": s, "choice": plan[s], "reason": reasons[s], "cost": costs.get(s)}
-                 for s in sites]
+            why = (f"{choices[g][level[g]]}: {first} was the largest perplexity cost "
+                   f"(moving the group gained {100 * gains.get(g, 0.0):.2f} points)")
+        decisions += [{"site": s, "choice": plan[s], "reason": why, "cost": increase}
+                      for s in members]
     return PlacementResult(plan, decisions, base, current, trials)

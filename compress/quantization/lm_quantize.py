@@ -123,9 +123,9 @@ def _merged_plan(model, plan: dict[str, str]) -> dict[str, str]:
     return merged
 
 
-def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *, block_size: int = 32,
-                algorithm: str = "rtn", accuracy_level: int = 4, blocks: dict | None = None,
-                merge: bool = True) -> dict:
+def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *,
+                block_size: int = 32, algorithm: str = "rtn", accuracy_level: int = 4,
+                blocks: dict | None = None, merge: bool = True) -> dict:
     """Write `dst_folder`: `src_folder`'s causal LM with each MatMul site quantized per `plan`.
 
     Args:

@@ -266,7 +266,9 @@ class WeightOnlyConfig(QuantizeStageConfig):
     algorithm: Literal["rtn", "hqq"] = Field(
         "rtn", description="How int4 / int8 sites are quantized from float weights."
     )
-    block_size: int = Field(32, ge=16, description="int4 / int8 block (power of 2); source keeps 32.")
+    block_size: int = Field(
+        32, ge=16, description="int4 / int8 block (power of 2); source keeps the file's 32."
+    )
     accuracy_level: Literal["auto", 0, 1, 2, 4] = Field(
         "auto",
         description="MatMulNBits accuracy_level (0/1 fp32 compute, 2 fp16, 4 int8 compute); "

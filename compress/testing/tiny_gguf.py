@@ -6,7 +6,8 @@ permuted like llama.cpp's converter does (transformers and `read_gguf_blocks` un
 weight replaced by its dequantized GGUF value, so tests can export it and compare.
 
 Example:
-    >>> path = write_tiny_gguf(tiny_llama_folder(tmp_path / "hf"), tmp_path / "tiny.gguf")  # doctest: +SKIP
+    >>> folder = tiny_llama_folder(tmp_path / "hf")                      # doctest: +SKIP
+    >>> path = write_tiny_gguf(folder, tmp_path / "tiny.gguf")           # doctest: +SKIP
 """
 
 from __future__ import annotations

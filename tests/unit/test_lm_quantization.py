@@ -153,3 +153,127 @@ def test_plan_errors_name_the_site(lm, tmp_path):
         quantize_lm(fp32, tmp_path / "x", {"layers.9.qkv_proj": "int4"})
     with pytest.raises(DataError, match="needs the GGUF blocks"):
         quantize_lm(fp32, tmp_path / "y", {"lm_head": "source"})
+
+
+@pytest.fixture(scope="module")
+def windows(lm):
+    """Windows sampled from the fp32 model itself: any change of its weights raises their
+    perplexity in expectation (random text would not: a random model's perplexity on it can
+    go either way)."""
+    _, fp32, _ = lm
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 250, size=(4, 1)).astype(np.int64)
+    while ids.shape[1] < 32:
+        logits = _logits(fp32, ids)[:, -1].astype(np.float64)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        nxt = [rng.choice(len(row), p=row) for row in p]
+        ids = np.concatenate([ids, np.asarray(nxt, np.int64)[:, None]], axis=1)
+    return ids
+
+
+def test_search_keeps_source_where_it_is_within_the_limit(lm, windows, tmp_path):
+    """With the GGUF blocks every site keeps its own values (exact weights): one evaluation."""
+    from compress.quantization.lm_placement import search_placement
+
+    blocks, fp32, _ = lm
+    result = search_placement(fp32, tmp_path, windows, blocks=blocks, perplexity_limit=0.05,
+                              log=lambda line: None)
+    assert set(result.plan.values()) == {"source"}
+    assert len(result.trials) == 1
+    assert abs(result.perplexity / result.baseline_perplexity - 1) < 0.05
+    assert all("fastest rung" in d["reason"] for d in result.decisions)
+
+
+def test_search_moves_the_costliest_group_up_the_ladder(lm, windows, tmp_path):
+    """Without blocks int4 RTN is the first rung; over a tight limit the search moves groups
+    to int8 one at a time (the largest gain first) until the plan fits."""
+    from compress.quantization.lm_placement import search_placement
+
+    _, fp32, _ = lm
+    result = search_placement(fp32, tmp_path, windows, perplexity_limit=0.002,
+                              log=lambda line: None)
+    first = result.trials[0]["perplexity"]
+    assert first / result.baseline_perplexity - 1 > 0.002  # int4 everywhere costs too much
+    assert "int8" in set(result.plan.values())
+    assert result.perplexity < first
+    kept = [t for t in result.trials[1:] if t["kept"]]
+    assert kept and all(t["plan"] == "int8" for t in kept)
+    moved = [d for d in result.decisions if d["choice"] == "int8"]
+    assert moved and "largest perplexity cost" in moved[0]["reason"]
+    assert not list(tmp_path.glob("trial*"))  # trial folders removed as it goes
+
+
+class _Train:
+    def __init__(self, ids):
+        self.ids = ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def take(self, index):
+        import torch
+
+        return [torch.as_tensor(self.ids[index])]
+
+
+def _context(tmp_path, fp32, gguf, windows, task="causal-lm"):
+    from types import SimpleNamespace
+
+    from compress.recipe.schema.runtime import GenerationConfig
+
+    profile = GenerationConfig(prompt=8, generate=8, rounds=1, warmup=0)
+    recipe = SimpleNamespace(
+        model=SimpleNamespace(task=task, gguf=str(gguf), package=None),
+        runtime=SimpleNamespace(generation_profile=lambda: profile))
+    workdir = tmp_path / "quantize"
+    workdir.mkdir(parents=True)
+    return SimpleNamespace(recipe=recipe, data=SimpleNamespace(train=_Train(windows)),
+                           model=None, spec=None, workdir=workdir, onnx_path=None,
+                           input_onnx=fp32 / "model.onnx", seed=0)
+
+
+def _method(table):
+    from compress.recipe.stages import QuantizeStageConfig
+    from compress.stages.quantize_methods.weight_only import WeightOnlyMethod
+
+    config = QuantizeStageConfig.model_validate({"type": "quantize", "method": "weight-only",
+                                                 **table})
+    return config, WeightOnlyMethod
+
+
+def test_weight_only_method_writes_a_folder_and_says_why(lm, windows, tmp_path):
+    """auto: the search keeps the GGUF's blocks (checked equal to the export's weights) and
+    accuracy_level is timed; the folder generates; the report names each site's reason."""
+    import onnxruntime_genai as og
+
+    _, fp32, deq = lm
+    config, method = _method({"weights": "auto", "perplexity_increase_max": 0.05,
+                              "calibration_windows": 2})
+    result = method(config, _context(tmp_path, fp32, deq.parent / "tiny.gguf", windows)).run()
+    details = result.details["quantization"]
+    assert result.onnx_path == tmp_path / "quantize" / "model.onnx"
+    assert "equals the file's blocks" in details["gguf_blocks"]
+    assert details["site_counts"] == {"source": 11}
+    assert details["accuracy_level"] in (1, 4) and "tokens/s" in details["accuracy_level_choice"]
+    assert all(d["reason"] for d in details["sites"])
+    assert "8-bit table" in details["embedding"]
+    og.Model(str(result.onnx_path.parent))  # loads in onnxruntime-genai
+
+
+def test_weight_only_refuses_other_models_and_changed_weights(lm, windows, tmp_path):
+    from compress.errors import StageError
+
+    blocks, fp32, deq = lm
+    config, method = _method({"weights": "int8"})
+    context = _context(tmp_path, fp32, deq.parent / "tiny.gguf", windows, task="classification")
+    with pytest.raises(StageError, match="causal language model"):
+        method(config, context).run()
+    # a GGUF whose blocks are not this export's weights (another seed): source is refused
+    from compress.testing.tiny_gguf import write_tiny_gguf
+    from compress.testing.tiny_llama import tiny_llama_folder
+
+    other = write_tiny_gguf(tiny_llama_folder(tmp_path / "other", seed=3), tmp_path / "o.gguf")
+    config, method = _method({"weights": "source", "accuracy_level": 4})
+    with pytest.raises(StageError, match="weights changed since the file"):
+        method(config, _context(tmp_path / "b", fp32, other, windows)).run()
