@@ -12,10 +12,12 @@ top-k log-probabilities (exact, from the full softmax at the distillation temper
 plus the mass of everything else as one "rest" bucket, and the loss is the KL between
 the two distributions coarsened onto those k + 1 outcomes. That is a lower bound of the
 full KL (coarsening never increases a KL divergence), exact when the teacher's rest mass
-is zero, and with k = 64 on SmolLM2 the rest typically holds a few percent of the mass;
-it costs 8 bytes per kept logit (512 B a token at k = 64: 10^5 tokens in 51 MB). We chose
-it over renormalising the top-k (which drops the rest and over-weights the top) and over
-fp16 full logits (still 10 GB for 10^5 tokens).
+is zero. Measured on SmolLM2 over Jane Austen windows, k = 64 leaves on average 13.7% of
+the teacher's mass in the rest bucket (the bucket still carries it as one outcome, but
+not how it spreads). It costs 8 bytes per kept logit (512 B a token at k = 64: 10^5
+tokens in 51 MB; k = 256, 205 MB). We chose it over renormalising the top-k (which
+drops the rest and over-weights the top) and over fp16 full logits (still 10 GB for
+10^5 tokens).
 
 Example:
     >>> cache = cache_teacher_logits(teacher, windows, memory_cap_mb=512)  # doctest: +SKIP
