@@ -92,17 +92,38 @@ def test_source_is_exact_and_int4_is_not(lm, tmp_path):
     sites = [s.name for s in lm_matmuls(fp32 / "model.onnx")]
     ref = _logits(fp32, IDS)
     errors, summaries = {}, {}
-    for choice in ("source", "int8", "int4"):
+    for choice in ("source", "source-fused", "int8", "int4"):
         out = tmp_path / choice
-        summaries[choice] = quantize_lm(fp32, out, {s: choice for s in sites}, blocks=blocks,
-                                        accuracy_level=0)
+        plan = {s: choice for s in sites}
+        if choice == "source-fused":
+            plan["lm_head"] = "source"
+        summaries[choice] = quantize_lm(fp32, out, plan, blocks=blocks, accuracy_level=0)
         errors[choice] = float(np.abs(_logits(out, IDS) - ref).max())
     scale = float(np.abs(ref).max())
     assert errors["source"] < 1e-4 * scale, errors
     assert errors["int4"] > 100 * errors["source"] and errors["int4"] > 1e-2 * scale, errors
     assert errors["int8"] < errors["int4"] / 4, errors
+    # fused: the offset's remainder rounded to 4 bits in extra blocks: close, not exact
+    assert errors["source"] < errors["source-fused"] < errors["int4"] / 4, errors
     assert "8-bit table" in summaries["source"]["embedding"]
     assert "4-bit table" in summaries["int4"]["embedding"]
+
+
+def test_fused_encoding_computes_what_it_dequantizes_to(lm):
+    """NBits.dequantize of a fused site (codes, zero points, remainder blocks) is the weight
+    MatMulNBits computes with; its error against the GGUF weight is under 1/20 of a step."""
+    from compress.quantization.nbits import from_blocks
+
+    blocks, _, _ = lm
+    part = blocks["model.layers.0.mlp.down_proj.weight"]
+    exact = part.dequantize().T
+    fused = from_blocks([part], offsets="fused")
+    rounded = from_blocks([part], offsets="round")
+    assert fused.aux_blocks == 1 and fused.k == 128 + 32
+    step = part.scale.astype(np.float32).T.repeat(32, axis=0)
+    assert np.abs(fused.dequantize() - exact).max() < 0.05 * step.max()
+    assert np.abs(rounded.dequantize() - exact).max() > 0.2 * step.min()
+    np.testing.assert_allclose(from_blocks([part]).dequantize(), exact, atol=1e-6)
 
 
 def test_tied_embedding_is_one_table(lm, tmp_path):
