@@ -63,6 +63,8 @@ class NBits:
         blocks = codes.shape[1]
         if self.zero_points is None:
             zero = np.full((self.n, blocks), 2 ** (self.bits - 1), np.float32)
+        elif self.zero_points.dtype.kind == "f":  # HQQ: float zero points, not packed
+            zero = self.zero_points.reshape(self.n, -1)[:, :blocks]
         else:
             zero = unpack(self.zero_points, self.bits).reshape(self.n, -1)[:, :blocks]
         scale = self.scales.reshape(self.n, blocks)

@@ -126,6 +126,21 @@ def test_fused_encoding_computes_what_it_dequantizes_to(lm):
     np.testing.assert_allclose(from_blocks([part]).dequantize(), exact, atol=1e-6)
 
 
+def test_hqq_int4_is_closer_than_rtn(lm, tmp_path):
+    """algorithm = "hqq" (onnxruntime's quantizer, float zero points) moves the logits less
+    than RTN int4 on the same sites."""
+    from compress.quantization.lm_quantize import quantize_lm
+
+    _, fp32, _ = lm
+    ref = _logits(fp32, IDS)
+    plan = {"layers.0.down_proj": "int4", "layers.1.gate_proj": "int4"}
+    errors = {}
+    for algorithm in ("rtn", "hqq"):
+        quantize_lm(fp32, tmp_path / algorithm, plan, algorithm=algorithm, accuracy_level=0)
+        errors[algorithm] = float(np.abs(_logits(tmp_path / algorithm, IDS) - ref).max())
+    assert 0 < errors["hqq"] < errors["rtn"], errors
+
+
 def test_tied_embedding_is_one_table(lm, tmp_path):
     """The embedding Gather reads the LM head's quantized table: no float copy remains."""
     import onnx
@@ -194,13 +209,15 @@ def windows(lm):
 
 
 def test_search_keeps_source_where_it_is_within_the_limit(lm, windows, tmp_path):
-    """With the GGUF blocks every site keeps its own values (exact weights): one evaluation."""
+    """With the GGUF blocks every site keeps its own codes (fused offsets; the head its exact
+    8-bit table): within the limit, one evaluation."""
     from compress.quantization.lm_placement import search_placement
 
     blocks, fp32, _ = lm
     result = search_placement(fp32, tmp_path, windows, blocks=blocks, perplexity_limit=0.05,
                               log=lambda line: None)
-    assert set(result.plan.values()) == {"source"}
+    assert set(result.plan.values()) == {"source-fused", "source"}
+    assert result.plan["lm_head"] == "source"
     assert len(result.trials) == 1
     assert abs(result.perplexity / result.baseline_perplexity - 1) < 0.05
     assert all("fastest rung" in d["reason"] for d in result.decisions)
@@ -275,7 +292,7 @@ def test_weight_only_method_writes_a_folder_and_says_why(lm, windows, tmp_path):
     details = result.details["quantization"]
     assert result.onnx_path == tmp_path / "quantize" / "model.onnx"
     assert "equals the file's blocks" in details["gguf_blocks"]
-    assert details["site_counts"] == {"source": 11}
+    assert details["site_counts"] == {"source-fused": 10, "source": 1}
     assert details["accuracy_level"] in (1, 4) and "tokens/s" in details["accuracy_level_choice"]
     assert all(d["reason"] for d in details["sites"])
     assert "8-bit table" in details["embedding"]
