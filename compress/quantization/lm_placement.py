@@ -147,7 +147,7 @@ def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
                    f"({100 * increase:+.2f}% <= {100 * perplexity_limit:.2f}%)")
         else:
             why = (f"{choices[g][level[g]]}: {first} was the largest perplexity cost "
-                   f"(moving the group gained {100 * gains.get(g, 0.0):.2f} points)")
+                   f"(moving the group gained {100 * gains.get(g, 0.0):.2f} percentage points)")
         decisions += [{"site": s, "choice": plan[s], "reason": why, "cost": increase}
                       for s in members]
     return PlacementResult(plan, decisions, base, current, trials)
