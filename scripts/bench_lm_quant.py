@@ -8,7 +8,7 @@ and mean KL against fp32, and decode tokens/s interleaved against fp32 (1 thread
 
 Usage:
     OMP_NUM_THREADS=1 python scripts/bench_lm_quant.py --work runs/lmq --rounds 7 \
-        --variants source,source-l0,int8,int4
+        --variants source,source-fused,int4,int8
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def variant_plans(sites: list[str]) -> dict[str, tuple[dict, int]]:
         "source-l1": (every("source"), 1),
         "source-fp32head": ({**every("source"), "lm_head": "fp32"}, 4),
         "source-int4head": ({**every("source"), "lm_head": "int4"}, 4),
+        "source-fused": ({**every("source-fused"), "lm_head": "source"}, 4),
         "source-zp": ({**every("source-zp"), "lm_head": "source"}, 4),
-        "source-zp-o": ({**every("source"), **{s: "source-zp" for s in sites if "o_proj" in s}}, 4),
         "int8": (every("int8"), 4),
         "int4": (every("int4"), 4),
         "int4-int8head": ({**every("int4"), "lm_head": "int8"}, 4),

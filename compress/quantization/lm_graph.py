@@ -103,6 +103,7 @@ class GraphEditor:
         self.block_sums: dict[tuple[str, int], str] = {}
         self.new_inits: list = []
         self.removed: set[str] = set()
+        self.constants: set[str] = set()
         self.replacements: dict[str, list] = {}
         self.pending: list = []
 
@@ -110,6 +111,7 @@ class GraphEditor:
         from onnx import numpy_helper
 
         self.new_inits.append(numpy_helper.from_array(array, name))
+        self.constants.add(name)
         return name
 
     def block_sum(self, x: str, k: int, block: int) -> str:
@@ -120,13 +122,33 @@ class GraphEditor:
         if key not in self.block_sums:
             base = f"{x}/BlockSum{block}"
             ones = f"/model/constants/BlockSum/{k}x{k // block}"
-            if ones not in self.block_sums.values():
+            if ones not in self.constants:  # one 0/1 matrix per width, shared
                 matrix = np.zeros((k, k // block), np.float32)
                 matrix[np.arange(k), np.arange(k) // block] = 1.0
                 self.constant(ones, matrix)
-                self.block_sums[("", k)] = ones  # one 0/1 matrix per width, shared
             node = helper.make_node("MatMul", [x, ones], [f"{base}/output_0"], name=base)
             self.pending.append(node)
+            self.block_sums[key] = f"{base}/output_0"
+        return self.block_sums[key]
+
+    def augmented(self, x: str, k: int, block: int, aux_blocks: int) -> str:
+        """`[x, blocksum(x) zero-padded to aux_blocks * block]` along the last axis, once per
+        input: a MatMul by a 0/1 matrix (its padding columns zero) and a Concat."""
+        from onnx import helper
+
+        key = (x, -aux_blocks)
+        if key not in self.block_sums:
+            width = aux_blocks * block
+            ones = f"/model/constants/BlockSum/{k}x{width}"
+            if ones not in self.constants:
+                matrix = np.zeros((k, width), np.float32)
+                matrix[np.arange(k), np.arange(k) // block] = 1.0
+                self.constant(ones, matrix)
+            base = f"{x}/Augment{width}"
+            self.pending += [
+                helper.make_node("MatMul", [x, ones], [f"{base}/sums"], name=f"{base}/BlockSum"),
+                helper.make_node("Concat", [x, f"{base}/sums"], [f"{base}/output_0"],
+                                 name=f"{base}/Concat", axis=-1)]
             self.block_sums[key] = f"{base}/output_0"
         return self.block_sums[key]
 
@@ -137,6 +159,9 @@ class GraphEditor:
         self.pending: list = []
         x, out = node.input[0], node.output[0]
         base = node.name.removesuffix("/MatMul") + "/MatMulNBits"
+        if enc.aux_blocks:
+            width = enc.aux_blocks * enc.block_size
+            x = self.augmented(x, enc.k - width, enc.block_size, enc.aux_blocks)
         inputs = [x, self.constant(f"{base}.B", enc.packed),
                   self.constant(f"{base}.scales", enc.scales)]
         if enc.zero_points is not None:

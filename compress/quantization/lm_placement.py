@@ -4,8 +4,9 @@ Each MatMul site gets the fastest encoding whose perplexity cost on calibration 
 the test text) keeps the whole model within `perplexity_limit` of the float input. Sites move in
 groups (all q/k/v, all o_proj, all gate/up, all down; the LM head on its own) along a ladder,
 fastest first:
-- with the GGUF blocks: "source" (the checkpoint's own 4-bit codes + constant term: exact
-  weights), then "int8", then "fp32";
+- with the GGUF blocks: "source-fused" (the checkpoint's own 4-bit codes, the offset's
+  remainder in 4-bit extra blocks: one MatMulNBits per site), then "source" (exact weights, a
+  constant-term MatMul + Add per site), then "int8", then "fp32";
 - without: "int4", then "int8", then "fp32".
 Everything starts on the first rung. While the plan is over the limit, each group not yet at
 the last rung is measured one rung down (its perplexity gain), and the group that gains most
@@ -60,7 +61,7 @@ def site_group(site: str) -> str:
 
 def ladder(has_blocks: bool) -> tuple[str, ...]:
     """A body site's choices, fastest first."""
-    return ("source", "int8", "fp32") if has_blocks else ("int4", "int8", "fp32")
+    return ("source-fused", "source", "int8", "fp32") if has_blocks else ("int4", "int8", "fp32")
 
 
 class _Evaluator:
@@ -146,7 +147,7 @@ def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
                    f"({100 * increase:+.2f}% <= {100 * perplexity_limit:.2f}%)")
         else:
             why = (f"{choices[g][level[g]]}: {first} was the largest perplexity cost "
-                   f"(moving the group gained {100 * gains.get(g, 0.0):.2f} points)")
+                   f"(moving the group gained {100 * gains.get(g, 0.0):.2f} percentage points)")
         decisions += [{"site": s, "choice": plan[s], "reason": why, "cost": increase}
                       for s in members]
     return PlacementResult(plan, decisions, base, current, trials)

@@ -27,7 +27,8 @@ from compress.errors import DataError
 from compress.quantization.lm_graph import GraphEditor, MatMulSite, model_matmuls
 from compress.quantization.nbits import NBits, from_blocks, rtn
 
-CHOICES = ("fp32", "int8", "int4", "source", "source-zp")
+CHOICES = ("fp32", "int8", "int4", "source", "source-fused", "source-zp")
+_OFFSETS = {"source": "exact", "source-fused": "fused", "source-zp": "round"}
 
 
 def _float_weight(model, site: MatMulSite) -> np.ndarray:
@@ -53,8 +54,8 @@ def encode_site(model, site: MatMulSite, choice: str, *, block_size: int, algori
     if choice.startswith("source"):
         if blocks is None:
             raise DataError(f"site {site.name}: {choice!r} needs the GGUF blocks (blocks=...)")
-        enc = from_blocks(_source_parts(site, blocks), round_offset=choice == "source-zp")
-        if (enc.k, enc.n) != (site.k, site.n):
+        enc = from_blocks(_source_parts(site, blocks), offsets=_OFFSETS[choice])
+        if (enc.k - enc.aux_blocks * enc.block_size, enc.n) != (site.k, site.n):
             raise DataError(f"site {site.name}: GGUF blocks are {enc.k}x{enc.n}, "
                             f"the graph's weight {site.k}x{site.n}")
         return enc

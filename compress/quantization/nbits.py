@@ -38,6 +38,8 @@ class NBits:
             or None (no constant term).
         k: rows of the float weight (K).
         n: columns (N).
+        aux_blocks: blocks appended after the K rows ("fused" offsets): the MatMulNBits input
+            is `[x, blocksum(x) padded to aux_blocks * block_size]`, K grows by as much.
     """
 
     bits: int
@@ -48,6 +50,7 @@ class NBits:
     offset: np.ndarray | None
     k: int
     n: int
+    aux_blocks: int = 0
 
     def nbytes(self) -> int:
         """Bytes this weight stores (codes, scales, zero points, constant term)."""
@@ -60,12 +63,18 @@ class NBits:
         blocks = codes.shape[1]
         if self.zero_points is None:
             zero = np.full((self.n, blocks), 2 ** (self.bits - 1), np.float32)
+        elif self.zero_points.dtype.kind == "f":  # HQQ: float zero points, not packed
+            zero = self.zero_points.reshape(self.n, -1)[:, :blocks]
         else:
             zero = unpack(self.zero_points, self.bits).reshape(self.n, -1)[:, :blocks]
         scale = self.scales.reshape(self.n, blocks)
         w = (codes.astype(np.float32) - zero[..., None]) * scale[..., None]
         if self.offset is not None:
             w = w + self.offset.T[..., None]
+        if self.aux_blocks:
+            main = blocks - self.aux_blocks
+            aux = w[:, main:].reshape(self.n, -1)[:, :main]  # weight of each block's sum
+            w = w[:, :main] + aux[..., None]
         return w.reshape(self.n, -1)[:, : self.k].T
 
 
@@ -89,16 +98,20 @@ def unpack(packed: np.ndarray, bits: int) -> np.ndarray:
     return out
 
 
-def from_blocks(parts: list[BlockWeights], *, round_offset: bool = False) -> NBits:
+def from_blocks(parts: list[BlockWeights], *, offsets: str = "exact") -> NBits:
     """The exact MatMulNBits encoding of GGUF weights `parts` (HF `[out, in]` each, same
     format and in-width), concatenated along out (N), e.g. q, k and v of a packed qkv MatMul.
 
     Q4_0 / Q4_1 keep their 4-bit codes (implicit zero point 8; Q4_1 adds the constant term);
     Q8_0 becomes 8 bits (`q + 128`, implicit zero point 128).
 
-    With `round_offset`, Q4_1's constant term is rounded to a whole number of steps and kept
-    as a uint4 zero point instead (`z = clip(round(8 - c / d), 0, 15)`): no extra nodes, as fast
-    as plain int4, but each block moves by up to half a step.
+    `offsets` says how Q4_1's constant term `c` is kept:
+    - "exact": fp32 `[K/32, N]`, added as `blocksum(x) @ C` (two nodes and an Add per site);
+    - "fused": its whole number of steps as a uint4 zero point (`z = clip(round(8 - c/d))`),
+      the remainder `r = c - d (8 - z)` (at most half a step) as 4-bit weights of extra blocks
+      whose inputs are the block sums (`aux_blocks`): one MatMulNBits per site, `r` rounded to
+      1/30 of its per-column range;
+    - "round": the zero point alone (`r` dropped): each block moves by up to half a step.
 
     Raises:
         ValueError: formats differ, or one is not Q4_0 / Q4_1 / Q8_0.
@@ -115,14 +128,29 @@ def from_blocks(parts: list[BlockWeights], *, round_offset: bool = False) -> NBi
         bits, offset = 8, None
     else:
         codes, bits = values, 4
-        offsets = [p.offset() for p in parts]
-        offset = np.concatenate(offsets, axis=0).T.copy() if fmt == "Q4_1" else None
+        per_part = [p.offset() for p in parts]
+        offset = np.concatenate(per_part, axis=0).T.copy() if fmt == "Q4_1" else None
     packed = pack(codes.reshape(n, k // BLOCK, BLOCK), bits)
-    if round_offset and offset is not None:
-        steps = offset.T / np.where(scale == 0, 1, scale)
-        zero = np.clip(np.round(8 - steps), 0, 15).astype(np.uint8)
+    if offsets == "exact" or offset is None:
+        return NBits(bits, BLOCK, packed, scale, None, offset, k, n)
+    steps = offset.T / np.where(scale == 0, 1, scale)
+    zero = np.clip(np.round(8 - steps), 0, 15).astype(np.uint8)
+    if offsets == "round":
         return NBits(bits, BLOCK, packed, scale, pack(zero, 4), None, k, n)
-    return NBits(bits, BLOCK, packed, scale, None, offset, k, n)
+    return _fuse_remainder(packed, scale, zero, offset.T - scale * (8 - zero.astype(np.float32)))
+
+
+def _fuse_remainder(packed: np.ndarray, scale: np.ndarray, zero: np.ndarray,
+                    remainder: np.ndarray) -> NBits:
+    """Append the per-block remainders `[N, blocks]` as 4-bit RTN weights of extra blocks."""
+    n, blocks = scale.shape
+    aux_blocks = -(-blocks // BLOCK)
+    aux = rtn(remainder.T.astype(np.float32), 4, BLOCK)  # weight [blocks, N]: blocks along K
+    aux_zero = unpack(aux.zero_points, 4)[:, :aux_blocks]
+    all_zero = np.concatenate([zero, aux_zero], axis=1)
+    return NBits(4, BLOCK, np.concatenate([packed, aux.packed], axis=1),
+                 np.concatenate([scale, aux.scales], axis=1), pack(all_zero, 4), None,
+                 (blocks + aux_blocks) * BLOCK, n, aux_blocks)
 
 
 def rtn(weight: np.ndarray, bits: int, block_size: int = 32, *, symmetric: bool = False) -> NBits:

@@ -92,17 +92,53 @@ def test_source_is_exact_and_int4_is_not(lm, tmp_path):
     sites = [s.name for s in lm_matmuls(fp32 / "model.onnx")]
     ref = _logits(fp32, IDS)
     errors, summaries = {}, {}
-    for choice in ("source", "int8", "int4"):
+    for choice in ("source", "source-fused", "int8", "int4"):
         out = tmp_path / choice
-        summaries[choice] = quantize_lm(fp32, out, {s: choice for s in sites}, blocks=blocks,
-                                        accuracy_level=0)
+        plan = {s: choice for s in sites}
+        if choice == "source-fused":
+            plan["lm_head"] = "source"
+        summaries[choice] = quantize_lm(fp32, out, plan, blocks=blocks, accuracy_level=0)
         errors[choice] = float(np.abs(_logits(out, IDS) - ref).max())
     scale = float(np.abs(ref).max())
     assert errors["source"] < 1e-4 * scale, errors
     assert errors["int4"] > 100 * errors["source"] and errors["int4"] > 1e-2 * scale, errors
     assert errors["int8"] < errors["int4"] / 4, errors
+    # fused: the offset's remainder rounded to 4 bits in extra blocks: close, not exact
+    assert errors["source"] < errors["source-fused"] < errors["int4"] / 4, errors
     assert "8-bit table" in summaries["source"]["embedding"]
     assert "4-bit table" in summaries["int4"]["embedding"]
+
+
+def test_fused_encoding_computes_what_it_dequantizes_to(lm):
+    """NBits.dequantize of a fused site (codes, zero points, remainder blocks) is the weight
+    MatMulNBits computes with; its error against the GGUF weight is under 1/20 of a step."""
+    from compress.quantization.nbits import from_blocks
+
+    blocks, _, _ = lm
+    part = blocks["model.layers.0.mlp.down_proj.weight"]
+    exact = part.dequantize().T
+    fused = from_blocks([part], offsets="fused")
+    rounded = from_blocks([part], offsets="round")
+    assert fused.aux_blocks == 1 and fused.k == 128 + 32
+    step = part.scale.astype(np.float32).T.repeat(32, axis=0)
+    assert np.abs(fused.dequantize() - exact).max() < 0.05 * step.max()
+    assert np.abs(rounded.dequantize() - exact).max() > 0.2 * step.min()
+    np.testing.assert_allclose(from_blocks([part]).dequantize(), exact, atol=1e-6)
+
+
+def test_hqq_int4_is_closer_than_rtn(lm, tmp_path):
+    """algorithm = "hqq" (onnxruntime's quantizer, float zero points) moves the logits less
+    than RTN int4 on the same sites."""
+    from compress.quantization.lm_quantize import quantize_lm
+
+    _, fp32, _ = lm
+    ref = _logits(fp32, IDS)
+    plan = {"layers.0.down_proj": "int4", "layers.1.gate_proj": "int4"}
+    errors = {}
+    for algorithm in ("rtn", "hqq"):
+        quantize_lm(fp32, tmp_path / algorithm, plan, algorithm=algorithm, accuracy_level=0)
+        errors[algorithm] = float(np.abs(_logits(tmp_path / algorithm, IDS) - ref).max())
+    assert 0 < errors["hqq"] < errors["rtn"], errors
 
 
 def test_tied_embedding_is_one_table(lm, tmp_path):
@@ -173,13 +209,15 @@ def windows(lm):
 
 
 def test_search_keeps_source_where_it_is_within_the_limit(lm, windows, tmp_path):
-    """With the GGUF blocks every site keeps its own values (exact weights): one evaluation."""
+    """With the GGUF blocks every site keeps its own codes (fused offsets; the head its exact
+    8-bit table): within the limit, one evaluation."""
     from compress.quantization.lm_placement import search_placement
 
     blocks, fp32, _ = lm
     result = search_placement(fp32, tmp_path, windows, blocks=blocks, perplexity_limit=0.05,
                               log=lambda line: None)
-    assert set(result.plan.values()) == {"source"}
+    assert set(result.plan.values()) == {"source-fused", "source"}
+    assert result.plan["lm_head"] == "source"
     assert len(result.trials) == 1
     assert abs(result.perplexity / result.baseline_perplexity - 1) < 0.05
     assert all("fastest rung" in d["reason"] for d in result.decisions)
@@ -254,7 +292,7 @@ def test_weight_only_method_writes_a_folder_and_says_why(lm, windows, tmp_path):
     details = result.details["quantization"]
     assert result.onnx_path == tmp_path / "quantize" / "model.onnx"
     assert "equals the file's blocks" in details["gguf_blocks"]
-    assert details["site_counts"] == {"source": 11}
+    assert details["site_counts"] == {"source-fused": 10, "source": 1}
     assert details["accuracy_level"] in (1, 4) and "tokens/s" in details["accuracy_level_choice"]
     assert all(d["reason"] for d in details["sites"])
     assert "8-bit table" in details["embedding"]

@@ -125,8 +125,8 @@ class WeightOnlyMethod(QuantizeMethod):
         sites = [s.name for s in lm_matmuls(source / "model.onnx")]
         if config.weights != "auto":
             plan = {s: config.weights for s in sites}
-            if "lm_head" in plan and config.weights == "source-zp":
-                plan["lm_head"] = "source"  # Q8_0: exact 8 bits, zero point rounding n/a
+            if "lm_head" in plan and config.weights in ("source-zp", "source-fused"):
+                plan["lm_head"] = "source"  # Q8_0: exact 8 bits, no offset to place
             return plan, {"sites": [{"site": s, "choice": c, "reason": "weights = "
                                      f"{config.weights!r}"} for s, c in plan.items()]}
         level = 4 if config.accuracy_level == "auto" else config.accuracy_level
