@@ -19,6 +19,12 @@ Which units go is chosen per layer (the count is uniform, the indices are not) b
   |input| of each `o_proj` / `down_proj` channel times the L2 norm of its column, i.e.
   how much the unit writes into the residual stream on real text.
 
+Measured on SmolLM2-135M (scripts/bench_decoder_prune.py, Hamlet perplexity 38.4): FFN
+-25% by magnitude gives 214,798, by activation 84.0; KV 1 of 3: 539 vs 99.5. Magnitude
+removes most of each layer's five highest-|W|·|X| channels (up to 75x the median
+channel in layer 29): the channels that carry the most have small weights. Use
+`activation` for language models.
+
 A model whose layers differ (a config cannot describe that) or that is not a Llama-style
 decoder is refused with a `RecipeError` saying why; so is a ratio that leaves no group.
 
