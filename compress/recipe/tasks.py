@@ -24,10 +24,13 @@ class TaskRules:
         name: the task's name (`ModelConfigBase.task`).
         unmeasured_budgets: budget keys this task never measures -> why (the message
             the loader prints after the key path).
+        tunable: whether `compress tune` can score its trials (they score validation
+            accuracy or agreement of a classifier's file).
     """
 
     name: str
     unmeasured_budgets: dict[str, str] = field(default_factory=dict)
+    tunable: bool = True
 
 
 _LM_ONLY = "reads a language model's {what}, which a classification model does not have"
@@ -50,6 +53,7 @@ TASK_RULES.register("causal-lm")(
     TaskRules(
         "causal-lm",
         {"accuracy_min": _NO_ACCURACY, "accuracy_drop_max": _NO_ACCURACY},
+        tunable=False,
     )
 )
 
@@ -60,12 +64,19 @@ def recipe_task(recipe: Any) -> str:
 
 
 def task_problems(recipe: Any) -> list[str]:
-    """Budgets the recipe's task cannot measure, each naming its key path."""
+    """Budgets the recipe's task cannot measure, each naming its key path, and a
+    `[tune]` table its task's trials cannot score."""
     rules = TASK_RULES.get(recipe_task(recipe))
+    tune = (
+        [f"[tune]: compress tune does not score {rules.name} models yet (its trials read a "
+         "classifier's validation accuracy); run the recipe without [tune]"]
+        if getattr(recipe, "tune", None) is not None and not rules.tunable
+        else []
+    )  # fmt: skip
     tables = [("budgets", recipe.budgets)] + [
         (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
     ]
-    return [
+    return tune + [
         f"{where}.{key} {why}"
         for where, budgets in tables
         for key, why in rules.unmeasured_budgets.items()

@@ -73,3 +73,10 @@ def test_language_model_budgets_read_perplexity_increase_and_decode_speed():
     assert "150.0 tokens/s" in checks["decode_tokens_per_s"].message
     assert not checks["speedup"].passed
     assert "baseline 62.0 decode tokens/s" in checks["speedup"].message
+
+
+def test_a_tune_table_on_a_language_model_is_refused():
+    space = {"stages[0].parity_atol": {"type": "float", "low": 1e-5, "high": 1e-4}}
+    raw = {**LM, "tune": {"stage": 0, "trials": 2, "space": space}}
+    with pytest.raises(RecipeError, match=r"\[tune\]: compress tune does not score causal-lm"):
+        validate_recipe(raw, "lm.toml")
