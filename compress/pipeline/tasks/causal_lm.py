@@ -78,8 +78,14 @@ class CausalLMTask(Task):
         text = getattr(report.data, "text", None)  # the corpus: how its text was tokenized
         preprocessing = text.contract() if hasattr(text, "contract") else None
         contract = lm_contract(signature, [p.name for p in deployed_files(source)], preprocessing)
+        generation = self.recipe.runtime.generation_profile()
+        measured = {
+            "providers": ["cpu"],
+            "library": "onnxruntime-genai",
+            "generation": {"name": generation.label, **generation.model_dump()},
+        }
         final = report.finalize(last, str(target.relative_to(out_dir)), sha256_file(target),
-                                signature, contract=contract)  # fmt: skip
+                                signature, contract=contract, measured=measured)  # fmt: skip
         atomic_write_json(folder / "model.contract.json", final.input.to_json())
         return final
 
