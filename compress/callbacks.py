@@ -101,6 +101,10 @@ class EpochProgress:
         self._progress, self._task = None, None
 
 
+# the console's word for each kind of flag (`report.records.Flag.kind`)
+_FLAG_WORDS = {"slower_than_input": "SLOWER", "perplexity_above_input": "WORSE"}
+
+
 class ConsoleReporter(Callback):
     """Progress (bars on a terminal, lines otherwise) and a one-line verdict per stage."""
 
@@ -154,6 +158,12 @@ class ConsoleReporter(Callback):
             if m.accuracy is not None
             else f"agree {agreement * 100:.2f}% (no labels)"
         )
+        if m.perplexity is not None:  # a language model: perplexity and decode speed
+            quality = (
+                f"ppl {m.perplexity:.4g} ({(m.perplexity_increase or 0) * 100:+.2f}%)  "
+                f"agree {agreement * 100:.2f}%  decode {m.decode_tokens_per_s or nan:.4g} "
+                f"tokens/s  prefill {m.prefill_ms or nan:.4g} ms  (latency: per decoded token)"
+            )
         line = (
             f"  {mark} {quality}  p50 {p50:.4g} ms"
             f"  p90 {p90:.4g} ms  size {_human_bytes(m.size_bytes)}"
@@ -176,7 +186,8 @@ class ConsoleReporter(Callback):
         self.console.print(f"     [red]FAIL[/] {stage}: {escape(check.message)}")
 
     def on_flag(self, stage, flag):
-        self.console.print(f"     [yellow]SLOWER[/] {escape(flag.message)}")
+        word = _FLAG_WORDS.get(flag.kind, "NOTE")
+        self.console.print(f"     [yellow]{word}[/] {escape(flag.message)}")
 
     def on_data_warning(self, message):
         self.console.print(f"  [yellow]data:[/] {escape(message)}")

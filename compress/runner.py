@@ -19,13 +19,7 @@ from compress.callbacks import Callback
 from compress.errors import CompressError, describe_failure
 from compress.models import save_model
 from compress.pipeline.cache import StageCache, chained_input_hash, initial_input_hash
-from compress.pipeline.final import write_final
-from compress.pipeline.measure import (
-    Measurement,
-    count_warnings,
-    deployable_onnx,
-    slowdown_flag,
-)
+from compress.pipeline.measure import count_warnings
 from compress.pipeline.setup import (
     initial_model,
     load_run_data,
@@ -33,6 +27,7 @@ from compress.pipeline.setup import (
     run_stage,
     stage_plan,
 )
+from compress.pipeline.tasks import task_for
 from compress.recipe.loader import Recipe
 from compress.report.assemble import RunOutcome, RunReport, check
 from compress.report.records import Artifacts, CacheInfo, Metrics, StageRecord
@@ -132,10 +127,15 @@ class Runner:
         except CompressError as exc:
             self.report.fail(None, exc, str(exc), exc.exit_code)
             return None
-        self.measurement = Measurement(self.recipe, unavailable)
+        try:  # how this run measures: by its model's task (classification, causal-lm)
+            self.task = task_for(self.recipe, data)(self.recipe, unavailable)
+        except CompressError as exc:
+            self.report.fail(None, exc, str(exc), exc.exit_code)
+            return None
+        # history: the same list (stages read it, the runner appends)
         return RunContext(self.recipe, data, model, spec, self.out_dir, self.recipe.seed,
                           strategy=self.strategy, debug=self.debug,
-                          history=self.history)  # the same list: stages read, we append
+                          history=self.history)  # fmt: skip
 
     def _step(self, ctx: RunContext, config, name: str, index: int) -> bool:
         """One stage: run (or reuse) and record it, tell the callbacks; False on error."""
@@ -188,8 +188,8 @@ class Runner:
             result = run_stage(ctx, config, name, stage_dir)
             if result.model is not None:  # an ONNX-input recipe's stages have only files
                 save_model(result.model, result.spec, stage_dir)
-            onnx_path = deployable_onnx(result, stage_dir, self.recipe.seed, self.debug)
-            metrics = self.measurement.evaluate(
+            onnx_path = self.task.deployable(result, stage_dir, self.recipe.seed, self.debug)
+            metrics = self.task.evaluate(
                 result, onnx_path, stage_dir, ctx, self.report.baseline_metrics
             )
         except Exception as exc:  # noqa: BLE001 - every failure is recorded in the report
@@ -214,9 +214,9 @@ class Runner:
         stage_dir = self.out_dir / head["dir"]
         result.spec = result.spec or ctx.spec  # a cached ONNX-only stage keeps the run's
         checks = check(config.budgets, metrics, self.report.baseline_metrics)
-        previous = self.history[-1].name if self.history else None
-        accepted = config.budgets.speedup_vs_input_min
-        flag = slowdown_flag(metrics, head["name"], previous, accepted) if previous else None
+        previous = self.history[-1] if self.history else None
+        flags = self.task.flags(metrics, head["name"], previous,
+                                config.budgets.speedup_vs_input_min)  # fmt: skip
         if ctx.accept(result, onnx_path):  # the first result: the run's baseline
             self.report.baseline_metrics = metrics
         record = StageRecord(
@@ -225,7 +225,7 @@ class Runner:
             duration_s=time.monotonic() - started,
             metrics=metrics,
             budgets=checks,
-            flags=([flag] if flag else []) + result.details.get("flags", []),
+            flags=flags + result.details.get("flags", []),
             details=result.details,
             artifacts=self._artifacts(stage_dir, onnx_path, result),
             warnings=[*result.warnings, *count_warnings(metrics)],
@@ -247,7 +247,7 @@ class Runner:
 
     def _finalize(self, last: StageRecord, signature) -> None:
         """Copy the last good stage's model to final/ and check the final budgets."""
-        final = write_final(self.out_dir, last, self.report, signature)
+        final = self.task.write_final(self.out_dir, last, self.report, signature)
         for result in final.budgets:
             if not result.passed:
                 self._emit("on_budget_fail", "final", result)

@@ -150,6 +150,26 @@ class Reference:
             )
 
 
+def data_source_sections(doc: Reference) -> None:
+    """A section per data source with a config class of its own: the keys it adds or
+    redefines (the others of `[data]` keep their defaults there)."""
+    from compress.recipe.schema import DATA_CONFIGS, DataConfig
+
+    base = DataConfig.model_fields
+    for name, config in DATA_CONFIGS.items():
+        if config is DataConfig or config in doc.seen:
+            continue
+        same = [
+            key
+            for key, field in config.model_fields.items()
+            if key in base
+            and (field.description, field.default, field.annotation)
+            == (base[key].description, base[key].default, base[key].annotation)
+        ]
+        note = "Its own keys and those it redefines; no other `[data]` key applies to it."
+        doc.section(f'[data] source = "{name}"', config, skip=same, note=note, path="data")
+
+
 def render() -> str:
     from compress.data import DATA_SOURCES
     from compress.recipe.loader import Recipe
@@ -179,6 +199,8 @@ def render() -> str:
             doc.nested("", name, _annotation(field))
         elif len(tables) == 1:
             doc.section(f"[{name}]", tables[0], path=name)
+            if name == "data":
+                data_source_sections(doc)
         else:
             for table in tables:
                 doc.section(f"[{name}] {_tag(table)}", table, path=name)

@@ -92,6 +92,21 @@ RULES: dict[str, Rule] = {
         lambda v: f"{v:.2f}x",
         lambda m, t: t["size_bytes"] if t else None,
     ),
+    # language models (causal-lm): perplexity relative to the baseline's, decode speed at
+    # the generation profile
+    "perplexity_increase_max": Rule(
+        "perplexity_increase",
+        "max",
+        lambda m, t: m.get("perplexity_increase"),
+        _pct,
+        lambda m, t: t.get("perplexity") if t else None,
+    ),
+    "decode_tokens_per_s_min": Rule(
+        "decode_tokens_per_s",
+        "min",
+        lambda m, t: m.get("decode_tokens_per_s"),
+        lambda v: f"{v:,.1f} tokens/s",
+    ),
     "speedup_min": Rule(
         "speedup",
         "min",
@@ -185,8 +200,13 @@ def check_budgets(
             message += f" (teacher {_pct(baseline)} -> {_pct(metrics['accuracy'])})"
         elif rule.metric == "size_ratio" and baseline is not None:
             message += f" (teacher {int(baseline):,} bytes -> {int(metrics['size_bytes']):,})"
+        elif rule.metric == "perplexity_increase" and baseline is not None:
+            message += f" (baseline perplexity {baseline:.4g} -> {metrics['perplexity']:.4g})"
         elif rule.metric == "speedup" and baseline is not None:
             message += f" (teacher p50 {_ms(baseline)}, interleaved)"
+        elif rule.metric == "speedup" and metrics.get("teacher_decode_tokens_per_s_interleaved"):
+            rate = metrics["teacher_decode_tokens_per_s_interleaved"]
+            message += f" (baseline {rate:,.1f} decode tokens/s, interleaved)"
         elif rule.metric == "speedup_vs_input" and baseline is not None:
             message += f" (input p50 {_ms(baseline)}, interleaved)"
         if budgets.profile is not None:

@@ -8,6 +8,7 @@ from compress.data.image_folder import build_image_bundle
 from compress.data.sources import DATA_SOURCES, load_raw, register_data_source
 from compress.data.splits import build_bundle, stratified_split
 from compress.data.text import TextRaw, build_text_bundle
+from compress.data.text_corpus import load_corpus  # registers "text-corpus"
 from compress.recipe.schema import DataConfig
 
 
@@ -20,6 +21,9 @@ def load_data(config: DataConfig, seed: int) -> DataBundle:
         (1, 8, 8)
     """
     raw = load_raw(config)
+    to_bundle = getattr(raw, "to_bundle", None)
+    if to_bundle is not None:  # a source that splits its own data (data/text_corpus.py)
+        return to_bundle(config, seed)
     if isinstance(raw, TextRaw):
         return build_text_bundle(raw, config, seed)
     if isinstance(raw, ImageFiles):
@@ -34,6 +38,7 @@ __all__ = [
     "RowReader",
     "Split",
     "build_bundle",
+    "load_corpus",
     "load_data",
     "load_raw",
     "register_data_source",

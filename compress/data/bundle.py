@@ -218,6 +218,9 @@ class DataBundle:
     # extra entries of the contract's `preprocessing` (an image folder's decode, resize,
     # crop and where mean/std came from)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # what the model does with the inputs: "classification" (one row -> class logits) or
+    # "causal-lm" (token windows -> next-token logits at every position; data.text_corpus)
+    task: str = "classification"
 
     @property
     def signature(self) -> InputSignature:
@@ -233,12 +236,17 @@ class DataBundle:
         signature = signature or self.signature
         first = signature.contract()[0]
         if self.text is not None:  # token ids: the tokenizer is the preprocessing
+            # a causal LM's logits: one row of vocabulary logits per position
+            per_row = ["sequence"] if self.task == "causal-lm" else []
             return {
                 **first,
                 "inputs": signature.contract(),
                 "layout": "NS (batch, sequence)",
                 "preprocessing": self.text.contract(),
-                "output": {"name": signature.output, "shape": ["batch", self.num_classes]},
+                "output": {
+                    "name": signature.output,
+                    "shape": ["batch", *per_row, self.num_classes],
+                },
             }
         return {
             **first,

@@ -22,7 +22,6 @@ from compress.models.family import family_of, load_pretrained_, resolve_model_co
 from compress.models.onnx_file import onnx_spec
 from compress.recipe.loader import Recipe
 from compress.recipe.schema import OnnxModelConfig
-from compress.recipe.schema.data import TEXT_SOURCES
 from compress.stages import STAGES, RunContext, StageResult
 from compress.stages.base import seed_everything
 from compress.stages.start import StartConfig, StartStage
@@ -54,7 +53,7 @@ def load_run_data(recipe: Recipe) -> DataBundle:
     (the folder its family's `files` names)."""
     prepare_process(recipe)
     data = recipe.data
-    if data.source in TEXT_SOURCES and data.tokenizer is None:
+    if data.takes_model_tokenizer():
         folder = model_files(recipe.model)
         if folder is not None:
             data = data.model_copy(update={"tokenizer": str(folder)})
@@ -99,6 +98,8 @@ def stage_plan(recipe: Recipe) -> list[tuple[Any, str]]:
         plan.insert(0, (StartConfig(onnx=recipe.model.onnx), "input"))
     elif recipe.model.weights:
         plan.insert(0, (StartConfig(weights=recipe.model.weights), "input"))
+    elif recipe.model.pretrained_source():  # a whole model in its family's files (an LM)
+        plan.insert(0, (StartConfig(pretrained=recipe.model.pretrained_source()), "input"))
     return plan
 
 

@@ -39,6 +39,7 @@ from compress.recipe.schema import (
     TrainingPlacementConfig,
 )
 from compress.recipe.stages import STAGE_CONFIGS, StageConfig
+from compress.recipe.tasks import task_problems
 from compress.recipe.tune import CategoricalParam, TuneConfig
 
 
@@ -98,13 +99,14 @@ def check_stage_order(recipe: Recipe, file_label: str) -> None:
     problems += _order_problems(recipe.stages)
     if isinstance(recipe.model, OnnxModelConfig):
         problems += _torch_stage_problems(recipe)
-    elif recipe.model.weights is None and not recipe.stages[0].trains_from_scratch:
+    elif recipe.model.pretrained_source() is None and not recipe.stages[0].trains_from_scratch:
         starters = [name for name, config in STAGE_CONFIGS.items() if config.trains_from_scratch]
         problems.append(
             f"the first stage is {recipe.stages[0].type!r} but the model is untrained: start "
             f"with a {' or '.join(starters)} stage or set model.weights"
         )
     problems.extend(_unlabeled_problems(recipe))
+    problems.extend(task_problems(recipe))
     lines = [f"{file_label}: stages: {problem} (stage order: {order})" for problem in problems]
     lines.extend(f"{file_label}: {problem}" for problem in _profile_problems(recipe))
     if recipe.tune is not None:

@@ -245,3 +245,50 @@ class PlacementConfig(QuantizeStageConfig, StaticSettings, SearchSettings):
         description="A layer group returns to fp32 only when the model gets faster in every "
         "round and by at least this share (median), so placements do not flip on noise.",
     )
+
+
+@QUANTIZE_METHOD_CONFIGS.register("weight-only")
+class WeightOnlyConfig(QuantizeStageConfig):
+    """method = "weight-only": a causal LM's weight MatMuls as block-wise MatMulNBits
+    (4 or 8 bits), per site; a model that arrived as GGUF keeps its own 4-bit blocks
+    ("source": nothing quantized twice). Its input is the exported folder (model.onnx,
+    genai_config.json, tokenizer) and so is its output."""
+
+    selected_by: ClassVar[str] = "method"
+
+    method: Literal["weight-only"] = Field("weight-only", description="weight-only: this method.")
+    mode: Literal["static"] = Field("static", description="Not read by weight-only.")
+    format: Literal["qdq"] = _qdq()
+    weights: Literal["auto", "source", "source-fused", "source-zp", "int4", "int8"] = Field(
+        "auto",
+        description="auto: per-site search under perplexity_increase_max on calibration "
+        "windows (fastest encoding that keeps the limit); source: the GGUF's own blocks "
+        "everywhere (exact, a constant-term MatMul per site); source-fused: its 4-bit codes, "
+        "the offset as zero points + 4-bit remainder blocks (one MatMulNBits per site); "
+        "source-zp: the offset rounded into zero points (fast, +28% perplexity on SmolLM2); "
+        "int4 / int8: from the float weights (`algorithm`).",
+    )
+    algorithm: Literal["rtn", "hqq"] = Field(
+        "rtn", description="How int4 / int8 sites are quantized from float weights."
+    )
+    block_size: int = Field(
+        32, ge=16, description="int4 / int8 block (power of 2); source keeps the file's 32."
+    )
+    accuracy_level: Literal["auto", 0, 1, 2, 4] = Field(
+        "auto",
+        description="MatMulNBits accuracy_level (0/1 fp32 compute, 2 fp16, 4 int8 compute); "
+        "auto: the fastest of 4 and 1 at the generation profile whose calibration "
+        "perplexity stays within the limit.",
+    )
+    perplexity_increase_max: float = Field(
+        0.01, gt=0, description="Calibration perplexity increase the search allows (relative)."
+    )
+    calibration_windows: int = Field(
+        4, gt=0, description="Training windows the search and accuracy_level check score on."
+    )
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> WeightOnlyConfig:
+        if self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size must be a power of 2, got {self.block_size}")
+        return self

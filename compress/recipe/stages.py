@@ -120,3 +120,6 @@ for _name, _config in (
 
 StageConfig = Annotated[SerializeAsAny[StageConfigBase], registered_table(STAGE_CONFIGS)]
 """One `[[stages]]` table, validated by the config class registered under its `type`."""
+
+# stage configs kept in their own module (each registers itself in STAGE_CONFIGS)
+from compress.recipe import decoder_stages  # noqa: E402,F401

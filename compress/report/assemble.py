@@ -100,13 +100,18 @@ class RunReport:
             self.error.traceback = traceback
         self.error_exit_code = code
 
-    def finalize(self, last: StageRecord, path: str, sha256: str, signature) -> Final:
-        """The `final` entry: the shipped file, its input contract, the final budgets."""
+    def finalize(self, last: StageRecord, path: str, sha256: str, signature,
+                 contract: dict[str, Any] | None = None,
+                 measured: dict[str, Any] | None = None) -> Final:  # fmt: skip
+        """The `final` entry: the shipped file, its input contract (the data's, unless
+        the run's task writes its own: `contract`, and says how it measured: `measured`),
+        the final budgets."""
+        contract = contract if contract is not None else self.data.input_contract(signature)
         self.final = Final(
             path=path,
             sha256=sha256,
             stage=last.name,
-            input={**self.data.input_contract(signature), "measured": self._measured()},
+            input={**contract, "measured": measured or self._measured()},
             metrics=last.metrics,
             budgets=self.final_checks(last.metrics),
         )

@@ -11,6 +11,7 @@ from typing import Any
 from compress.report.records import (
     Final,
     Latency,
+    LMContract,
     Metrics,
     PruneStep,
     Recalibration,
@@ -78,7 +79,8 @@ def _bullets(title: str, intro: list[str], items: list[str]) -> list[str]:
 
 def _notices(report: Report) -> list[str]:
     """Missed budgets and errors, warnings, and the stages slower than their input."""
-    flags = [flag.message for stage in report.stages for flag in stage.flags]
+    flags = [f.message for stage in report.stages for f in stage.flags if f.kind != _WORSE]
+    worse = [f.message for stage in report.stages for f in stage.flags if f.kind == _WORSE]
     warnings = report.warnings + [
         f"{stage.name}: {warning}" for stage in report.stages for warning in stage.warnings
     ]
@@ -91,7 +93,17 @@ def _notices(report: Report) -> list[str]:
         _bullets("Missed budgets and errors", [], report.failures)
         + _bullets("Warnings", [], warnings)
         + _bullets("Slower than their input", slower_intro, flags)
+        + _bullets("Worse perplexity than their input", _WORSE_INTRO, worse)
     )
+
+
+# a language model stage whose perplexity rose above its input's (`pipeline.tasks.causal_lm`)
+_WORSE = "perplexity_above_input"
+_WORSE_INTRO = [
+    "No budget gates these (`perplexity_increase_max` gates the increase over the "
+    "baseline); each stage below raised the perplexity of the model it was given:",
+    "",
+]
 
 
 def _stage_row(stage: StageRecord) -> str:
@@ -120,6 +132,36 @@ def _stages_table(report: Report) -> list[str]:
         *[_stage_row(stage) for stage in report.stages],
         "",
     ]
+
+
+def _language_model(report: Report) -> list[str]:
+    """A language model's figures (task causal-lm): perplexity, fidelity, decode speed."""
+    stages = [s for s in report.stages if s.metrics is not None and s.metrics.perplexity]
+    if not stages:
+        return []
+    profile = stages[-1].metrics.generation or {}
+    lines = [
+        "## Language model",
+        "",
+        f"Perplexity on the test windows; decode speed at prompt {profile.get('prompt')}, "
+        f"{profile.get('generate')} new tokens, batch {profile.get('batch')}, "
+        f"{profile.get('threads')} thread(s), onnxruntime-genai, interleaved with the "
+        f"baseline and each stage's input (median of {profile.get('rounds')} rounds).",
+        "",
+        "| stage | perplexity | vs baseline | agreement | KL | MB | prefill ms "
+        "| decode tokens/s | speed-up | vs input |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in stages:
+        m = stage.metrics
+        lines.append(
+            f"| {stage.name} | {m.perplexity:.4g} | {_fmt(m.perplexity_increase, 'pts')}% "
+            f"| {_fmt(m.agreement, 'pct')} | {_fmt(m.kl_mean, 'ms')} "
+            f"| {m.size_bytes / 1e6:.1f} | {_fmt(m.prefill_ms, 'ms')} "
+            f"| {_fmt(m.decode_tokens_per_s, 'rate')} | {_spread(m.speedup)} "
+            f"| {_spread(m.speedup_vs_input)} |"
+        )
+    return [*lines, ""]
 
 
 def _budgets(report: Report) -> list[str]:
@@ -170,13 +212,20 @@ def _pruning_steps(stage: StageRecord) -> list[str]:
 
 def _latency(report: Report) -> list[str]:
     runtime, environment = report.runtime, report.environment
-    lines = [
-        "## Latency",
-        "",
+    how = (
         f"ONNX Runtime {environment.get('onnxruntime')}, batch {runtime.batch_size}, "
         f"{runtime.threads} intra-op thread(s), {runtime.warmup} warm-up runs, "
         f"{runtime.rounds} interleaved rounds x {runtime.repeats} runs per model. "
-        f"CPU: {environment.get('cpu')}.",
+    )
+    if any(s.metrics is not None and s.metrics.generation for s in report.stages):
+        how = (  # a language model: timed by generation (section "Language model")
+            "Language model: milliseconds per decoded token at the generation profile "
+            "(onnxruntime-genai), one value per interleaved round. "
+        )
+    lines = [
+        "## Latency",
+        "",
+        how + f"CPU: {environment.get('cpu')}.",
         "Each stage's model was timed interleaved with the teacher's and with its input's "
         "(the previous stage's model) in the same rounds (A B C A B C ...); a speed-up is "
         "the median of per-round p50 ratios, with its spread.",
@@ -225,6 +274,12 @@ def _profiles_table(report: Report) -> list[str]:
 def _contract(final: Final) -> str:
     """How to feed the shipped model, in one sentence."""
     contract = final.input
+    if isinstance(contract, LMContract):  # a folder onnxruntime-genai generates from
+        files = ", ".join(f"`{name}`" for name in contract.files)
+        return (
+            f"A language model folder (`final/`: {files}); generate with onnxruntime-genai "
+            f"alone: `{contract.generate.get('example')}`"
+        )
     pre = contract.preprocessing
     if isinstance(contract, TextContract):  # token ids: the tokenizer shipped beside it
         inputs = " and ".join(f"`{named.name}`" for named in contract.inputs)
@@ -310,6 +365,7 @@ def render_markdown(report: Report) -> str:
         _header(report),
         _notices(report),
         _stages_table(report),
+        _language_model(report),
         _budgets(report),
         _stage_notes(report),
         *[_pruning_steps(stage) for stage in report.stages],

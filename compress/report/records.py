@@ -71,6 +71,9 @@ class Profile(Record):
     speedup_vs_input: Spread | None = None
     input_p50_ms_interleaved: float | None = None
     slower_than_input: bool | None = None
+    # a language model's generation profile: decode tokens/s of the references
+    teacher_decode_tokens_per_s_interleaved: float | None = None
+    input_decode_tokens_per_s_interleaved: float | None = None
 
 
 class Metrics(Record):
@@ -99,6 +102,17 @@ class Metrics(Record):
     slower_profiles: list[str] | None = None
     size_ratio: float | None = None
     accuracy_change: float | None = None
+    # language models (task causal-lm, `pipeline.lm_measure`): perplexity on the test
+    # windows and its increase relative to the baseline's; prefill and decode speed at
+    # the generation profile (`generation`), whose speed-ups are `speedup` above
+    perplexity: float | None = None
+    perplexity_tokens: int | None = None
+    perplexity_increase: float | None = None
+    prefill_ms: float | None = None
+    decode_tokens_per_s: float | None = None
+    teacher_decode_tokens_per_s_interleaved: float | None = None
+    input_decode_tokens_per_s_interleaved: float | None = None
+    generation: dict[str, Any] | None = None
 
     @property
     def provider(self) -> str:
@@ -275,16 +289,30 @@ class TextContract(Record):
     output: Output
 
 
+class LMContract(Record):
+    """How to run a language model folder: its files and how to generate from them."""
+
+    task: Literal["causal-lm"]
+    inputs: list[Named]
+    files: list[str]
+    preprocessing: dict[str, Any]
+    generate: dict[str, Any]
+    output: Output
+
+
 def _contract_kind(contract: Any) -> str:
     """The final model's input contract is described by its preprocessing's kind."""
     if isinstance(contract, BaseModel):
         contract = contract.model_dump()
     pre = contract.get("preprocessing") if isinstance(contract, dict) else None
-    return "text" if isinstance(pre, dict) and pre.get("kind") == "text" else "image"
+    kind = pre.get("kind") if isinstance(pre, dict) else None
+    return kind if kind in ("text", "causal-lm") else "image"
 
 
 Contract = Annotated[
-    Annotated[TextContract, Tag("text")] | Annotated[ImageContract, Tag("image")],
+    Annotated[TextContract, Tag("text")]
+    | Annotated[LMContract, Tag("causal-lm")]
+    | Annotated[ImageContract, Tag("image")],
     Discriminator(_contract_kind),
 ]
 

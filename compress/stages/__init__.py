@@ -4,6 +4,7 @@ from compress.stages import (  # noqa: F401  (registers them)
     distill,
     export,
     prune,
+    prune_decoder,
     quantize,
     train,
 )

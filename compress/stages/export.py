@@ -11,9 +11,13 @@ from compress.recipe.stages import ExportStageConfig
 from compress.runtime.evaluate import onnx_logits, onnx_predictions
 from compress.runtime.onnx_export import check_parity, export_onnx, shape_label
 from compress.stages.base import RunContext, Stage, StageResult
+from compress.stages.export_lm import export_lm
 from compress.stages.registry import register_stage
 from compress.training.batchnorm import recalibrate_checked_
 from compress.training.inference import split_logits
+
+# the export of a task whose deployable is not one classifier file, by task name
+_BY_TASK = {"causal-lm": export_lm}
 
 
 @register_stage("export")
@@ -28,6 +32,9 @@ class ExportStage(Stage):
     config_class = ExportStageConfig
 
     def _run(self, ctx: RunContext) -> StageResult:
+        by_task = _BY_TASK.get(getattr(ctx.data, "task", "classification"))
+        if by_task is not None:  # another task's deployable (a language model's folder)
+            return by_task(self.config, ctx)
         target = ctx.workdir / "model.onnx"
         if ctx.onnx_path is None:
             signature = ctx.spec.signature

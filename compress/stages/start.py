@@ -1,5 +1,6 @@
 """`input`: the starting model of a recipe that brings one: trained weights
-(`[model] weights`) or an ONNX file (`[model] onnx`).
+(`[model] weights`), an ONNX file (`[model] onnx`), or a family's pretrained files that
+hold a whole model (a language model's folder or GGUF file: `pretrained`).
 
 It changes nothing; it is run like any stage so the runner measures the starting
 model on ONNX Runtime first, and that measurement becomes the baseline of every
@@ -27,12 +28,18 @@ class StartConfig(StrictModel):
     name: str = Field("input", description="Its folder in the run directory.")
     weights: str | None = Field(None, description="The `[model] weights` file loaded.")
     onnx: str | None = Field(None, description="The `[model] onnx` file, copied as is.")
+    pretrained: str | None = Field(
+        None, description="The family's pretrained files the model was loaded from."
+    )
     budgets: Budgets = Field(default_factory=Budgets, description="None: it is the baseline.")
 
     @model_validator(mode="after")
     def _one_source(self) -> StartConfig:
-        if (self.weights is None) == (self.onnx is None):
-            raise ValueError("the starting point is weights or an ONNX file, exactly one")
+        sources = [self.weights, self.onnx, self.pretrained]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(
+                "the starting point is weights, an ONNX file or pretrained files, exactly one"
+            )
         return self
 
 
@@ -47,6 +54,9 @@ class StartStage(Stage):
     def _run(self, ctx: RunContext) -> StageResult:
         if self.config.weights is not None:
             return StageResult(ctx.model, ctx.spec, details={"weights": self.config.weights})
+        if self.config.pretrained is not None:
+            details = {"pretrained": self.config.pretrained}
+            return StageResult(ctx.model, ctx.spec, details=details)
         import onnx  # not at import time: `compress --help` need not load onnx
 
         target = ctx.workdir / "model.onnx"

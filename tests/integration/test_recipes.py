@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import tomllib
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from compress.testing import run_cli
 
 pytestmark = pytest.mark.integration
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.toml"))
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
 IDS = [path.name for path in RECIPES]
 
 
@@ -28,8 +31,9 @@ def _needs_fashion_mnist(path: Path) -> bool:
 
 def _is_long(path: Path) -> bool:
     """A pretrained transformer's recipe (minilm-rotten-tomatoes: ~30 min on 2 cores,
-    needs scripts/get-text-extra.sh): validated here, run only by the slow suite."""
-    return _raw(path).get("model", {}).get("architecture") == "hf-encoder"
+    needs scripts/get-text-extra.sh; the smollm2 recipes: a 135M-parameter decoder,
+    scripts/get-llm-extra.sh): validated here, run only by the slow suite."""
+    return _raw(path).get("model", {}).get("architecture") in ("hf-encoder", "hf-causal-lm")
 
 
 def _relaxed(key: str, value: float) -> str:
@@ -157,6 +161,15 @@ def test_recipe_meets_its_own_budgets(tmp_path, path):
         pytest.skip(f"fashion-mnist is not installed at {FASHION_MNIST_DIR}")
     if _is_long(path):
         pytest.importorskip("transformers", reason="needs scripts/get-text-extra.sh")
+    package = _raw(path).get("model", {}).get("package")
+    if package and importlib.util.find_spec(package) is None:
+        pytest.skip(f"model package {package} is not installed (scripts/get-*-extra.sh)")
+    files = _raw(path).get("data", {}).get("files", [])
+    if any(str(pattern).startswith("data/") for pattern in files):
+        # texts a script wrote into the repository's data/ (recipe paths are relative to it)
+        if not glob.glob(str(ROOT / files[0])):
+            pytest.skip(f"{files[0]} is missing (scripts/get-llm-extra.sh)")
+        (tmp_path / "data").symlink_to(ROOT / "data")
 
     run = run_cli("run", path, "--out", tmp_path / "run", "--quiet", cwd=tmp_path, timeout=3600)
 

@@ -84,7 +84,8 @@ def test_the_cases_cover_every_builtin_method():
     }
 
     assert methods == {
-        "static", "fallback", "dynamic", "qat", "int4", "kmeans", "pow2", "auto", "placement"
+        "static", "fallback", "dynamic", "qat", "int4", "kmeans", "pow2", "auto", "placement",
+        "weight-only",  # recipes/smollm2-quantize.toml
     }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ a module the user imports: docs/adding-a-model-family.md.
 
 from compress.models.families import (  # noqa: F401 (each import registers its family)
     cnn,
+    hf_causal_lm,
     hf_encoder,
     mlp,
     mobilenet,

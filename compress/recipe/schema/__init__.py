@@ -8,6 +8,7 @@ One module per table; every name is re-exported here, so import from
 
 - `base`: `StrictModel` (every table's base), `CALLABLE_PATTERN`, `Fraction`
 - `data`: `[data]`, `DataConfig`
+- `text_corpus`: `[data]` of `source = "text-corpus"`, `TextCorpusConfig`
 - `models`: `[model]`, the built-in families' configs, `MODEL_CONFIGS` (filled by the
   family registration), `ModelConfigBase`, `ModelConfig`
 - `runtime`: `[runtime]`, `RuntimeConfig`
@@ -35,7 +36,8 @@ from compress.recipe.schema.models import (
     ResNetConfig,
     TransformerConfig,
 )
-from compress.recipe.schema.runtime import ProfileConfig, RuntimeConfig
+from compress.recipe.schema.runtime import GenerationConfig, ProfileConfig, RuntimeConfig
+from compress.recipe.schema.text_corpus import TextCorpusConfig
 from compress.recipe.schema.tracking import MlflowConfig, TrackingConfig
 from compress.recipe.schema.training import (
     AdagradConfig,
@@ -85,12 +87,14 @@ __all__ = [
     "OptimizerConfig",
     "RMSPropConfig",
     "ResNetConfig",
+    "GenerationConfig",
     "ProfileConfig",
     "RuntimeConfig",
     "SGDConfig",
     "ScheduleConfig",
     "StepSchedule",
     "StrictModel",
+    "TextCorpusConfig",
     "TrackingConfig",
     "TrainingConfig",
     "WarmupSchedule",

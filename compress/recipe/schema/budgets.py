@@ -37,6 +37,18 @@ class Budgets(StrictModel):
         "previous stage's model), measured interleaved; a value below 1 accepts a "
         "slowdown that bought something else (size, say) and says so in the recipe.",
     )
+    perplexity_increase_max: float | None = Field(
+        None,
+        ge=0,
+        description="Language models: largest perplexity increase on the test windows, "
+        "relative to the baseline's (0.01: at most 1% higher).",
+    )
+    decode_tokens_per_s_min: float | None = Field(
+        None,
+        gt=0,
+        description="Language models: fewest decoded tokens per second (median) at the "
+        "[runtime.generation] profile.",
+    )
     size_ratio_min: float | None = Field(
         None, gt=0, description="Lowest teacher-size / this-size (deployed ONNX bytes)."
     )

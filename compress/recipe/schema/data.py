@@ -30,7 +30,9 @@ class DataConfig(StrictModel):
     source: str = Field(
         "sklearn-digits",
         description="'sklearn-digits', 'fashion-mnist', 'npz', 'csv', 'jsonl' (labelled "
-        "texts), 'image-folder' (JPEG/PNG files, read lazily), or 'package.module:function'.",
+        "texts), 'image-folder' (JPEG/PNG files, read lazily), 'text-corpus' (plain text "
+        "documents for a causal LM, with keys of its own), or "
+        "'package.module:function'.",
     )
     path: str | None = Field(
         None,
@@ -161,6 +163,11 @@ class DataConfig(StrictModel):
             f"unknown data source {value!r}; allowed: {', '.join(DATA_CONFIGS)} "
             "or 'package.module:function'"
         )
+
+    def takes_model_tokenizer(self) -> bool:
+        """True when the data is tokenized and names no tokenizer: the run then gives it
+        the model's folder (its family's `files`)."""
+        return self.source in TEXT_SOURCES and self.tokenizer is None
 
     @model_validator(mode="after")
     def _text_keys_for_text_sources(self) -> DataConfig:

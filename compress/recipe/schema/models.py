@@ -17,7 +17,7 @@ class in its own module (hf-encoder's does).
 from __future__ import annotations
 
 import importlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PlainValidator, SerializeAsAny, field_validator, model_validator
 
@@ -34,8 +34,18 @@ class ModelConfigBase(StrictModel):
     """What every family's config has: trained weights to start from.
 
     A family's config class subclasses it with `architecture: Literal["name"] = "name"`
-    and its own keys (each with a `description`).
+    and its own keys (each with a `description`). `task` says what its outputs are and
+    so how a run measures them (`compress.pipeline.tasks`): class logits by default,
+    "causal-lm" for a language model's next-token logits.
     """
+
+    task: ClassVar[str] = "classification"
+
+    def pretrained_source(self) -> str | None:
+        """What makes the model complete before any stage runs, when something does
+        (None: it needs a training stage first). `weights` always does; a family whose
+        files hold a whole model (a language model's folder) says so too."""
+        return self.weights
 
     weights: str | None = Field(
         None,

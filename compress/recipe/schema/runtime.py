@@ -32,6 +32,26 @@ class ProfileConfig(StrictModel):
         return self.name or f"b{self.batch}-t{self.threads}"
 
 
+class GenerationConfig(StrictModel):
+    """How a language model is timed: a prompt prefilled, then tokens decoded one at a
+    time with the KV cache (onnxruntime-genai), interleaved with the baseline and the
+    stage's input (A B A B, median of `rounds`)."""
+
+    prompt: int = Field(
+        64, gt=0, description="Prompt tokens: the first `prompt` tokens of the test split."
+    )
+    generate: int = Field(128, gt=0, description="New tokens decoded per round (exactly).")
+    batch: int = Field(1, gt=0, description="Sequences generated together.")
+    threads: int = Field(1, gt=0, description="ONNX Runtime intra-op threads.")
+    rounds: int = Field(5, gt=0, description="Interleaved rounds per model.")
+    warmup: int = Field(1, ge=0, description="Untimed rounds per model first.")
+
+    @property
+    def label(self) -> str:
+        """The profile's name in the report (e.g. 'p64-g128-b1-t1')."""
+        return f"p{self.prompt}-g{self.generate}-b{self.batch}-t{self.threads}"
+
+
 class RuntimeConfig(StrictModel):
     """How models are measured: ONNX Runtime providers, threads, batch size, repeats."""
 
@@ -64,9 +84,19 @@ class RuntimeConfig(StrictModel):
         "batches padded to their longest row); the first is what budgets read unless "
         "they name another. Default: one profile of batch_size and threads.",
     )
+    generation: GenerationConfig | None = Field(
+        None,
+        description="Language models (causal-lm task): the generation profile decode speed "
+        "and its speed-ups are measured at (default: 64-token prompt, 128 new tokens, batch "
+        "1, 1 thread, 5 rounds). Other models ignore it.",
+    )
     train_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads for training (default: all cores)."
     )
+
+    def generation_profile(self) -> GenerationConfig:
+        """The generation profile a language model is timed at (the default when unset)."""
+        return self.generation or GenerationConfig()
 
     def deployment_profiles(self) -> list[ProfileConfig]:
         """The profiles to measure: the recipe's, or one of `batch_size` and `threads`."""
