@@ -84,8 +84,9 @@ def quality(paths: dict[str, Path], windows: np.ndarray, reference: str) -> dict
     kl = {n: 0.0 for n in paths}
     count = 0
     for ids in windows:
-        logp = {n: log_softmax(window_logits(s, ids).astype(np.float64))
-                for n, s in sessions.items()}
+        logp = {
+            n: log_softmax(window_logits(s, ids).astype(np.float64)) for n, s in sessions.items()
+        }
         ref = logp[reference]
         targets = ids[1:]
         for n, lp in logp.items():
@@ -94,8 +95,14 @@ def quality(paths: dict[str, Path], windows: np.ndarray, reference: str) -> dict
             kl[n] += float((np.exp(ref) * (ref - lp)).sum())
         count += len(targets)
     positions = windows.shape[0] * windows.shape[1]
-    return {n: {"perplexity": float(np.exp(nll[n] / count)), "agreement": agree[n] / positions,
-                "kl_mean": kl[n] / positions} for n in paths}
+    return {
+        n: {
+            "perplexity": float(np.exp(nll[n] / count)),
+            "agreement": agree[n] / positions,
+            "kl_mean": kl[n] / positions,
+        }
+        for n in paths
+    }
 
 
 def set_threads(folder: Path, threads: int) -> None:
@@ -135,9 +142,24 @@ def decode_rounds(folders: dict[str, Path], prompt: list[int], generate: int, ro
 def build_fp32(work: Path) -> Path:
     out = work / "fp32"
     if not (out / "model.onnx").is_file():
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i",
-                        "/work/smollm2-hf", "-o", str(out), "-p", "fp32", "-e", "cpu", "-c",
-                        str(work / "cache")], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onnxruntime_genai.models.builder",
+                "-i",
+                "/work/smollm2-hf",
+                "-o",
+                str(out),
+                "-p",
+                "fp32",
+                "-e",
+                "cpu",
+                "-c",
+                str(work / "cache"),
+            ],
+            check=True,
+        )
     return out
 
 
@@ -185,12 +207,20 @@ def main() -> None:
         speeds, prefill = decode_rounds(folders, tokens[:64], 128, args.rounds)
     else:
         speeds = prefill = {n: [float("nan")] for n in folders}
-    quality_rows = {} if args.skip_quality else quality(
-        {n: f / "model.onnx" for n, f in folders.items()}, windows_of(tokens, 512, args.tokens),
-        "fp32")
+    quality_rows = (
+        {}
+        if args.skip_quality
+        else quality(
+            {n: f / "model.onnx" for n, f in folders.items()},
+            windows_of(tokens, 512, args.tokens),
+            "fp32",
+        )
+    )
     base = np.asarray(speeds["fp32"])
-    print("| model | MB | perplexity | increase | agreement | KL | prefill ms | decode tok/s "
-          "(median, min-max) | speed-up median (min-max) |")
+    print(
+        "| model | MB | perplexity | increase | agreement | KL | prefill ms | decode tok/s "
+        "(median, min-max) | speed-up median (min-max) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     ref_ppl = quality_rows.get("fp32", {}).get("perplexity")
     for name, folder in folders.items():
@@ -199,11 +229,14 @@ def main() -> None:
         s = np.asarray(speeds[name])
         ppl = q.get("perplexity")
         inc = f"{100 * (ppl / ref_ppl - 1):+.2f}%" if ppl else "-"
-        print(f"| {name} | {folder_mb(folder):.1f} | {ppl or float('nan'):.3f} | {inc} | "
-              f"{q.get('agreement', float('nan')):.3f} | {q.get('kl_mean', float('nan')):.4f} | "
-              f"{np.median(prefill[name]):.0f} | "
-              f"{np.median(s):.1f} ({s.min():.1f}-{s.max():.1f}) | "
-              f"{np.median(ratio):.2f}x ({ratio.min():.2f}-{ratio.max():.2f}) |", flush=True)
+        print(
+            f"| {name} | {folder_mb(folder):.1f} | {ppl or float('nan'):.3f} | {inc} | "
+            f"{q.get('agreement', float('nan')):.3f} | {q.get('kl_mean', float('nan')):.4f} | "
+            f"{np.median(prefill[name]):.0f} | "
+            f"{np.median(s):.1f} ({s.min():.1f}-{s.max():.1f}) | "
+            f"{np.median(ratio):.2f}x ({ratio.min():.2f}-{ratio.max():.2f}) |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

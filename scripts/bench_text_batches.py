@@ -31,9 +31,7 @@ from compress.training.batches import batch_plan, take_batch
 
 def _tokens(split: Split, batches: list[torch.Tensor], trim: bool) -> int:
     width = split.inputs[0].shape[1]
-    return sum(
-        len(b) * (int(split.lengths[b].max()) if trim else width) for b in batches
-    )
+    return sum(len(b) * (int(split.lengths[b].max()) if trim else width) for b in batches)
 
 
 def _time_steps(model, split, batches, steps: int) -> float:

@@ -121,8 +121,12 @@ class Reference:
             bare = typing.get_args(annotation)[0] if _is_annotated(annotation) else annotation
             table = f"[[{key}]]" if typing.get_origin(bare) is list else f"[{key}]"
             if path:  # a registry listed at the top (a distill student is any [model])
-                self.lines += [f"## {path}.{key}", "", f"A table of any `[{key}]` kind: "
-                               f"the `[model]` sections above.", ""]
+                self.lines += [
+                    f"## {path}.{key}",
+                    "",
+                    f"A table of any `[{key}]` kind: the `[model]` sections above.",
+                    "",
+                ]
                 return
             for name, config in entries:
                 value = f'{tag} = "{name}"' if name != "onnx" else 'onnx = "model.onnx"'

@@ -47,6 +47,7 @@ def register_data_source(name: str, config_class: type[DataConfig] = DataConfig)
 
     return decorator
 
+
 # labelled texts: they return a TextRaw, which load_data tokenizes and splits itself
 DATA_SOURCES.register("csv")(load_texts)
 DATA_SOURCES.register("jsonl")(load_texts)

@@ -178,8 +178,11 @@ def read_gguf_blocks(gguf_path: Path) -> dict[str, BlockWeights]:
         if name is None:
             continue
         kind = tensor.tensor_type.name
-        cols, rows = (int(n) for n in tensor.shape[:2]) if len(tensor.shape) > 1 else (
-            int(tensor.shape[0]), 1)
+        cols, rows = (
+            (int(n) for n in tensor.shape[:2])
+            if len(tensor.shape) > 1
+            else (int(tensor.shape[0]), 1)
+        )
         try:
             if kind == "F32":
                 values = np.asarray(tensor.data, np.float32).reshape(rows, cols)

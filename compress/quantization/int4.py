@@ -62,8 +62,7 @@ def quantize_int4_weights(
     chosen = int4_op_types(fp32_path, op_types)
     if not chosen:
         raise StageError(
-            f"mode 'int4' converts MatMul and Gather; op_types {list(op_types or [])} "
-            "names neither"
+            f"mode 'int4' converts MatMul and Gather; op_types {list(op_types or [])} names neither"
         )
     model = onnx.load(str(fp32_path))
     quantizer = MatMulNBitsQuantizer(

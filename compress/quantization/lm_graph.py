@@ -147,8 +147,14 @@ class GraphEditor:
             base = f"{x}/Augment{width}"
             self.pending += [
                 helper.make_node("MatMul", [x, ones], [f"{base}/sums"], name=f"{base}/BlockSum"),
-                helper.make_node("Concat", [x, f"{base}/sums"], [f"{base}/output_0"],
-                                 name=f"{base}/Concat", axis=-1)]
+                helper.make_node(
+                    "Concat",
+                    [x, f"{base}/sums"],
+                    [f"{base}/output_0"],
+                    name=f"{base}/Concat",
+                    axis=-1,
+                ),
+            ]
             self.block_sums[key] = f"{base}/output_0"
         return self.block_sums[key]
 
@@ -162,23 +168,40 @@ class GraphEditor:
         if enc.aux_blocks:
             width = enc.aux_blocks * enc.block_size
             x = self.augmented(x, enc.k - width, enc.block_size, enc.aux_blocks)
-        inputs = [x, self.constant(f"{base}.B", enc.packed),
-                  self.constant(f"{base}.scales", enc.scales)]
+        inputs = [
+            x,
+            self.constant(f"{base}.B", enc.packed),
+            self.constant(f"{base}.scales", enc.scales),
+        ]
         if enc.zero_points is not None:
             inputs.append(self.constant(f"{base}.zero_points", enc.zero_points))
         main_out = out if enc.offset is None else f"{base}/output_0"
-        self.pending.append(helper.make_node(
-            "MatMulNBits", inputs, [main_out], name=base, domain="com.microsoft",
-            K=enc.k, N=enc.n, bits=enc.bits, block_size=enc.block_size,
-            accuracy_level=accuracy_level))
+        self.pending.append(
+            helper.make_node(
+                "MatMulNBits",
+                inputs,
+                [main_out],
+                name=base,
+                domain="com.microsoft",
+                K=enc.k,
+                N=enc.n,
+                bits=enc.bits,
+                block_size=enc.block_size,
+                accuracy_level=accuracy_level,
+            )
+        )
         if enc.offset is not None:
             sums = self.block_sum(x, enc.k, enc.block_size)
             corr = f"{base}/Offset"
             offset = self.constant(f"{corr}.C", enc.offset.astype(np.float32))
-            self.pending.append(helper.make_node("MatMul", [sums, offset], [f"{corr}/output_0"],
-                                                 name=corr))
-            self.pending.append(helper.make_node("Add", [main_out, f"{corr}/output_0"], [out],
-                                                 name=f"{base}/AddOffset"))
+            self.pending.append(
+                helper.make_node("MatMul", [sums, offset], [f"{corr}/output_0"], name=corr)
+            )
+            self.pending.append(
+                helper.make_node(
+                    "Add", [main_out, f"{corr}/output_0"], [out], name=f"{base}/AddOffset"
+                )
+            )
         self.removed.add(node.input[1])
         return self.pending
 
@@ -214,19 +237,28 @@ def merge_gate_up(model, layers: set[int]) -> None:
         g_node, u_node = nodes[gate.node], nodes[up.node]
         if g_node.input[0] != u_node.input[0] or gate.k != up.k:
             continue
-        weight = np.concatenate([numpy_helper.to_array(inits[gate.weight]),
-                                 numpy_helper.to_array(inits[up.weight])], axis=1)
+        weight = np.concatenate(
+            [numpy_helper.to_array(inits[gate.weight]), numpy_helper.to_array(inits[up.weight])],
+            axis=1,
+        )
         base = gate.node.replace("gate_proj", "gate_up_proj")
         name = f"{base}.weight"
         model.graph.initializer.append(numpy_helper.from_array(weight, name))
         sizes = f"{base}/split"
-        model.graph.initializer.append(numpy_helper.from_array(
-            np.array([gate.n, up.n], np.int64), sizes))
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.array([gate.n, up.n], np.int64), sizes)
+        )
         merged = f"{base}/output_0"
         replace[gate.node] = [
             helper.make_node("MatMul", [g_node.input[0], name], [merged], name=base),
-            helper.make_node("Split", [merged, sizes], [g_node.output[0], u_node.output[0]],
-                             name=f"{base}/Split", axis=-1)]
+            helper.make_node(
+                "Split",
+                [merged, sizes],
+                [g_node.output[0], u_node.output[0]],
+                name=f"{base}/Split",
+                axis=-1,
+            ),
+        ]
         replace[up.node] = []
     if not replace:
         return

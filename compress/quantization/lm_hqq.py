@@ -30,10 +30,12 @@ def hqq(weight: np.ndarray, bits: int, block_size: int) -> NBits:
         raise ValueError("HQQ here quantizes to 4 bits; use algorithm 'rtn' for int8")
     k, n = weight.shape
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="m")], "one",
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="m")],
+        "one",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
-        [numpy_helper.from_array(weight.astype(np.float32), "w")])
+        [numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     config = HQQWeightOnlyQuantConfig(block_size=block_size, bits=bits)
     quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, algo_config=config)

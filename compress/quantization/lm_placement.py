@@ -55,8 +55,14 @@ class PlacementResult:
 def site_group(site: str) -> str:
     """`layers.3.gate_proj` -> "gate_up"; q/k/v -> "qkv"; `lm_head` -> "lm_head"."""
     kind = site.rsplit(".", 1)[-1]
-    return {"gate_proj": "gate_up", "up_proj": "gate_up", "q_proj": "qkv", "k_proj": "qkv",
-            "v_proj": "qkv", "qkv_proj": "qkv"}.get(kind, kind)
+    return {
+        "gate_proj": "gate_up",
+        "up_proj": "gate_up",
+        "q_proj": "qkv",
+        "k_proj": "qkv",
+        "v_proj": "qkv",
+        "qkv_proj": "qkv",
+    }.get(kind, kind)
 
 
 def ladder(has_blocks: bool) -> tuple[str, ...]:
@@ -81,10 +87,18 @@ class _Evaluator:
             shutil.rmtree(out, ignore_errors=True)
 
 
-def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
-                     blocks: dict | None = None, perplexity_limit: float = 0.01,
-                     accuracy_level: int = 4, block_size: int = 32, algorithm: str = "rtn",
-                     log=print) -> PlacementResult:
+def search_placement(
+    src_folder: Path,
+    work_dir: Path,
+    windows: np.ndarray,
+    *,
+    blocks: dict | None = None,
+    perplexity_limit: float = 0.01,
+    accuracy_level: int = 4,
+    block_size: int = 32,
+    algorithm: str = "rtn",
+    log=print,
+) -> PlacementResult:
     """Choose a per-site plan for `quantize_lm` under a perplexity limit (see module docstring).
 
     Args:
@@ -112,14 +126,25 @@ def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
     def plan_of(levels: dict[str, int]) -> dict[str, str]:
         return {s: choices[g][levels[g]] for g, members in groups.items() for s in members}
 
-    settings = {"accuracy_level": accuracy_level, "block_size": block_size,
-                "algorithm": algorithm, "blocks": blocks}
+    settings = {
+        "accuracy_level": accuracy_level,
+        "block_size": block_size,
+        "algorithm": algorithm,
+        "blocks": blocks,
+    }
     evaluator = _Evaluator(src_folder, work_dir, windows, settings)
     base = float(lm_quality(src_folder / "model.onnx", windows).perplexity)
     current = evaluator.perplexity(plan_of(level))
     log(f"placement: float {base:.3f}, first rungs {current:.3f}")
-    trials = [{"sites": "all", "plan": "first rungs", "perplexity": current,
-               "increase": current / base - 1, "kept": True}]
+    trials = [
+        {
+            "sites": "all",
+            "plan": "first rungs",
+            "perplexity": current,
+            "increase": current / base - 1,
+            "kept": True,
+        }
+    ]
     gains: dict[str, float] = {}
     while current / base - 1 > perplexity_limit:
         movable = [g for g in groups if level[g] + 1 < len(choices[g])]
@@ -129,8 +154,15 @@ def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
         for g in movable:
             value = evaluator.perplexity(plan_of({**level, g: level[g] + 1}))
             tried[g] = value
-            trials.append({"sites": g, "plan": choices[g][level[g] + 1], "perplexity": value,
-                           "increase": value / base - 1, "kept": False})
+            trials.append(
+                {
+                    "sites": g,
+                    "plan": choices[g][level[g] + 1],
+                    "perplexity": value,
+                    "increase": value / base - 1,
+                    "kept": False,
+                }
+            )
         best = min(tried, key=tried.get)
         gains[best] = current / base - tried[best] / base
         level[best] += 1
@@ -143,11 +175,16 @@ def search_placement(src_folder: Path, work_dir: Path, windows: np.ndarray, *,
     for g, members in groups.items():
         first = choices[g][0]
         if level[g] == 0:
-            why = (f"{first}: the fastest rung; the plan is within the limit "
-                   f"({100 * increase:+.2f}% <= {100 * perplexity_limit:.2f}%)")
+            why = (
+                f"{first}: the fastest rung; the plan is within the limit "
+                f"({100 * increase:+.2f}% <= {100 * perplexity_limit:.2f}%)"
+            )
         else:
-            why = (f"{choices[g][level[g]]}: {first} was the largest perplexity cost "
-                   f"(moving the group gained {100 * gains.get(g, 0.0):.2f} percentage points)")
-        decisions += [{"site": s, "choice": plan[s], "reason": why, "cost": increase}
-                      for s in members]
+            why = (
+                f"{choices[g][level[g]]}: {first} was the largest perplexity cost "
+                f"(moving the group gained {100 * gains.get(g, 0.0):.2f} percentage points)"
+            )
+        decisions += [
+            {"site": s, "choice": plan[s], "reason": why, "cost": increase} for s in members
+        ]
     return PlacementResult(plan, decisions, base, current, trials)

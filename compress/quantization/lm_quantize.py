@@ -48,16 +48,19 @@ def _source_parts(site: MatMulSite, blocks: dict) -> list:
     return [blocks[n] for n in names]
 
 
-def encode_site(model, site: MatMulSite, choice: str, *, block_size: int, algorithm: str,
-                blocks: dict | None) -> NBits:
+def encode_site(
+    model, site: MatMulSite, choice: str, *, block_size: int, algorithm: str, blocks: dict | None
+) -> NBits:
     """The MatMulNBits encoding of `site` for `choice` ("int8", "int4" or "source")."""
     if choice.startswith("source"):
         if blocks is None:
             raise DataError(f"site {site.name}: {choice!r} needs the GGUF blocks (blocks=...)")
         enc = from_blocks(_source_parts(site, blocks), offsets=_OFFSETS[choice])
         if (enc.k - enc.aux_blocks * enc.block_size, enc.n) != (site.k, site.n):
-            raise DataError(f"site {site.name}: GGUF blocks are {enc.k}x{enc.n}, "
-                            f"the graph's weight {site.k}x{site.n}")
+            raise DataError(
+                f"site {site.name}: GGUF blocks are {enc.k}x{enc.n}, "
+                f"the graph's weight {site.k}x{site.n}"
+            )
         return enc
     bits = {"int8": 8, "int4": 4}[choice]
     weight = _float_weight(model, site)
@@ -73,32 +76,49 @@ def _share_embedding(model, editor: GraphEditor, head: MatMulSite, enc: NBits | 
     from onnx import helper
 
     graph = model.graph
-    transpose = next((n for n in graph.node if n.op_type == "Transpose"
-                      and n.input[0] == head.weight), None)
-    gather = transpose and next((n for n in graph.node if n.op_type == "Gather"
-                                 and n.input[0] == transpose.output[0]), None)
+    transpose = next(
+        (n for n in graph.node if n.op_type == "Transpose" and n.input[0] == head.weight), None
+    )
+    gather = transpose and next(
+        (n for n in graph.node if n.op_type == "Gather" and n.input[0] == transpose.output[0]), None
+    )
     if gather is None:
         return "embedding not tied to the LM head in the graph: left as it was"
     if enc is not None and enc.offset is None:
         base = gather.name.removesuffix("/Gather")
         table = editor.constant(f"{base}/Shape", np.array([enc.n, -1], np.int64))
         b = f"{head.node.removesuffix('/MatMul')}/MatMulNBits.B"
-        inputs = [f"{base}/Reshape/output_0", gather.input[1],
-                  f"{head.node.removesuffix('/MatMul')}/MatMulNBits.scales"]
+        inputs = [
+            f"{base}/Reshape/output_0",
+            gather.input[1],
+            f"{head.node.removesuffix('/MatMul')}/MatMulNBits.scales",
+        ]
         if enc.zero_points is not None:
             inputs.append(f"{head.node.removesuffix('/MatMul')}/MatMulNBits.zero_points")
-        nodes = [helper.make_node("Reshape", [b, table], [inputs[0]], name=f"{base}/Reshape"),
-                 helper.make_node("GatherBlockQuantized", inputs, list(gather.output),
-                                  name=f"{base}/GatherBlockQuantized", domain="com.microsoft",
-                                  bits=enc.bits, block_size=enc.block_size, gather_axis=0,
-                                  quantize_axis=1)]
+        nodes = [
+            helper.make_node("Reshape", [b, table], [inputs[0]], name=f"{base}/Reshape"),
+            helper.make_node(
+                "GatherBlockQuantized",
+                inputs,
+                list(gather.output),
+                name=f"{base}/GatherBlockQuantized",
+                domain="com.microsoft",
+                bits=enc.bits,
+                block_size=enc.block_size,
+                gather_axis=0,
+                quantize_axis=1,
+            ),
+        ]
         said = f"shares the LM head's {enc.bits}-bit table (GatherBlockQuantized)"
     elif enc is None:
         return "tied to the fp32 LM head (Transpose + Gather)"
     else:
         table = editor.constant(f"{gather.name}.table", enc.dequantize().T.copy())
-        nodes = [helper.make_node("Gather", [table, gather.input[1]], list(gather.output),
-                                  name=gather.name)]
+        nodes = [
+            helper.make_node(
+                "Gather", [table, gather.input[1]], list(gather.output), name=gather.name
+            )
+        ]
         said = "fp32 table (the head's encoding has a constant term GatherBlockQuantized lacks)"
     editor.replacements[transpose.name] = []
     editor.replacements[gather.name] = nodes
@@ -124,9 +144,17 @@ def _merged_plan(model, plan: dict[str, str]) -> dict[str, str]:
     return merged
 
 
-def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *,
-                block_size: int = 32, algorithm: str = "rtn", accuracy_level: int = 4,
-                blocks: dict | None = None, merge: bool = True) -> dict:
+def quantize_lm(
+    src_folder: Path,
+    dst_folder: Path,
+    plan: dict[str, str],
+    *,
+    block_size: int = 32,
+    algorithm: str = "rtn",
+    accuracy_level: int = 4,
+    blocks: dict | None = None,
+    merge: bool = True,
+) -> dict:
     """Write `dst_folder`: `src_folder`'s causal LM with each MatMul site quantized per `plan`.
 
     Args:
@@ -170,11 +198,13 @@ def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *,
         choice = plan.get(name, "fp32")
         if choice == "fp32":
             continue
-        enc = encode_site(model, site, choice, block_size=block_size, algorithm=algorithm,
-                          blocks=blocks)
+        enc = encode_site(
+            model, site, choice, block_size=block_size, algorithm=algorithm, blocks=blocks
+        )
         encodings[name] = enc
         editor.replacements[site.node] = editor.replace_matmul(
-            nodes[site.node], enc, accuracy_level=accuracy_level)
+            nodes[site.node], enc, accuracy_level=accuracy_level
+        )
     embedding = "no LM head site"
     if "lm_head" in sites:
         embedding = _share_embedding(model, editor, sites["lm_head"], encodings.get("lm_head"))
@@ -185,9 +215,13 @@ def quantize_lm(src_folder: Path, dst_folder: Path, plan: dict[str, str], *,
             shutil.copy2(path, dst_folder / path.name)
     onnx.save(model, str(dst_folder / "model.onnx"))
     _point_config(dst_folder)
-    return {"sites": summary_sites, "embedding": embedding,
-            "bytes": (dst_folder / "model.onnx").stat().st_size,
-            "accuracy_level": accuracy_level, "algorithm": algorithm}
+    return {
+        "sites": summary_sites,
+        "embedding": embedding,
+        "bytes": (dst_folder / "model.onnx").stat().st_size,
+        "accuracy_level": accuracy_level,
+        "algorithm": algorithm,
+    }
 
 
 def _point_config(folder: Path) -> None:

@@ -140,17 +140,26 @@ def from_blocks(parts: list[BlockWeights], *, offsets: str = "exact") -> NBits:
     return _fuse_remainder(packed, scale, zero, offset.T - scale * (8 - zero.astype(np.float32)))
 
 
-def _fuse_remainder(packed: np.ndarray, scale: np.ndarray, zero: np.ndarray,
-                    remainder: np.ndarray) -> NBits:
+def _fuse_remainder(
+    packed: np.ndarray, scale: np.ndarray, zero: np.ndarray, remainder: np.ndarray
+) -> NBits:
     """Append the per-block remainders `[N, blocks]` as 4-bit RTN weights of extra blocks."""
     n, blocks = scale.shape
     aux_blocks = -(-blocks // BLOCK)
     aux = rtn(remainder.T.astype(np.float32), 4, BLOCK)  # weight [blocks, N]: blocks along K
     aux_zero = unpack(aux.zero_points, 4)[:, :aux_blocks]
     all_zero = np.concatenate([zero, aux_zero], axis=1)
-    return NBits(4, BLOCK, np.concatenate([packed, aux.packed], axis=1),
-                 np.concatenate([scale, aux.scales], axis=1), pack(all_zero, 4), None,
-                 (blocks + aux_blocks) * BLOCK, n, aux_blocks)
+    return NBits(
+        4,
+        BLOCK,
+        np.concatenate([packed, aux.packed], axis=1),
+        np.concatenate([scale, aux.scales], axis=1),
+        pack(all_zero, 4),
+        None,
+        (blocks + aux_blocks) * BLOCK,
+        n,
+        aux_blocks,
+    )
 
 
 def rtn(weight: np.ndarray, bits: int, block_size: int = 32, *, symmetric: bool = False) -> NBits:

@@ -29,18 +29,23 @@ def _gguf_name(name: str) -> str:
     if name.startswith("model.layers."):
         _, _, layer, rest = name.split(".", 3)
         return f"blk.{layer}.{_GGUF_LAYER[rest.removesuffix('.weight')]}.weight"
-    return {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight":
-            "output_norm.weight", "lm_head.weight": "output.weight"}[name]
+    return {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }[name]
 
 
 def _permute(w: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's converter row order for attn_q / attn_k (rotary halves interleaved)."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-        w.shape)
+    return (
+        w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    )
 
 
-def write_tiny_gguf(folder: Path, path: Path, *, layer_format: str = "Q4_1",
-                    embedding_format: str = "Q8_0") -> Path:
+def write_tiny_gguf(
+    folder: Path, path: Path, *, layer_format: str = "Q4_1", embedding_format: str = "Q8_0"
+) -> Path:
     """Write the Llama in HF `folder` (model.safetensors + config.json) to GGUF `path`."""
     import gguf
     from safetensors.numpy import load_file

@@ -225,9 +225,7 @@ def _untimed(report: dict) -> list[dict]:
     # GPipe ranks each keep their own stage's optimizer state: `pytest -m slow` runs it
     ["ddp", pytest.param("pipeline", marks=pytest.mark.slow)],
 )
-def test_a_killed_two_rank_run_resumes_from_its_last_epoch_with_the_same_result(
-    tmp_path, strategy
-):
+def test_a_killed_two_rank_run_resumes_from_its_last_epoch_with_the_same_result(tmp_path, strategy):
     import hashlib
     import json
     import signal

@@ -544,9 +544,7 @@ def test_a_damaged_plotted_metric_is_said_or_drawn_without_a_traceback(
     ],
     ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else repr(v),
 )
-def test_a_damaged_rendered_value_is_said_not_an_internal_error(
-    tmp_path, shared_run, path, value
-):
+def test_a_damaged_rendered_value_is_said_not_an_internal_error(tmp_path, shared_run, path, value):
     """Found by the run-folder property (CI, one draw in 50): every value the renderers
     read is in the reader's shape check, so damage to one is exit 3 naming its key path."""
     run = shared_run.out  # the session's finished run: read, then copied

@@ -59,8 +59,11 @@ def test_junit_records_a_stage_error():
         duration_s=1.0,
         environment={},
         runtime={"batch_size": 1, "threads": 1, "warmup": 1, "rounds": 1, "repeats": 1},
-        stages=[StageRecord(name="train", type="train", dir="train", status="error",
-                            error="stage 'train': boom")],  # fmt: skip
+        stages=[
+            StageRecord(
+                name="train", type="train", dir="train", status="error", error="stage 'train': boom"
+            )
+        ],  # fmt: skip
         error={"stage": "train", "message": "stage 'train': boom"},
     )
 

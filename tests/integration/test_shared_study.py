@@ -142,9 +142,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_retried_and_the_study_stays_con
     assert retries[0].params == params  # the same point, run again: not lost
 
 
-def test_a_second_command_joins_the_study_and_leaves_running_trials_alone(
-    tmp_path, postgres_url
-):
+def test_a_second_command_joins_the_study_and_leaves_running_trials_alone(tmp_path, postgres_url):
     path = write_recipe(tmp_path / "t.toml", _recipe(trials=5, epochs=3, samples=600))
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

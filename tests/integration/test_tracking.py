@@ -206,8 +206,10 @@ def plain(tmp_path_factory):
 def test_a_tracking_server_that_is_down_or_refuses_is_one_warning_and_the_run_goes_on(
     tmp_path, server, request, plain
 ):
-    uri = f"http://127.0.0.1:{free_port()}" if server == "down" else request.getfixturevalue(
-        "refusing_server"
+    uri = (
+        f"http://127.0.0.1:{free_port()}"
+        if server == "down"
+        else request.getfixturevalue("refusing_server")
     )
     path = write_recipe(tmp_path / "t.toml", tiny_recipe_dict())
 

@@ -290,9 +290,7 @@ def test_structure_records_what_the_bert_forward_reads():
         ("tiny_torch_encoder", (5, 6), None, (torch.randn(3, 5, 6),)),
     ],
 )
-def test_a_pruned_model_reloads_with_identical_logits(
-    tmp_path, builder, shape, signature, example
-):
+def test_a_pruned_model_reloads_with_identical_logits(tmp_path, builder, shape, signature, example):
     config = CallableModelConfig(architecture=f"{MODULE}:{builder}")
     model, spec = new_model(config, shape, 3, inputs=signature)
     model.eval()

@@ -132,8 +132,7 @@ def test_dynamic_int8_quantizes_the_embedding_table_by_default(text_model, tmp_p
     assert size < 0.5 * size_without  # the table was most of the file
     assert size < 0.35 * fp32.stat().st_size
     agreement = (
-        onnx_predictions(tmp_path / "int8.onnx", x).argmax(1)
-        == onnx_predictions(fp32, x).argmax(1)
+        onnx_predictions(tmp_path / "int8.onnx", x).argmax(1) == onnx_predictions(fp32, x).argmax(1)
     ).mean()
     assert agreement >= 0.97
     assert _accuracy(tmp_path / "int8.onnx", x, y) >= _accuracy(fp32, x, y) - 0.02

@@ -150,8 +150,9 @@ def test_export_keeps_batch_and_sequence_dynamic_with_parity(folder, tmp_path, a
 
 def test_warmup_schedule_ramps_up_then_decays_to_zero_per_batch():
     config = TrainingConfig(
-        epochs=2, optimizer={"name": "adamw", "lr": 1.0}, schedule={"name": "warmup",
-                                                                    "warmup_fraction": 0.25}
+        epochs=2,
+        optimizer={"name": "adamw", "lr": 1.0},
+        schedule={"name": "warmup", "warmup_fraction": 0.25},
     )
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=1.0)

@@ -32,9 +32,25 @@ def lm(tmp_path_factory):
     blocks = read_gguf_blocks(write_tiny_gguf(hf, root / "tiny.gguf"))
     deq = dequantized_folder(hf, blocks, root / "deq")
     out = root / "fp32"
-    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(deq),
-                    "-o", str(out), "-p", "fp32", "-e", "cpu", "-c", str(root / "cache")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(deq),
+            "-o",
+            str(out),
+            "-p",
+            "fp32",
+            "-e",
+            "cpu",
+            "-c",
+            str(root / "cache"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return blocks, out, deq
 
 
@@ -61,13 +77,15 @@ def test_blocks_dequantize_to_what_transformers_loads(lm):
 
     blocks, _, deq = lm
     gguf_dir = deq.parent
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file="tiny.gguf",
-                                                  dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file="tiny.gguf", dtype=torch.float32
+    )
     state = loaded.state_dict()
     assert {"Q4_1", "Q8_0"} <= {b.format for b in blocks.values()}
     for name, block in blocks.items():
-        np.testing.assert_array_equal(block.dequantize().reshape(state[name].shape),
-                                      state[name].numpy(), err_msg=name)
+        np.testing.assert_array_equal(
+            block.dequantize().reshape(state[name].shape), state[name].numpy(), err_msg=name
+        )
 
 
 def test_lm_matmuls_maps_builder_sites(lm):
@@ -156,8 +174,11 @@ def test_tied_embedding_is_one_table(lm, tmp_path):
     reshape = next(n for n in model.graph.node if n.output[0] == gather.input[0])
     assert reshape.input[0] == nbits.input[1] and gather.input[2] == nbits.input[2]
     vocab = 300 * 64
-    assert not [t.name for t in model.graph.initializer if np.prod(t.dims) >= vocab
-                and t.data_type == onnx.TensorProto.FLOAT]
+    assert not [
+        t.name
+        for t in model.graph.initializer
+        if np.prod(t.dims) >= vocab and t.data_type == onnx.TensorProto.FLOAT
+    ]
 
 
 def test_quantized_folder_generates_with_genai(lm, tmp_path):
@@ -168,8 +189,9 @@ def test_quantized_folder_generates_with_genai(lm, tmp_path):
 
     blocks, fp32, _ = lm
     out = tmp_path / "gen"
-    quantize_lm(fp32, out, {s.name: "source" for s in lm_matmuls(fp32 / "model.onnx")},
-                blocks=blocks)
+    quantize_lm(
+        fp32, out, {s.name: "source" for s in lm_matmuls(fp32 / "model.onnx")}, blocks=blocks
+    )
     model = og.Model(str(out))
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=12, do_sample=False)
@@ -214,8 +236,9 @@ def test_search_keeps_source_where_it_is_within_the_limit(lm, windows, tmp_path)
     from compress.quantization.lm_placement import search_placement
 
     blocks, fp32, _ = lm
-    result = search_placement(fp32, tmp_path, windows, blocks=blocks, perplexity_limit=0.05,
-                              log=lambda line: None)
+    result = search_placement(
+        fp32, tmp_path, windows, blocks=blocks, perplexity_limit=0.05, log=lambda line: None
+    )
     assert set(result.plan.values()) == {"source-fused", "source"}
     assert result.plan["lm_head"] == "source"
     assert len(result.trials) == 1
@@ -229,8 +252,9 @@ def test_search_moves_the_costliest_group_up_the_ladder(lm, windows, tmp_path):
     from compress.quantization.lm_placement import search_placement
 
     _, fp32, _ = lm
-    result = search_placement(fp32, tmp_path, windows, perplexity_limit=0.002,
-                              log=lambda line: None)
+    result = search_placement(
+        fp32, tmp_path, windows, perplexity_limit=0.002, log=lambda line: None
+    )
     first = result.trials[0]["perplexity"]
     assert first / result.baseline_perplexity - 1 > 0.002  # int4 everywhere costs too much
     assert "int8" in set(result.plan.values())
@@ -263,20 +287,29 @@ def _context(tmp_path, fp32, gguf, windows, task="causal-lm"):
     profile = GenerationConfig(prompt=8, generate=8, rounds=1, warmup=0)
     recipe = SimpleNamespace(
         model=SimpleNamespace(task=task, gguf=str(gguf), package=None),
-        runtime=SimpleNamespace(generation_profile=lambda: profile))
+        runtime=SimpleNamespace(generation_profile=lambda: profile),
+    )
     workdir = tmp_path / "quantize"
     workdir.mkdir(parents=True)
-    return SimpleNamespace(recipe=recipe, data=SimpleNamespace(train=_Train(windows)),
-                           model=None, spec=None, workdir=workdir, onnx_path=None,
-                           input_onnx=fp32 / "model.onnx", seed=0)
+    return SimpleNamespace(
+        recipe=recipe,
+        data=SimpleNamespace(train=_Train(windows)),
+        model=None,
+        spec=None,
+        workdir=workdir,
+        onnx_path=None,
+        input_onnx=fp32 / "model.onnx",
+        seed=0,
+    )
 
 
 def _method(table):
     from compress.recipe.stages import QuantizeStageConfig
     from compress.stages.quantize_methods.weight_only import WeightOnlyMethod
 
-    config = QuantizeStageConfig.model_validate({"type": "quantize", "method": "weight-only",
-                                                 **table})
+    config = QuantizeStageConfig.model_validate(
+        {"type": "quantize", "method": "weight-only", **table}
+    )
     return config, WeightOnlyMethod
 
 
@@ -286,8 +319,9 @@ def test_weight_only_method_writes_a_folder_and_says_why(lm, windows, tmp_path):
     import onnxruntime_genai as og
 
     _, fp32, deq = lm
-    config, method = _method({"weights": "auto", "perplexity_increase_max": 0.05,
-                              "calibration_windows": 2})
+    config, method = _method(
+        {"weights": "auto", "perplexity_increase_max": 0.05, "calibration_windows": 2}
+    )
     result = method(config, _context(tmp_path, fp32, deq.parent / "tiny.gguf", windows)).run()
     details = result.details["quantization"]
     assert result.onnx_path == tmp_path / "quantize" / "model.onnx"

@@ -41,12 +41,14 @@ class WeightOnlyMethod(QuantizeMethod):
             raise StageError(
                 "quantize method = 'weight-only' quantizes an exported causal language model "
                 "(model architecture 'hf-causal-lm'); this recipe's model is not one: use "
-                "mode = 'int4' for weight-only 4-bit MatMuls of other models")
+                "mode = 'int4' for weight-only 4-bit MatMuls of other models"
+            )
         source = self._input_folder()
         out = ctx.workdir
         details = self.quantize_folder(source, out)
-        return StageResult(ctx.model, ctx.spec, onnx_path=out / "model.onnx",
-                           details={"quantization": details})
+        return StageResult(
+            ctx.model, ctx.spec, onnx_path=out / "model.onnx", details={"quantization": details}
+        )
 
     def _input_folder(self) -> Path:
         """The float folder: the current ONNX folder, else the last accepted stage's."""
@@ -65,8 +67,10 @@ class WeightOnlyMethod(QuantizeMethod):
             threads = ctx.recipe.runtime.generation_profile().threads
             export_into(ctx.model.lm, tokenizer_folder(ctx.recipe.model), scratch, threads)
             return scratch
-        raise StageError("quantize (weight-only): no exported causal-LM folder to quantize "
-                         "(model.onnx beside genai_config.json)")
+        raise StageError(
+            "quantize (weight-only): no exported causal-LM folder to quantize "
+            "(model.onnx beside genai_config.json)"
+        )
 
     def quantize_folder(self, source: Path, out: Path) -> dict[str, Any]:
         """Quantize `source` into `out`; the report's `quantization` details."""
@@ -75,8 +79,10 @@ class WeightOnlyMethod(QuantizeMethod):
         config = self.config
         blocks, blocks_note = self._blocks(source)
         if config.weights.startswith("source") and blocks is None:
-            raise StageError(f"quantize (weight-only): weights = {config.weights!r} needs the "
-                             f"model's GGUF blocks: {blocks_note}")
+            raise StageError(
+                f"quantize (weight-only): weights = {config.weights!r} needs the "
+                f"model's GGUF blocks: {blocks_note}"
+            )
         windows = self._calibration()
         scratch = out.parent / f".{out.name}.search"
         try:
@@ -84,15 +90,30 @@ class WeightOnlyMethod(QuantizeMethod):
             level, level_note = self._accuracy_level(source, scratch, plan, windows, blocks)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        summary = quantize_lm(source, out, plan, block_size=config.block_size,
-                              algorithm=config.algorithm, accuracy_level=level, blocks=blocks)
+        summary = quantize_lm(
+            source,
+            out,
+            plan,
+            block_size=config.block_size,
+            algorithm=config.algorithm,
+            accuracy_level=level,
+            blocks=blocks,
+        )
         counts: dict[str, int] = {}
         for choice in plan.values():
             counts[choice] = counts.get(choice, 0) + 1
-        return {"method": "weight-only", "weights": config.weights, "algorithm": config.algorithm,
-                "accuracy_level": level, "accuracy_level_choice": level_note,
-                "gguf_blocks": blocks_note, "embedding": summary["embedding"],
-                "site_counts": counts, "bytes": summary["bytes"], **search}
+        return {
+            "method": "weight-only",
+            "weights": config.weights,
+            "algorithm": config.algorithm,
+            "accuracy_level": level,
+            "accuracy_level_choice": level_note,
+            "gguf_blocks": blocks_note,
+            "embedding": summary["embedding"],
+            "site_counts": counts,
+            "bytes": summary["bytes"],
+            **search,
+        }
 
     def _blocks(self, source: Path) -> tuple[dict | None, str]:
         from compress.models.causal_lm import gguf_path
@@ -127,22 +148,37 @@ class WeightOnlyMethod(QuantizeMethod):
             plan = {s: config.weights for s in sites}
             if "lm_head" in plan and config.weights in ("source-zp", "source-fused"):
                 plan["lm_head"] = "source"  # Q8_0: exact 8 bits, no offset to place
-            return plan, {"sites": [{"site": s, "choice": c, "reason": "weights = "
-                                     f"{config.weights!r}"} for s, c in plan.items()]}
+            return plan, {
+                "sites": [
+                    {"site": s, "choice": c, "reason": f"weights = {config.weights!r}"}
+                    for s, c in plan.items()
+                ]
+            }
         level = 4 if config.accuracy_level == "auto" else config.accuracy_level
-        result = search_placement(source, scratch, windows, blocks=blocks,
-                                  perplexity_limit=config.perplexity_increase_max,
-                                  accuracy_level=level, block_size=config.block_size,
-                                  algorithm=config.algorithm, log=_quiet)
+        result = search_placement(
+            source,
+            scratch,
+            windows,
+            blocks=blocks,
+            perplexity_limit=config.perplexity_increase_max,
+            accuracy_level=level,
+            block_size=config.block_size,
+            algorithm=config.algorithm,
+            log=_quiet,
+        )
         return result.plan, {
             "sites": result.decisions,
-            "calibration": {"windows": int(len(windows)), "float_perplexity":
-                            result.baseline_perplexity, "perplexity": result.perplexity},
+            "calibration": {
+                "windows": int(len(windows)),
+                "float_perplexity": result.baseline_perplexity,
+                "perplexity": result.perplexity,
+            },
             "trials": result.trials,
         }
 
-    def _accuracy_level(self, source: Path, scratch: Path, plan: dict, windows,
-                        blocks) -> tuple[int, str]:
+    def _accuracy_level(
+        self, source: Path, scratch: Path, plan: dict, windows, blocks
+    ) -> tuple[int, str]:
         """Level 4 (int8 compute) or 1 (fp32 compute): both timed briefly at the generation
         profile, interleaved; level 4 only when its calibration perplexity is within the
         limit (level 1 computes in fp32, as faithful as the weights)."""
@@ -157,18 +193,34 @@ class WeightOnlyMethod(QuantizeMethod):
         folders = []
         for level in LEVELS:
             folder = scratch / f"level{level}"
-            quantize_lm(source, folder, plan, block_size=config.block_size,
-                        algorithm=config.algorithm, accuracy_level=level, blocks=blocks)
+            quantize_lm(
+                source,
+                folder,
+                plan,
+                block_size=config.block_size,
+                algorithm=config.algorithm,
+                accuracy_level=level,
+                blocks=blocks,
+            )
             folders.append(folder)
         base = lm_quality(source / "model.onnx", windows).perplexity
         cost = lm_quality(folders[0] / "model.onnx", windows).perplexity / base - 1
         prompt = [int(t) for t in windows[0][: profile.prompt]]
-        stats = decode_speed(folders, prompt, generate=min(profile.generate, LEVEL_TOKENS),
-                             batch=profile.batch, threads=profile.threads, rounds=1, warmup=1)
+        stats = decode_speed(
+            folders,
+            prompt,
+            generate=min(profile.generate, LEVEL_TOKENS),
+            batch=profile.batch,
+            threads=profile.threads,
+            rounds=1,
+            warmup=1,
+        )
         speeds = {level: s.decode_tokens_per_s for level, s in zip(LEVELS, stats, strict=True)}
         within = cost <= config.perplexity_increase_max
         chosen = 4 if within and speeds[4] >= speeds[1] else 1
-        note = (f"level 4: {speeds[4]:.1f} tokens/s, calibration perplexity {100 * cost:+.2f}%; "
-                f"level 1: {speeds[1]:.1f} tokens/s (fp32 compute); "
-                f"{min(profile.generate, LEVEL_TOKENS)} tokens, 1 round each")
+        note = (
+            f"level 4: {speeds[4]:.1f} tokens/s, calibration perplexity {100 * cost:+.2f}%; "
+            f"level 1: {speeds[1]:.1f} tokens/s (fp32 compute); "
+            f"{min(profile.generate, LEVEL_TOKENS)} tokens, 1 round each"
+        )
         return chosen, note
