@@ -219,7 +219,7 @@ def test_the_recipe_validates_its_keys_by_path():
 def test_a_recipe_with_training_stages_is_refused_the_data_has_no_labels():
     raw = _recipe()
     raw["stages"] = [{"type": "train", "epochs": 1}]
-    with pytest.raises(RecipeError, match=r"stages\[0\] \(train\) trains on labels"):
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.type \(train\): 'train' trains on labels"):
         validate_recipe(raw, "t.toml")
 
 
