@@ -257,7 +257,14 @@ def speedup(baseline: LatencyStats, candidate: LatencyStats) -> dict[str, float]
 
     Only meaningful when both were measured in the same `measure_latency` call.
     """
-    ratios = [b / c for b, c in zip(baseline.round_p50_ms, candidate.round_p50_ms) if c > 0]
+    return ratio_spread(
+        [b / c for b, c in zip(baseline.round_p50_ms, candidate.round_p50_ms) if c > 0]
+    )
+
+
+def ratio_spread(ratios: list[float]) -> dict[str, float]:
+    """Median, min and max of per-round ratios (the shape of `report.records.Spread`);
+    NaN with 0 rounds when there are none."""
     if not ratios:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "rounds": 0}
     return {

@@ -135,15 +135,9 @@ def decode_speedup(base: DecodeStats, new: DecodeStats, *, of: str = "decode") -
         pairs = [(b["prefill_ms"], n["prefill_ms"]) for b, n in zip(base.rounds, new.rounds)]
     else:
         raise ValueError(f"of must be 'decode' or 'prefill', got {of!r}")
-    ratios = [top / bottom for top, bottom in pairs if bottom > 0]
-    if not ratios:
-        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "rounds": 0}
-    return {
-        "median": float(statistics.median(ratios)),
-        "min": float(min(ratios)),
-        "max": float(max(ratios)),
-        "rounds": len(ratios),
-    }
+    from compress.runtime.latency import ratio_spread
+
+    return ratio_spread([top / bottom for top, bottom in pairs if bottom > 0])
 
 
 def generate_ids(folder: Path, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
