@@ -48,8 +48,8 @@ from compress.models.gguf_folder import package_file
 from compress.pruning.decoder import prune_decoder_
 from compress.training.token_kd import cache_teacher_logits, distill_tokens_
 
-MODEL = Path("/work/smollm2-hf")
-AUSTEN = Path("/work/wt/data/data/janeausten")
+MODEL = Path("smollm2-hf")  # --hf: a plain fp32 folder of the GGUF (see scripts/lm_side_by_side.py)
+AUSTEN = Path("data/janeausten")
 
 
 def windows_of(tokenizer, text: str, length: int, count: int, skip: int = 0) -> np.ndarray:
@@ -95,9 +95,9 @@ def record(rows: list, name: str, model, test, base_ppl, seconds: float, **extra
 def oneshot(args) -> dict:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(args.hf)
     test, calib, _ = texts(args, tokenizer)
-    teacher = load(MODEL)
+    teacher = load(args.hf)
     rows: list = []
     start = time.perf_counter()
     record(rows, "teacher", teacher, test, None, 0.0)
@@ -121,7 +121,7 @@ def oneshot(args) -> dict:
                    time.perf_counter() - t, dropped=dropped)  # fmt: skip
     for importance in ("magnitude", "activation"):
         for kv, ffn in [(1 / 3, 0.0), (0.0, 0.25), (0.0, 0.5)]:
-            model = load(MODEL)
+            model = load(args.hf)
             t = time.perf_counter()
             prune_decoder_(model, kv_groups_ratio=kv, ffn_ratio=ffn, importance=importance,
                            windows=calib, ffn_multiple_of=32)  # fmt: skip
@@ -134,9 +134,9 @@ def oneshot(args) -> dict:
 def kd(args) -> dict:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(args.hf)
     test, calib, train = texts(args, tokenizer)
-    teacher = load(MODEL)
+    teacher = load(args.hf)
     rows: list = []
     record(rows, "teacher", teacher, test, None, 0.0)
     base = rows[0]["perplexity"]
@@ -160,7 +160,7 @@ def kd(args) -> dict:
           f"mean rest mass {rest}", flush=True)  # fmt: skip
     del teacher
     result = distill_tokens_(student, cache, train, steps=args.steps, batch_size=args.batch,
-                             lr=args.lr, log_every=20)  # fmt: skip
+                             lr=args.lr, log_every=20, train=args.train)  # fmt: skip
     record(rows, f"{shape} after KD", student, test, base, result["seconds"], kd=result)
     return {"rows": rows, "cache": {"kind": cache.kind, "MB": cache.nbytes / 2**20,
             "seconds": cache.seconds, "cpu_seconds": cache.cpu_seconds, "rest_mass": rest},
@@ -174,9 +174,9 @@ def compound(args) -> dict:
 
     from compress.pruning.decoder import run_logits
 
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(args.hf)
     test, calib, train = texts(args, tokenizer)
-    teacher = load(MODEL)
+    teacher = load(args.hf)
     logprobs = torch.log_softmax(run_logits(teacher, torch.as_tensor(train[:4])), -1)
     rest = {k: float((1 - torch.logsumexp(logprobs.topk(k, -1).values, -1).exp()).mean())
             for k in (64, 256, 1024)}  # fmt: skip
@@ -200,6 +200,7 @@ def main() -> None:
     parser.add_argument("phase", choices=list(PHASES))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--austen", default=str(AUSTEN))
+    parser.add_argument("--hf", type=Path, default=MODEL, help="SmolLM2 as a plain fp32 folder")
     parser.add_argument("--eval-windows", type=int, default=4)
     parser.add_argument("--eval-window", type=int, default=512)
     parser.add_argument("--calib-windows", type=int, default=4)
@@ -215,6 +216,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=64)
+    parser.add_argument("--train", choices=["all", "norms"], default="all")
     parser.add_argument("--cache-mb", type=float, default=512)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -2,7 +2,7 @@ r"""Issue 29: a decoder LM as onnxruntime-genai's builder makes it (fp32, int4, 
 
 One process measures every model on the same machine at the same time:
 
-    nice python scripts/lm_side_by_side.py --hf /work/smollm2-hf \
+    nice python scripts/lm_side_by_side.py --hf smollm2-hf \
         --cache /tmp/lm-sbs --out /tmp/lm-sbs/results.json [--ours RUN/final]
 
 Steps:

@@ -211,7 +211,7 @@ def load_pretrained_(model: CausalLM, config: Any) -> CausalLM:
         state.update(load_file(str(file)))
     total = json.loads((folder / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
     layers = config.layers if config.layers is not None else list(range(total))
-    state = _renumbered(state, layers)
+    state = renumber_layers(state, layers)
     if "lm_head.weight" not in state and model.lm.config.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     missing, unexpected = model.lm.load_state_dict(state, strict=False)
@@ -224,7 +224,7 @@ def load_pretrained_(model: CausalLM, config: Any) -> CausalLM:
     return model
 
 
-def _renumbered(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, torch.Tensor]:
+def renumber_layers(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, torch.Tensor]:
     """`state` with decoder layer `layers[i]` renamed to layer i, other layers dropped."""
     index = {old: new for new, old in enumerate(layers)}
     out = {}
@@ -241,7 +241,7 @@ def _renumbered(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, 
 
 def init_from_teacher_(student: CausalLM, teacher: CausalLM, layers: list[int]) -> None:
     """A student of the teacher's embeddings, chosen layers (in order), norm and head."""
-    state = _renumbered(teacher.lm.state_dict(), layers)
+    state = renumber_layers(teacher.lm.state_dict(), layers)
     student.lm.load_state_dict(state, strict=True)
     if student.lm.config.tie_word_embeddings:
         student.lm.tie_weights()

@@ -64,6 +64,14 @@ class DecoderPruneStageConfig(StageConfigBase):
     batch_size: int = Field(4, gt=0, description="Windows per distillation step.")
     lr: float = Field(5e-5, gt=0, description="AdamW learning rate of the distillation.")
     temperature: float = Field(1.0, gt=0, description="Distillation softmax temperature.")
+    train: Literal["all", "norms"] = Field(
+        "all",
+        description="What distillation updates: every weight, or only the RMSNorm scales. "
+        "'norms' leaves every MatMul weight as it came, so a model read from a GGUF file "
+        "keeps its own 4-bit blocks and the quantize stage re-encodes them (weights "
+        "'source' / 'source-fused' / 'auto'); 'all' heals more but the trained weights "
+        "must be quantized afresh (int4 / int8).",
+    )
     teacher_cache_mb: float = Field(
         1024.0,
         gt=0,

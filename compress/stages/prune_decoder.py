@@ -8,7 +8,8 @@ transformers LM (`CausalLM.lm`), measured and chosen on training windows only:
 2. `pruning.decoder.prune_decoder_`: KV groups and FFN channels removed, the same count
    in every layer, so the model's config still describes it;
 3. `training.token_kd.distill_tokens_`: `steps` of KD on the teacher's token
-   distributions (cached once when they fit), no labels.
+   distributions (cached once when they fit), no labels; `train = "norms"` moves only the
+   normalisation scales, so a GGUF model's kept layers still equal the file's blocks.
 
 The result's spec records the new config (`decoder`), so model.json rebuilds it and
 its saved weights load with identical logits.
@@ -24,17 +25,24 @@ from compress.stages.base import RunContext, Stage, StageResult
 from compress.stages.registry import register_stage
 
 
-def respec(model: CausalLM, spec: ModelSpec) -> ModelSpec:
+def respec(model: CausalLM, spec: ModelSpec, layers: list[int] | None = None) -> ModelSpec:
     """`spec` with its config's `decoder` (and `layers`) read from the model's own
-    config: what model.json must record to rebuild a pruned or smaller model."""
+    config: what model.json must record to rebuild a pruned or smaller model. `layers`:
+    the input model's layers the result kept, recorded against the source file as
+    `source_layers` (the quantize stage finds each layer's GGUF blocks by it)."""
     decoder = dict(spec.config.decoder or {})
+    sources = spec.config.source_layers or spec.config.layers
+    if layers is not None:
+        sources = [(sources or range(max(layers) + 1))[i] for i in layers]
     current = model.lm.config.to_dict()
     decoder.update({key: current[key] for key in decoder if key in current})
     for key in ("head_dim", "num_key_value_heads", "num_attention_heads", "intermediate_size",
                 "num_hidden_layers", "layer_types"):  # fmt: skip
         if key in current:
             decoder[key] = current[key]
-    config = spec.config.model_copy(update={"decoder": decoder, "layers": None})
+    config = spec.config.model_copy(
+        update={"decoder": decoder, "layers": None, "source_layers": sources}
+    )
     return ModelSpec(config, spec.input_shape, spec.num_classes, spec.inputs)
 
 
@@ -69,7 +77,7 @@ class DecoderPruneStage(Stage):
             )  # fmt: skip
         if config.steps:
             details["distillation"] = self._distill(teacher, model.lm, windows, ctx.seed)
-        spec = respec(model, ctx.spec)
+        spec = respec(model, ctx.spec, layers)
         tag_spec_(model, spec)
         return StageResult(model.eval(), spec, details=details)
 
@@ -109,4 +117,5 @@ class DecoderPruneStage(Stage):
                 "cap data.max_train_tokens"
             )
         return distill_tokens_(student, cache, windows, steps=config.steps,
-                               batch_size=config.batch_size, lr=config.lr, seed=seed)  # fmt: skip
+                               batch_size=config.batch_size, lr=config.lr, seed=seed,
+                               train=config.train)  # fmt: skip

@@ -219,6 +219,29 @@ def cache_teacher_logits(
     )
 
 
+TRAIN_CHOICES = ("all", "norms")
+
+
+def trainable_parameters(model: nn.Module, train: str) -> list:
+    """The parameters a KD fine-tune updates. "all": every one. "norms": only the
+    normalisation scales (RMSNorm / LayerNorm), so every Linear weight, the embedding and the
+    head stay exactly as they came: a model read from a GGUF file keeps its own 4-bit blocks,
+    and the quantize stage re-encodes them instead of quantizing trained weights again."""
+    if train == "all":
+        return [p for p in model.parameters() if p.requires_grad]
+    if train != "norms":
+        raise ValueError(f"train {train!r}: one of {TRAIN_CHOICES}")
+    params = [
+        p
+        for module in model.modules()
+        if type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
+        for p in module.parameters(recurse=False)
+    ]
+    if not params:
+        raise ValueError(f"train 'norms': {type(model).__name__} has no RMSNorm/LayerNorm")
+    return params
+
+
 def distill_tokens_(
     student: nn.Module,
     cache: TeacherLogits,
@@ -229,10 +252,12 @@ def distill_tokens_(
     lr: float = 5e-5,
     seed: int = 0,
     log_every: int = 0,
+    train: str = "all",
 ) -> dict:
     """A short KD fine-tune of `student` on `windows` against `cache` (the teacher's
     outputs for the same windows): AdamW, linear warm-up over 10% of the steps then
-    linear decay, gradient clip 1.0. Returns losses and tokens/s for the report.
+    linear decay, gradient clip 1.0. `train` ("all" or "norms", `trainable_parameters`)
+    says which weights move. Returns losses and tokens/s for the report.
 
     Example:
         >>> distill_tokens_(student, cache, ids, steps=100)["tokens_per_s"]  # doctest: +SKIP
@@ -244,7 +269,12 @@ def distill_tokens_(
 
     ids = torch.cat(list(iter_windows(windows, 1 << 30)))
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    params = trainable_parameters(student, train)
+    moving = {id(p) for p in params}
+    frozen = [p for p in student.parameters() if p.requires_grad and id(p) not in moving]
+    for p in frozen:  # no weight gradients computed for them: a frozen step is cheaper
+        p.requires_grad_(False)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -260,7 +290,7 @@ def distill_tokens_(
         loss = cache.loss(logits, rows)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
@@ -268,9 +298,13 @@ def distill_tokens_(
             recent = sum(losses[-log_every:]) / log_every
             print(f"step {step + 1}/{steps} kd loss {recent:.4f}", flush=True)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    for p in frozen:
+        p.requires_grad_(True)
     student.eval()
     return {
         "steps": steps,
+        "train": train,
+        "trained_parameters": sum(p.numel() for p in params),
         "tokens": steps * batch_size * ids.shape[1],
         "seconds": seconds,
         "tokens_per_s": steps * batch_size * ids.shape[1] / seconds,

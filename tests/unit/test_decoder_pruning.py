@@ -291,6 +291,30 @@ def test_short_distillation_lowers_the_kd_loss(model, windows):
     assert result["tokens"] == 30 * 2 * 24 and result["tokens_per_s"] > 0
 
 
+def test_norms_only_distillation_moves_the_norms_and_nothing_else(model, windows):
+    """train="norms": every Linear weight and the embedding stay bit-identical (so a GGUF
+    model's blocks still apply), the RMSNorm scales move, the KD loss falls, and every
+    parameter is trainable again afterwards."""
+    cache = cache_teacher_logits(model, windows)
+    student = student_from_layers(model, [1])
+    before = {name: p.detach().clone() for name, p in student.named_parameters()}
+    loss_before = cache.loss(logits(student, windows), slice(None)).item()
+    result = distill_tokens_(student, cache, windows, steps=30, batch_size=2, lr=3e-2,
+                             train="norms")  # fmt: skip
+    moved = {n for n, p in student.named_parameters() if not torch.equal(p, before[n])}
+    norms = {n for n in before if "norm" in n}
+    assert moved == norms and len(norms) == 3  # input / post-attention of 1 layer + final
+    assert result["trained_parameters"] == sum(before[n].numel() for n in norms)
+    assert cache.loss(logits(student, windows), slice(None)).item() < loss_before
+    assert all(p.requires_grad for p in student.parameters())
+
+
+def test_train_names_what_it_accepts(model, windows):
+    cache = cache_teacher_logits(model, windows)
+    with pytest.raises(ValueError, match="'all', 'norms'"):
+        distill_tokens_(model, cache, windows, steps=1, train="heads")
+
+
 def test_windows_may_be_a_text_splits_ids_and_mask(folder, windows):
     """The text-corpus split's `x` is an (input_ids, attention_mask) pair of int64 arrays."""
     kept = []

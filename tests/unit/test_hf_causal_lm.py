@@ -69,6 +69,26 @@ def test_a_pruned_model_reloads_with_identical_logits(tmp_path):
         assert torch.equal(model(ids, mask), again(ids, mask))
 
 
+def test_source_layers_follow_each_layer_back_to_the_file(tmp_path):
+    """A student of layers [0, 2] of a 3-layer student of layers [0, 2, 3] of a 4-layer
+    file holds the file's layers [0, 3]: model.json says so, for the quantize stage."""
+    from compress.models.decoder_student import student_from_layers
+    from compress.stages.prune_decoder import respec
+
+    folder = tiny_llama_folder(tmp_path / "llama", num_hidden_layers=4)
+    model, spec = _model(folder, layers=[0, 2, 3])
+    assert spec.config.source_layers is None and spec.config.layers == [0, 2, 3]
+    student = type(model).around(student_from_layers(model.lm, [0, 2]))
+    spec = respec(student, spec, [0, 2])
+    assert spec.config.source_layers == [0, 3] and spec.config.layers is None
+    save_model(student, spec, tmp_path / "stage")
+    _, loaded = load_model(tmp_path / "stage")
+    assert loaded.config.source_layers == [0, 3]
+    # and once more from a spec that already records them
+    again = respec(type(model).around(student_from_layers(student.lm, [1])), loaded, [1])
+    assert again.config.source_layers == [3]
+
+
 def test_a_folder_without_config_is_a_recipe_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RecipeError, match="no config.json"):

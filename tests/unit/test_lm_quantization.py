@@ -31,27 +31,18 @@ def lm(tmp_path_factory):
     hf = tiny_llama_folder(root / "hf")
     blocks = read_gguf_blocks(write_tiny_gguf(hf, root / "tiny.gguf"))
     deq = dequantized_folder(hf, blocks, root / "deq")
-    out = root / "fp32"
+    return blocks, _export_fp32(deq, root / "fp32"), deq
+
+
+def _export_fp32(hf, out):
+    """onnxruntime-genai's builder, fp32 with the KV cache: what the export stage writes."""
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "onnxruntime_genai.models.builder",
-            "-i",
-            str(deq),
-            "-o",
-            str(out),
-            "-p",
-            "fp32",
-            "-e",
-            "cpu",
-            "-c",
-            str(root / "cache"),
-        ],
+        [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o",
+         str(out), "-p", "fp32", "-e", "cpu", "-c", str(out.parent / f"{out.name}.cache")],
         check=True,
         capture_output=True,
-    )
-    return blocks, out, deq
+    )  # fmt: skip
+    return out
 
 
 def _logits(folder, ids: np.ndarray) -> np.ndarray:
@@ -349,3 +340,35 @@ def test_weight_only_refuses_other_models_and_changed_weights(lm, windows, tmp_p
     config, method = _method({"weights": "source", "accuracy_level": 4})
     with pytest.raises(StageError, match="weights changed since the file"):
         method(config, _context(tmp_path / "b", fp32, other, windows)).run()
+
+
+def test_a_student_of_some_layers_keeps_the_files_blocks(lm, windows, tmp_path):
+    """A student holding the file's layer 1 alone (model.json: source_layers [1]) still
+    equals the GGUF's blocks once they are renumbered, so "source" re-encodes it exactly;
+    without the map the blocks are another layer's and are refused."""
+    import shutil
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from compress.errors import StageError
+    from compress.models.decoder_student import student_from_layers
+
+    _, _, deq = lm
+    hf = tmp_path / "student-hf"
+    student_from_layers(AutoModelForCausalLM.from_pretrained(deq), [1]).save_pretrained(hf)
+    for item in deq.iterdir():
+        if item.name.startswith("tokenizer") or item.name == "special_tokens_map.json":
+            shutil.copy2(item, hf / item.name)
+    fp32 = _export_fp32(hf, tmp_path / "student-fp32")
+    gguf = deq.parent / "tiny.gguf"
+    config, method = _method({"weights": "source", "accuracy_level": 0})
+    context = _context(tmp_path / "mapped", fp32, gguf, windows)
+    context.spec = SimpleNamespace(config=SimpleNamespace(source_layers=[1], layers=None))
+    result = method(config, context).run()
+    assert "layers [1] of the file" in result.details["quantization"]["gguf_blocks"]
+    assert result.details["quantization"]["site_counts"] == {"source": 6}  # 5 + the head
+    ref = _logits(fp32, IDS)
+    assert np.abs(_logits(result.onnx_path.parent, IDS) - ref).max() < 1e-4 * np.abs(ref).max()
+    with pytest.raises(StageError, match="weights changed since the file"):
+        method(config, _context(tmp_path / "unmapped", fp32, gguf, windows)).run()

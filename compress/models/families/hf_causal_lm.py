@@ -56,6 +56,13 @@ class HFCausalLMConfig(ModelConfigBase):
         description="Decoder layers to keep, in order, each initialised from that layer; "
         "default: all. A distillation student without path/gguf takes them from the teacher.",
     )
+    source_layers: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        min_length=1,
+        description="Which layer of the source file (path / gguf) each decoder layer holds, "
+        "in order; compress fills it in when a stage keeps some layers (so the quantize "
+        "stage finds each layer's GGUF blocks). Leave unset in recipes.",
+    )
     decoder: dict[str, Any] | None = Field(
         None,
         description="The model's config.json with `layers` applied; compress fills it in "

@@ -125,10 +125,17 @@ class WeightOnlyMethod(QuantizeMethod):
             return None, "the model did not come from a GGUF file"
         path = gguf_path(model)
         blocks = read_gguf_blocks(path)
+        current = getattr(self.ctx.spec, "config", None) or model
+        kept = getattr(current, "source_layers", None) or getattr(current, "layers", None)
+        if kept is not None:  # a student of some layers: layer i holds the file's kept[i]
+            from compress.models.causal_lm import renumber_layers
+
+            blocks = renumber_layers(blocks, list(kept))
         mismatch = blocks_mismatch(source / "model.onnx", blocks)
         if mismatch:
             return None, f"{path.name}: weights changed since the file ({mismatch})"
-        return blocks, f"{path.name}: every weight still equals the file's blocks"
+        layers = f" (layers {list(kept)} of the file)" if kept is not None else ""
+        return blocks, f"{path.name}: every weight still equals the file's blocks{layers}"
 
     def _calibration(self):
         import numpy as np
