@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument(
         "--hf",
         type=Path,
-        default=Path("/work/smollm2-hf"),
+        default=Path("smollm2-hf"),
         help="fp32 Hugging Face folder of the model (and its tokenizer)",
     )
     parser.add_argument(

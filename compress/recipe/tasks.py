@@ -26,11 +26,14 @@ class TaskRules:
             the loader prints after the key path).
         tunable: whether `compress tune` can score its trials (they score validation
             accuracy or agreement of a classifier's file).
+        refused_stages: stage types this task's models cannot go through -> why (and
+            what to use instead).
     """
 
     name: str
     unmeasured_budgets: dict[str, str] = field(default_factory=dict)
     tunable: bool = True
+    refused_stages: dict[str, str] = field(default_factory=dict)
 
 
 _LM_ONLY = "reads a language model's {what}, which a classification model does not have"
@@ -47,6 +50,10 @@ TASK_RULES.register("classification")(
             "perplexity_increase_max": _LM_ONLY.format(what="perplexity"),
             "decode_tokens_per_s_min": _LM_ONLY.format(what="decode speed"),
         },
+        refused_stages={
+            "prune-decoder": "prunes a decoder language model (model.architecture "
+            "'hf-causal-lm'); this model is a classifier: use type = 'prune'",
+        },
     )
 )
 TASK_RULES.register("causal-lm")(
@@ -54,6 +61,13 @@ TASK_RULES.register("causal-lm")(
         "causal-lm",
         {"accuracy_min": _NO_ACCURACY, "accuracy_drop_max": _NO_ACCURACY},
         tunable=False,
+        refused_stages={
+            # torch-pruning's dependency graph would cut each layer differently (and query
+            # heads apart from their KV group): a model its config no longer describes
+            "prune": "prunes a classifier's channels; a decoder language model keeps every "
+            "layer the same shape and its query heads with their KV group: use type = "
+            "'prune-decoder' (layers, KV groups, FFN channels, then token distillation)",
+        },
     )
 )
 
@@ -64,8 +78,8 @@ def recipe_task(recipe: Any) -> str:
 
 
 def task_problems(recipe: Any) -> list[str]:
-    """Budgets the recipe's task cannot measure, each naming its key path, and a
-    `[tune]` table its task's trials cannot score."""
+    """Budgets the recipe's task cannot measure, each naming its key path, stages its
+    models cannot go through, and a `[tune]` table its task's trials cannot score."""
     rules = TASK_RULES.get(recipe_task(recipe))
     tune = (
         [f"[tune]: compress tune does not score {rules.name} models yet (its trials read a "
@@ -73,10 +87,15 @@ def task_problems(recipe: Any) -> list[str]:
         if getattr(recipe, "tune", None) is not None and not rules.tunable
         else []
     )  # fmt: skip
+    stages = [
+        f"stages[{index}] (type {stage.type!r}) {rules.refused_stages[stage.type]}"
+        for index, stage in enumerate(recipe.stages)
+        if stage.type in rules.refused_stages
+    ]
     tables = [("budgets", recipe.budgets)] + [
         (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
     ]
-    return tune + [
+    return tune + stages + [
         f"{where}.{key} {why}"
         for where, budgets in tables
         for key, why in rules.unmeasured_budgets.items()

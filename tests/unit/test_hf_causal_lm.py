@@ -140,3 +140,29 @@ def test_a_missing_gguf_package_file_is_a_recipe_error():
     )
     with pytest.raises(RecipeError, match="model.gguf: package 'compress' holds no file"):
         model_folder(config)
+
+
+def _recipe(model: dict, stage: dict) -> dict:
+    return {
+        "name": "r",
+        "data": {"source": "text-corpus", "files": ["t/*.txt"]}
+        if model["architecture"] == "hf-causal-lm"
+        else {"source": "sklearn-digits"},
+        "model": model,
+        "stages": [stage],
+    }
+
+
+def test_each_task_refuses_the_other_tasks_pruning_stage_at_load():
+    """A decoder's generic `prune` (torch-pruning would cut layers unevenly and split query
+    heads from their KV group) and a classifier's `prune-decoder` are exit-2 errors naming
+    the stage and what to use instead."""
+    from compress.recipe.loader import validate_recipe
+
+    lm = {"architecture": "hf-causal-lm", "path": "llama"}
+    with pytest.raises(RecipeError, match=r"stages\[0\] \(type 'prune'\).*use type = 'prune-dec"):
+        validate_recipe(_recipe(lm, {"type": "prune", "finetune": {"epochs": 0}}))
+    cnn = {"architecture": "cnn", "weights": "w.safetensors"}
+    with pytest.raises(RecipeError, match=r"\(type 'prune-decoder'\).*use type = 'prune'"):
+        validate_recipe(_recipe(cnn, {"type": "prune-decoder", "keep_layers": 1}))
+    assert validate_recipe(_recipe(lm, {"type": "prune-decoder", "keep_layers": 1}))
