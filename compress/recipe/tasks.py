@@ -95,9 +95,13 @@ def task_problems(recipe: Any) -> list[str]:
     tables = [("budgets", recipe.budgets)] + [
         (f"stages[{index}].budgets", stage.budgets) for index, stage in enumerate(recipe.stages)
     ]
-    return tune + stages + [
-        f"{where}.{key} {why}"
-        for where, budgets in tables
-        for key, why in rules.unmeasured_budgets.items()
-        if getattr(budgets, key, None) is not None
-    ]
+    return (
+        tune
+        + stages
+        + [
+            f"{where}.{key} {why}"
+            for where, budgets in tables
+            for key, why in rules.unmeasured_budgets.items()
+            if getattr(budgets, key, None) is not None
+        ]
+    )
