@@ -319,6 +319,15 @@ def test_weight_only_method_writes_a_folder_and_says_why(lm, windows, tmp_path):
     assert "equals the file's blocks" in details["gguf_blocks"]
     assert details["site_counts"] == {"source-fused": 10, "source": 1}
     assert details["accuracy_level"] in (1, 4) and "tokens/s" in details["accuracy_level_choice"]
+    # the timed folder of the chosen level is the one shipped (moved, not quantized again)
+    import onnx
+
+    graph = onnx.load(str(result.onnx_path)).graph
+    levels = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+              if a.name == "accuracy_level"}  # fmt: skip
+    assert levels == {details["accuracy_level"]}
+    assert details["bytes"] == result.onnx_path.stat().st_size
+    assert not list(tmp_path.glob(".quantize.search*"))
     assert all(d["reason"] for d in details["sites"])
     assert "8-bit table" in details["embedding"]
     og.Model(str(result.onnx_path.parent))  # loads in onnxruntime-genai

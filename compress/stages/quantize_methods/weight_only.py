@@ -12,6 +12,7 @@ profile and keeps the fastest whose calibration perplexity stays within the limi
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,18 +88,26 @@ class WeightOnlyMethod(QuantizeMethod):
         scratch = out.parent / f".{out.name}.search"
         try:
             plan, search = self._plan(source, scratch, windows, blocks)
-            level, level_note = self._accuracy_level(source, scratch, plan, windows, blocks)
+            level, level_note, built = self._accuracy_level(
+                source, scratch, plan, windows, blocks
+            )
+            if level in built:  # timed already: the folder is moved, not quantized again
+                folder, summary = built[level]
+                out.mkdir(parents=True, exist_ok=True)
+                for path in folder.iterdir():
+                    os.replace(path, out / path.name)
+            else:
+                summary = quantize_lm(
+                    source,
+                    out,
+                    plan,
+                    block_size=config.block_size,
+                    algorithm=config.algorithm,
+                    accuracy_level=level,
+                    blocks=blocks,
+                )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        summary = quantize_lm(
-            source,
-            out,
-            plan,
-            block_size=config.block_size,
-            algorithm=config.algorithm,
-            accuracy_level=level,
-            blocks=blocks,
-        )
         counts: dict[str, int] = {}
         for choice in plan.values():
             counts[choice] = counts.get(choice, 0) + 1
@@ -185,22 +194,23 @@ class WeightOnlyMethod(QuantizeMethod):
 
     def _accuracy_level(
         self, source: Path, scratch: Path, plan: dict, windows, blocks
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str, dict]:
         """Level 4 (int8 compute) or 1 (fp32 compute): both timed briefly at the generation
         profile, interleaved; level 4 only when its calibration perplexity is within the
-        limit (level 1 computes in fp32, as faithful as the weights)."""
+        limit (level 1 computes in fp32, as faithful as the weights). Returns the level,
+        why, and the folders it wrote: level -> (folder, `quantize_lm` summary)."""
         from compress.quantization.lm_quantize import quantize_lm
         from compress.runtime.lm_quality import lm_quality
         from compress.runtime.lm_speed import decode_speed
 
         config = self.config
         if config.accuracy_level != "auto":
-            return int(config.accuracy_level), "set by the recipe"
+            return int(config.accuracy_level), "set by the recipe", {}
         profile = self.ctx.recipe.runtime.generation_profile()
-        folders = []
+        folders, built = [], {}
         for level in LEVELS:
             folder = scratch / f"level{level}"
-            quantize_lm(
+            built[level] = folder, quantize_lm(
                 source,
                 folder,
                 plan,
@@ -230,4 +240,4 @@ class WeightOnlyMethod(QuantizeMethod):
             f"level 1: {speeds[1]:.1f} tokens/s (fp32 compute); "
             f"{min(profile.generate, LEVEL_TOKENS)} tokens, 1 round each"
         )
-        return chosen, note
+        return chosen, note, built
