@@ -88,9 +88,7 @@ class WeightOnlyMethod(QuantizeMethod):
         scratch = out.parent / f".{out.name}.search"
         try:
             plan, search = self._plan(source, scratch, windows, blocks)
-            level, level_note, built = self._accuracy_level(
-                source, scratch, plan, windows, blocks
-            )
+            level, level_note, built = self._accuracy_level(source, scratch, plan, windows, blocks)
             if level in built:  # timed already: the folder is moved, not quantized again
                 folder, summary = built[level]
                 out.mkdir(parents=True, exist_ok=True)
@@ -210,14 +208,17 @@ class WeightOnlyMethod(QuantizeMethod):
         folders, built = [], {}
         for level in LEVELS:
             folder = scratch / f"level{level}"
-            built[level] = folder, quantize_lm(
-                source,
+            built[level] = (
                 folder,
-                plan,
-                block_size=config.block_size,
-                algorithm=config.algorithm,
-                accuracy_level=level,
-                blocks=blocks,
+                quantize_lm(
+                    source,
+                    folder,
+                    plan,
+                    block_size=config.block_size,
+                    algorithm=config.algorithm,
+                    accuracy_level=level,
+                    blocks=blocks,
+                ),
             )
             folders.append(folder)
         base = lm_quality(source / "model.onnx", windows).perplexity
