@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from compress.errors import DataError, RecipeError
+from compress.models.hf_local import offline, renumber_layers
 
 # config.json keys that describe a checkpoint's history, not the architecture
 _DROPPED_KEYS = ("_name_or_path", "transformers_version", "quantization_config", "torch_dtype",
@@ -41,14 +42,7 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 
 
-def _offline() -> None:
-    """Nothing may reach a hub at run time; progress bars stay out of the terminal."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
+LAYERS = "model.layers."  # decoder layer keys: model.layers.<i>.…
 
 
 def cache_root() -> Path:
@@ -86,7 +80,7 @@ def gguf_cache_folder(path: Path) -> Path:
 
     from compress.models.gguf_folder import gguf_to_folder
 
-    _offline()
+    offline()
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     before = os.environ.get("TQDM_DISABLE")
@@ -151,7 +145,7 @@ def resolve_config(config: Any, base: dict[str, Any] | None = None) -> Any:
 
 def hf_config(decoder: dict[str, Any]):
     """The transformers config of a `decoder` dict (eager attention: exports plainly)."""
-    _offline()
+    offline()
     from transformers import AutoConfig
 
     settings = {k: v for k, v in decoder.items() if k != "model_type"}
@@ -211,7 +205,7 @@ def load_pretrained_(model: CausalLM, config: Any) -> CausalLM:
         state.update(load_file(str(file)))
     total = json.loads((folder / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
     layers = config.layers if config.layers is not None else list(range(total))
-    state = renumber_layers(state, layers)
+    state = renumber_layers(state, layers, prefix=LAYERS)
     if "lm_head.weight" not in state and model.lm.config.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     missing, unexpected = model.lm.load_state_dict(state, strict=False)
@@ -224,24 +218,9 @@ def load_pretrained_(model: CausalLM, config: Any) -> CausalLM:
     return model
 
 
-def renumber_layers(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, torch.Tensor]:
-    """`state` with decoder layer `layers[i]` renamed to layer i, other layers dropped."""
-    index = {old: new for new, old in enumerate(layers)}
-    out = {}
-    for key, tensor in state.items():
-        parts = key.split(".")
-        if len(parts) > 3 and parts[:2] == ["model", "layers"]:
-            old = int(parts[2])
-            if old not in index:
-                continue
-            key = ".".join([*parts[:2], str(index[old]), *parts[3:]])
-        out[key] = tensor
-    return out
-
-
 def init_from_teacher_(student: CausalLM, teacher: CausalLM, layers: list[int]) -> None:
     """A student of the teacher's embeddings, chosen layers (in order), norm and head."""
-    state = renumber_layers(teacher.lm.state_dict(), layers)
+    state = renumber_layers(teacher.lm.state_dict(), layers, prefix=LAYERS)
     student.lm.load_state_dict(state, strict=True)
     if student.lm.config.tie_word_embeddings:
         student.lm.tie_weights()

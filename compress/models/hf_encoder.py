@@ -32,21 +32,11 @@ import torch
 from torch import nn
 
 from compress.errors import RecipeError
+from compress.models.hf_local import offline, renumber_layers
 from compress.packages import package_folder
 
 # config.json keys that describe a checkpoint's history, not the architecture
 _DROPPED_KEYS = ("_name_or_path", "architectures", "transformers_version", "gradient_checkpointing")
-
-
-def _offline() -> None:
-    """Nothing may reach a hub at run time: every load is from a local folder. Its
-    progress bars and notes stay out of the user's terminal."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
 
 
 def model_folder(config: Any) -> Path:
@@ -153,21 +143,10 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def _layer_map(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, torch.Tensor]:
-    """`state` of a full encoder with layer `layers[i]` renamed to layer i; other
-    layers and the pooler dropped."""
-    position = {str(source): str(target) for target, source in enumerate(layers)}
-    out = {}
-    for key, tensor in state.items():
-        if key.startswith("pooler."):
-            continue
-        if key.startswith("encoder.layer."):
-            index, _, rest = key[len("encoder.layer.") :].partition(".")
-            if index not in position:
-                continue
-            key = f"encoder.layer.{position[index]}.{rest}"
-        out[key] = tensor
-    return out
+def _kept_layers(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, torch.Tensor]:
+    """A full encoder's `state` with layer `layers[i]` renamed to layer i; other layers and
+    the pooler dropped."""
+    return renumber_layers(state, layers, prefix="encoder.layer.", drop=("pooler.",))
 
 
 def check_inputs(model: HFEncoderClassifier, signature) -> None:
@@ -194,14 +173,14 @@ def load_pretrained_(model: HFEncoderClassifier, config: Any) -> HFEncoderClassi
     Raises:
         RecipeError: the folder's weights do not fit the architecture.
     """
-    _offline()
+    offline()
     from transformers import BertModel
 
     folder = model_folder(config)
     full = BertModel.from_pretrained(str(folder), local_files_only=True)
     total = full.config.num_hidden_layers
     layers = config.layers if config.layers is not None else list(range(total))
-    state = _layer_map(full.state_dict(), layers)
+    state = _kept_layers(full.state_dict(), layers)
     try:
         model.encoder.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -228,7 +207,8 @@ def init_from_teacher_(
     bad = [i for i in layers if not 0 <= i < total]
     if bad:
         raise RecipeError(f"student.layers {layers}: {bad} out of range 0..{total - 1}")
-    state = {f"encoder.{k}": v for k, v in _layer_map(teacher.encoder.state_dict(), layers).items()}
+    kept = _kept_layers(teacher.encoder.state_dict(), layers)
+    state = {f"encoder.{k}": v for k, v in kept.items()}
     state |= {f"classifier.{k}": v for k, v in teacher.classifier.state_dict().items()}
     try:
         student.load_state_dict(state, strict=True)

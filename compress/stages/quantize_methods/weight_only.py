@@ -135,9 +135,10 @@ class WeightOnlyMethod(QuantizeMethod):
         current = getattr(self.ctx.spec, "config", None) or model
         kept = getattr(current, "source_layers", None) or getattr(current, "layers", None)
         if kept is not None:  # a student of some layers: layer i holds the file's kept[i]
-            from compress.models.causal_lm import renumber_layers
+            from compress.models.causal_lm import LAYERS
+            from compress.models.hf_local import renumber_layers
 
-            blocks = renumber_layers(blocks, list(kept))
+            blocks = renumber_layers(blocks, list(kept), prefix=LAYERS)
         mismatch = blocks_mismatch(source / "model.onnx", blocks)
         if mismatch:
             return None, f"{path.name}: weights changed since the file ({mismatch})"
