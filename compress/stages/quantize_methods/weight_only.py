@@ -75,7 +75,6 @@ class WeightOnlyMethod(QuantizeMethod):
 
     def quantize_folder(self, source: Path, out: Path) -> dict[str, Any]:
         """Quantize `source` into `out`; the report's `quantization` details."""
-        from compress.quantization.lm_quantize import quantize_lm
 
         config = self.config
         blocks, blocks_note = self._blocks(source)
@@ -95,15 +94,7 @@ class WeightOnlyMethod(QuantizeMethod):
                 for path in folder.iterdir():
                     os.replace(path, out / path.name)
             else:
-                summary = quantize_lm(
-                    source,
-                    out,
-                    plan,
-                    block_size=config.block_size,
-                    algorithm=config.algorithm,
-                    accuracy_level=level,
-                    blocks=blocks,
-                )
+                summary = self._write(source, out, plan, level, blocks)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         counts: dict[str, int] = {}
@@ -121,6 +112,15 @@ class WeightOnlyMethod(QuantizeMethod):
             "bytes": summary["bytes"],
             **search,
         }
+
+    def _write(self, source: Path, out: Path, plan: dict, level: int, blocks) -> dict:
+        """`quantize_lm` of `source` into `out` with this stage's settings at `level`."""
+        from compress.quantization.lm_quantize import quantize_lm
+
+        config = self.config
+        return quantize_lm(source, out, plan, block_size=config.block_size,
+                           algorithm=config.algorithm, accuracy_level=level,
+                           blocks=blocks)  # fmt: skip
 
     def _blocks(self, source: Path) -> tuple[dict | None, str]:
         from compress.models.causal_lm import gguf_path
@@ -198,7 +198,6 @@ class WeightOnlyMethod(QuantizeMethod):
         profile, interleaved; level 4 only when its calibration perplexity is within the
         limit (level 1 computes in fp32, as faithful as the weights). Returns the level,
         why, and the folders it wrote: level -> (folder, `quantize_lm` summary)."""
-        from compress.quantization.lm_quantize import quantize_lm
         from compress.runtime.lm_quality import lm_quality
         from compress.runtime.lm_speed import decode_speed
 
@@ -209,18 +208,7 @@ class WeightOnlyMethod(QuantizeMethod):
         folders, built = [], {}
         for level in LEVELS:
             folder = scratch / f"level{level}"
-            built[level] = (
-                folder,
-                quantize_lm(
-                    source,
-                    folder,
-                    plan,
-                    block_size=config.block_size,
-                    algorithm=config.algorithm,
-                    accuracy_level=level,
-                    blocks=blocks,
-                ),
-            )
+            built[level] = folder, self._write(source, folder, plan, level, blocks)
             folders.append(folder)
         base = lm_quality(source / "model.onnx", windows).perplexity
         cost = lm_quality(folders[0] / "model.onnx", windows).perplexity / base - 1
