@@ -16,7 +16,8 @@ Steps:
   speed    onnxruntime-genai generation, 1 thread by default, batch 1, the first
            --prompt tokens of Hamlet as the prompt, exactly --generate new tokens,
            all models interleaved (A B C A B C ...) for --rounds rounds after one
-           warm-up; medians with min-max, and per-round speed-ups over fp32
+           warm-up; medians with min-max, and per-round speed-ups over fp32 and
+           over the first --ours folder (is a second model faster than it?)
 Prints a markdown table and writes the figures as JSON (--out).
 """
 
@@ -75,30 +76,39 @@ def measure(folders: dict[str, Path], ids: list[int], args) -> dict:
     windows = np.asarray(ids[: windows_needed * args.window], dtype=np.int64)
     windows = windows.reshape(windows_needed, args.window)
     start = time.monotonic()
-    quality = lm_quality_side_by_side(
-        [folders[name] / "model.onnx" for name in names[1:]],
-        windows,
-        reference=folders[names[0]] / "model.onnx",
-        threads=args.threads,
-    )
-    print(f"quality of {len(names)} models in {time.monotonic() - start:.0f} s", flush=True)
+    quality = [None] * len(names)
+    if not args.speed_only:
+        quality = lm_quality_side_by_side(
+            [folders[name] / "model.onnx" for name in names[1:]],
+            windows,
+            reference=folders[names[0]] / "model.onnx",
+            threads=args.threads,
+        )
+        print(f"quality of {len(names)} models in {time.monotonic() - start:.0f} s", flush=True)
     start = time.monotonic()
     speed = decode_speed([folders[name] for name in names], ids[: args.prompt],
                          generate=args.generate, batch=1, threads=args.threads,
                          rounds=args.rounds, warmup=args.warmup)  # fmt: skip
     print(f"speed in {time.monotonic() - start:.0f} s", flush=True)
-    base_ppl = quality[0].perplexity
+    base_ppl = quality[0].perplexity if quality[0] is not None else None
+    # the first --ours folder is the second baseline: is each later one faster than it?
+    ours = [i for i, name in enumerate(names) if name.startswith("ours")]
     rows = {}
-    for name, q, s in zip(names, quality, speed, strict=True):
+    for index, (name, q, s) in enumerate(zip(names, quality, speed, strict=True)):
         rates = [r["decode_tokens_per_s"] for r in s.rounds]
+        figures = (
+            {}
+            if q is None
+            else {**q.to_dict(), "perplexity_increase": q.perplexity / base_ppl - 1.0}
+        )
         rows[name] = {
             "folder": str(folders[name]),
             "mb": folder_mb(folders[name]),
-            **q.to_dict(),
-            "perplexity_increase": q.perplexity / base_ppl - 1.0,
+            **figures,
             "prefill_ms": s.prefill_ms,
             "decode_tokens_per_s": s.decode_tokens_per_s,
             "decode_tokens_per_s_range": [min(rates), max(rates)],
+            "speedup_vs_first_ours": decode_speedup(speed[ours[0]], s) if ours else None,
             "speedup": decode_speedup(speed[0], s),
             "prefill_speedup": decode_speedup(speed[0], s, of="prefill"),
             "rounds": s.rounds,
@@ -114,20 +124,27 @@ def markdown(rows: dict, args) -> str:
         f"{args.generate} new tokens, {args.rounds} interleaved rounds (median, min-max).",
         "",
         "| model | MB | perplexity | vs fp32 | top-1 agreement | KL (nats) | prefill ms "
-        "| decode tokens/s | decode speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| decode tokens/s | decode speed-up | vs the first --ours |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         low, high = row["decode_tokens_per_s_range"]
-        up = row["speedup"]
+        quality = (
+            f"{row['perplexity']:.2f} | {100 * row['perplexity_increase']:+.2f}% "
+            f"| {100 * row['agreement']:.1f}% | {row['kl_mean']:.4f}"
+            if "perplexity" in row
+            else "- | - | - | -"
+        )
         lines.append(
-            f"| {name} | {row['mb']:.1f} | {row['perplexity']:.2f} "
-            f"| {100 * row['perplexity_increase']:+.2f}% | {100 * row['agreement']:.1f}% "
-            f"| {row['kl_mean']:.4f} | {row['prefill_ms']:.1f} "
+            f"| {name} | {row['mb']:.1f} | {quality} | {row['prefill_ms']:.1f} "
             f"| {row['decode_tokens_per_s']:.1f} ({low:.1f}-{high:.1f}) "
-            f"| {up['median']:.2f}x ({up['min']:.2f}-{up['max']:.2f}) |"
+            f"| {_spread(row['speedup'])} | {_spread(row['speedup_vs_first_ours'])} |"
         )
     return "\n".join(lines)
+
+
+def _spread(up: dict | None) -> str:
+    return "-" if up is None else f"{up['median']:.2f}x ({up['min']:.2f}-{up['max']:.2f})"
 
 
 def main() -> None:
@@ -164,6 +181,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--speed-only", action="store_true", help="skip perplexity / agreement / KL"
+    )
     args = parser.parse_args()
 
     import onnxruntime
