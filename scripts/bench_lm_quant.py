@@ -139,7 +139,7 @@ def decode_rounds(folders: dict[str, Path], prompt: list[int], generate: int, ro
     return speeds, prefill
 
 
-def build_fp32(work: Path) -> Path:
+def build_fp32(work: Path, hf: Path) -> Path:
     out = work / "fp32"
     if not (out / "model.onnx").is_file():
         subprocess.run(
@@ -148,7 +148,7 @@ def build_fp32(work: Path) -> Path:
                 "-m",
                 "onnxruntime_genai.models.builder",
                 "-i",
-                "/work/smollm2-hf",
+                str(hf),
                 "-o",
                 str(out),
                 "-p",
@@ -171,6 +171,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--fp32", type=Path, default=None, help="an existing fp32 folder")
+    parser.add_argument(
+        "--hf",
+        type=Path,
+        default=Path("smollm2-hf"),
+        help="SmolLM2 as a plain fp32 folder (built into --work without --fp32)",
+    )
     parser.add_argument("--variants", default="source,int8,int4")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=16384)
@@ -186,7 +192,7 @@ def main() -> None:
     from compress.quantization.lm_quantize import quantize_lm
 
     args.work.mkdir(parents=True, exist_ok=True)
-    fp32 = args.fp32 or build_fp32(args.work)
+    fp32 = args.fp32 or build_fp32(args.work, args.hf)
     blocks = read_gguf_blocks(package_file(*SMOLLM2_GGUF))
     plans = variant_plans([s.name for s in lm_matmuls(fp32 / "model.onnx")])
     folders = {"fp32": fp32}

@@ -4,8 +4,8 @@ Run with the Python of a separate Olive venv (olive-ai, torch==2.13.0 CPU,
 onnxruntime==1.32.0; docs/olive.md says how it was installed); compress runs as
 a subprocess through its own CLI (`--compress`, a compress venv's `compress`):
 
-    OLIVE_DISABLE_TELEMETRY=1 /work/olive-venv/bin/python scripts/olive_side_by_side.py \
-        --work /tmp/olive-sbs --compress /work/wt-olive/.venv/bin/compress
+    OLIVE_DISABLE_TELEMETRY=1 OLIVE_VENV/bin/python scripts/olive_side_by_side.py \
+        --work /tmp/olive-sbs --compress COMPRESS_VENV/bin/compress
 
 Steps (all files under --work, nothing in the repository):
   train    a compress recipe (train ResNet-18 `depth = 18` on Fashion-MNIST, export);
@@ -616,7 +616,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/olive-sbs"))
-    parser.add_argument("--compress", default="/work/wt-olive/.venv/bin/compress")
+    parser.add_argument("--compress", default="compress", help="a compress venv's compress")
     parser.add_argument(
         "--model",
         type=Path,
