@@ -284,22 +284,24 @@ def distill_tokens_(
     # process CPU time beside wall time: on a shared machine tokens per CPU second is the
     # figure that carries over to an idle one (1 thread)
     losses, start, cpu = [], time.perf_counter(), time.process_time()
-    for step in range(steps):
-        rows = torch.randint(0, len(ids), (batch_size,), generator=generator)
-        logits = student(input_ids=ids[rows], use_cache=False).logits
-        loss = cache.loss(logits, rows)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if log_every and (step + 1) % log_every == 0:
-            recent = sum(losses[-log_every:]) / log_every
-            print(f"step {step + 1}/{steps} kd loss {recent:.4f}", flush=True)
+    try:
+        for step in range(steps):
+            rows = torch.randint(0, len(ids), (batch_size,), generator=generator)
+            logits = student(input_ids=ids[rows], use_cache=False).logits
+            loss = cache.loss(logits, rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            if log_every and (step + 1) % log_every == 0:
+                recent = sum(losses[-log_every:]) / log_every
+                print(f"step {step + 1}/{steps} kd loss {recent:.4f}", flush=True)
+    finally:  # the caller's model stays trainable, also when a step fails
+        for p in frozen:
+            p.requires_grad_(True)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    for p in frozen:
-        p.requires_grad_(True)
     student.eval()
     return {
         "steps": steps,
